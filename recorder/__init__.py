@@ -1,0 +1,1 @@
+"""The protoevents recorder, embedded by components to emit typed events."""

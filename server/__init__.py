@@ -1,0 +1,1 @@
+"""The protoevents proxy: ingest, persistence, dedup, writers and inspection."""

@@ -1,0 +1,7 @@
+"""Allow `python -m server.cli`."""
+
+import sys
+
+from server.cli import main
+
+sys.exit(main())

@@ -1,0 +1,38 @@
+"""Shared fixtures: paths of the checkout and a runner for the `protoevents` command."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+CliRunner = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture
+def run_cli() -> CliRunner:
+    """Run `protoevents ARGS` in a subprocess; `pythonpath` folders go first on its path."""
+
+    def run(
+        *args: str, pythonpath: Sequence[Path] = (), cwd: Path | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        env = dict(os.environ)
+        if pythonpath:
+            env["PYTHONPATH"] = os.pathsep.join(str(p) for p in pythonpath)
+        return subprocess.run(
+            [sys.executable, "-m", "server.cli", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=cwd or ROOT,
+            timeout=120,
+            check=False,
+        )
+
+    return run
