@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
+
+from tests.fake_proxy import FakeProxy
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -36,3 +38,11 @@ def run_cli() -> CliRunner:
         )
 
     return run
+
+
+@pytest.fixture
+def fake_proxy() -> Iterator[FakeProxy]:
+    """An in-memory EventProxyService on a loopback port, stopped after the test."""
+    proxy = FakeProxy().start()
+    yield proxy
+    proxy.stop()

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from protoevents.v1 import severity_pb2
 from tests.conftest import ROOT, CliRunner
+from tests.fake_proxy import FakeProxy
 
 WIDGET_PROTO = """\
 syntax = "proto3";
@@ -33,6 +35,19 @@ GOOD_OPTIONS = """\
     category: "widget"
     description: "A widget jammed."\
 """
+
+
+SPLIT_BRAIN = textwrap.dedent(
+    """\
+      // The cluster split into partitions that cannot see each other.
+      CLUSTER_EVENT_TYPE_SPLIT_BRAIN = 7 [(protoevents.v1.event) = {
+        severity: SEVERITY_CRITICAL
+        category: "cluster"
+        description: "The cluster split into partitions that cannot see each other."
+      }];
+    }
+    """
+)
 
 
 def write_user_protos(root: Path, options: str = GOOD_OPTIONS) -> Path:
@@ -173,19 +188,8 @@ def test_adding_an_event_type_round_trip(run_cli: CliRunner, tmp_path: Path) -> 
     out = tmp_path / "generated"
     shutil.copytree(ROOT / "generated", out)
     cluster = protos / "protoevents" / "cluster" / "v1" / "cluster_events.proto"
-    addition = textwrap.dedent(
-        """\
-          // The cluster split into partitions that cannot see each other.
-          CLUSTER_EVENT_TYPE_SPLIT_BRAIN = 7 [(protoevents.v1.event) = {
-            severity: SEVERITY_CRITICAL
-            category: "cluster"
-            description: "The cluster split into partitions that cannot see each other."
-          }];
-        }
-        """
-    )
     text = cluster.read_text()
-    cluster.write_text(text[: text.rindex("}")] + addition)
+    cluster.write_text(text[: text.rindex("}")] + SPLIT_BRAIN)
 
     assert run_cli("gen", "--check", "--protos", str(protos), "--out", str(out)).returncode == 1
     assert run_cli("gen", "--protos", str(protos), "--out", str(out)).returncode == 0
@@ -204,6 +208,29 @@ def test_adding_an_event_type_round_trip(run_cli: CliRunner, tmp_path: Path) -> 
             "enum": "protoevents.cluster.v1.ClusterEventType",
         }
     ]
+
+
+def test_added_type_is_accepted_by_a_recorder(
+    run_cli: CliRunner, tmp_path: Path, fake_proxy: FakeProxy
+) -> None:
+    protos = tmp_path / "protos"
+    shutil.copytree(ROOT / "protos", protos)
+    out = tmp_path / "generated"
+    cluster = protos / "protoevents" / "cluster" / "v1" / "cluster_events.proto"
+    text = cluster.read_text()
+    cluster.write_text(text[: text.rindex("}")] + SPLIT_BRAIN)
+    assert run_cli("gen", "--protos", str(protos), "--out", str(out)).returncode == 0
+
+    recorded = run_cli(
+        "record", "CLUSTER_EVENT_TYPE_SPLIT_BRAIN", "two leaders", "--component", "c",
+        "--proxy", fake_proxy.address, "--spool-dir", str(tmp_path / "spool"),
+        pythonpath=[out],
+    )  # fmt: skip
+
+    assert recorded.returncode == 0, recorded.stderr
+    event = fake_proxy.events[recorded.stdout.strip()]
+    assert event.type == "protoevents.cluster.v1.ClusterEventType.CLUSTER_EVENT_TYPE_SPLIT_BRAIN"
+    assert event.severity == severity_pb2.SEVERITY_CRITICAL
 
 
 def test_types_table_and_filters(run_cli: CliRunner) -> None:

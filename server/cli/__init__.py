@@ -7,9 +7,9 @@ import os
 import sys
 from collections.abc import Sequence
 
-from server.cli import gen, types
+from server.cli import gen, record, types
 
-COMMANDS = (gen, types)
+COMMANDS = (gen, types, record)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,354 @@
+"""`Recorder`: what a component embeds to record typed events without ever being blocked."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import grpc
+from google.protobuf import struct_pb2
+from google.protobuf.descriptor import EnumDescriptor
+from uuid_utils import uuid7
+
+from protoevents.v1 import event_pb2, severity_pb2
+from recorder.delivery import Delivery, DeliveryOptions, Item
+from recorder.registry import EnumType, Registry, parse_severity
+from recorder.resolve import EventTypeResolver
+from recorder.spool import Spool, SpoolSlot
+from recorder.stats import Counters, RecorderStats
+
+_SEVERITIES = frozenset(v for v in severity_pb2.Severity.values() if v)
+_live: weakref.WeakSet[Recorder] = weakref.WeakSet()
+
+
+def default_spool_dir() -> Path:
+    """`$XDG_STATE_HOME/protoevents/spool`, or `~/.local/state/protoevents/spool`."""
+    state = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
+    return Path(state) / "protoevents" / "spool"
+
+
+def _object_ref(obj: object) -> event_pb2.ObjectRef | None:
+    if obj is None or isinstance(obj, event_pb2.ObjectRef):
+        return obj
+    if isinstance(obj, str):
+        parts = obj.split("/")
+        if len(parts) == 2 and all(parts):
+            return event_pb2.ObjectRef(kind=parts[0], name=parts[1])
+        if len(parts) == 3 and parts[0] and parts[2]:
+            return event_pb2.ObjectRef(kind=parts[0], namespace=parts[1], name=parts[2])
+        raise ValueError(f"object {obj!r} must be KIND/NAME or KIND/NAMESPACE/NAME")
+    raise TypeError(f"obj must be an ObjectRef or a 'KIND/NAME' string, not {type(obj).__name__}")
+
+
+def _attributes(attributes: object) -> Mapping[str, str] | None:
+    if attributes is None:
+        return None
+    if not isinstance(attributes, Mapping):
+        raise TypeError(f"attributes must be a mapping of str to str, not {type(attributes)}")
+    for key, value in attributes.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise TypeError(f"attributes must map str to str; got {key!r}: {value!r}")
+    return dict(attributes)
+
+
+def _data(data: object) -> struct_pb2.Struct | None:
+    if data is None or isinstance(data, struct_pb2.Struct):
+        return data
+    if not isinstance(data, Mapping):
+        raise TypeError(f"data must be a JSON-like mapping, not {type(data).__name__}")
+    struct = struct_pb2.Struct()
+    try:
+        struct.update(data)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"data must be JSON-like (str, number, bool, list, dict): {exc}") from None
+    return struct
+
+
+class Recorder:
+    """Records events of the given event-type enums and streams them to a proxy.
+
+    `record()` validates its arguments, stamps the event and queues it; a background thread
+    batches (`batch_size` events or `flush_interval` seconds, whichever first), keeps up to
+    `max_in_flight` batches on one `EventProxyService.Record` stream, and writes to the spool
+    under `spool_dir` whatever the proxy has not acknowledged. The spool is replayed oldest
+    first once the proxy answers again, also by a recorder started later on the same folder.
+
+    Nothing but the caller's own mistakes (unknown event type: `EventTypeError`, a ValueError;
+    wrong argument types: TypeError) ever raises from `record()`. What cannot be kept is
+    counted in `stats().dropped`: `queue_full` (more than `queue_size` events waiting),
+    `spool_full` (the oldest spooled events, past `spool_max_bytes`), `closed` (recorded after
+    `close()`), `rejected_batch_*` (a batch the proxy refused twice as malformed).
+    """
+
+    def __init__(
+        self,
+        *,
+        component: str,
+        event_types: Iterable[EnumType | EnumDescriptor],
+        proxy: str = "127.0.0.1:50051",
+        node: str | None = None,
+        spool_dir: str | os.PathLike[str] | None = None,
+        batch_size: int = 1000,
+        flush_interval: float = 0.2,
+        queue_size: int = 100_000,
+        max_in_flight: int = 4,
+        spool_max_bytes: int = 256 << 20,
+        spool_fsync: bool = True,
+        ack_timeout: float = 10.0,
+        backoff_max: float = 5.0,
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
+        if not component:
+            raise ValueError("component must be a non-empty name")
+        if batch_size < 1 or queue_size < batch_size:
+            raise ValueError(f"need 1 <= batch_size ({batch_size}) <= queue_size ({queue_size})")
+        self._resolver = EventTypeResolver(event_types)
+        self.node = node or socket.gethostname()
+        self.component = component
+        self._source = event_pb2.EventSource(node=self.node, component=component)
+        self._spool_base = Path(spool_dir) if spool_dir is not None else default_spool_dir()
+        self._spool_options = (spool_max_bytes, spool_fsync)
+        self._options = DeliveryOptions(
+            proxy=proxy,
+            batch_size=batch_size,
+            flush_interval=flush_interval,
+            max_in_flight=max_in_flight,
+            ack_timeout=ack_timeout,
+            backoff_max=backoff_max,
+            credentials=credentials,
+        )
+        self._queue_size = queue_size
+        self._closed = False
+        self._start()
+        _live.add(self)
+
+    def _start(self) -> None:
+        """Create the per-process state: queue, counters, spool slot and delivery thread."""
+        self._queue: deque[Item] = deque()
+        self._counters = Counters()
+        self._lock = threading.Lock()
+        self._recorded = 0
+        self._settled = 0
+        self._settled_cv = threading.Condition()
+        self._slot = SpoolSlot(self._spool_base / _safe(self.node) / _safe(self.component))
+        max_bytes, fsync = self._spool_options
+        self._spool = Spool(self._slot.directory, max_bytes=max_bytes, fsync=fsync)
+        self._delivery = self._new_delivery()
+        self._counters.spool_pending = self._spool.pending_events
+        self._counters.spool_bytes = self._spool.size_bytes
+        self._delivery.start()
+
+    def _new_delivery(self) -> Delivery:
+        return Delivery(
+            self._options,
+            self._queue,
+            self._source,
+            self._spool,
+            self._counters,
+            self._settle,
+            self._spool_changed,
+        )
+
+    @property
+    def registry(self) -> Registry:
+        """The event types this recorder accepts."""
+        return self._resolver.registry
+
+    @property
+    def spool_path(self) -> Path:
+        """The folder this recorder spools into."""
+        return self._slot.directory
+
+    # -- recording -----------------------------------------------------------------------
+
+    def record(
+        self,
+        event_type: int | str,
+        message: str,
+        *,
+        severity: int | str | None = None,
+        obj: event_pb2.ObjectRef | str | None = None,
+        attributes: Mapping[str, str] | None = None,
+        data: Mapping[str, Any] | struct_pb2.Struct | None = None,
+    ) -> str:
+        """Queue one event and return its id; never blocks, never raises but for bad arguments.
+
+        `event_type`: a value of one of the recorder's enums, or its name (qualified, or the
+        value name when unambiguous). `severity`: a Severity value or name; defaults to the
+        type's declared severity. `obj`: an ObjectRef or "KIND/NAME" / "KIND/NAMESPACE/NAME".
+        """
+        resolved = self._resolver.resolve(event_type)
+        if type(message) is not str:
+            raise TypeError(f"message must be str, not {type(message).__name__}")
+        if severity is None:
+            level = resolved.severity
+        elif isinstance(severity, int) and severity in _SEVERITIES:
+            level = severity
+        elif isinstance(severity, str):
+            level = parse_severity(severity)
+        else:
+            raise ValueError(f"severity {severity!r} is not a Severity value")
+        ref = _object_ref(obj) if obj is not None else None
+        attrs = _attributes(attributes) if attributes is not None else None
+        struct = _data(data) if data is not None else None
+        event_id = str(uuid7())
+        if self._closed:
+            self._counters.drop("closed", 1)
+            return event_id
+        item = (event_id, resolved, message, level, ref, attrs, struct, time.time_ns())
+        queue = self._queue
+        with self._lock:
+            if len(queue) >= self._queue_size:
+                self._counters.drop("queue_full", 1)
+                return event_id
+            queue.append(item)
+            self._recorded += 1
+            if len(queue) % self._options.batch_size == 0:
+                self._delivery.wake()
+        return event_id
+
+    # -- flushing and closing ------------------------------------------------------------
+
+    def _settle(self, count: int) -> None:
+        with self._settled_cv:
+            self._settled += count
+            self._settled_cv.notify_all()
+
+    def _spool_changed(self) -> None:
+        with self._settled_cv:
+            self._settled_cv.notify_all()
+
+    def flush(self, timeout: float | None = 10.0) -> bool:
+        """Send what is queued now; True once every event recorded before the call is
+        acknowledged by the proxy or safely in the spool, False on timeout or if any was
+        dropped meanwhile."""
+        target = self._recorded
+        dropped_before = self._counters_dropped()
+        self._delivery.wake(flush=True)
+        with self._settled_cv:
+            done = self._settled_cv.wait_for(lambda: self._settled >= target, timeout)
+        return done and self._counters_dropped() == dropped_before
+
+    def drain(self, timeout: float | None = 30.0) -> bool:
+        """Like `flush`, but also wait until the spool is replayed: True once every event
+        recorded before the call (and every spooled one) is acknowledged by the proxy; False
+        on timeout or if any was dropped meanwhile."""
+        dropped_before = self._counters_dropped()
+        if not self.flush(timeout):
+            return False
+        with self._settled_cv:
+            done = self._settled_cv.wait_for(lambda: self._spool_pending() == 0, timeout)
+        return done and self._counters_dropped() == dropped_before
+
+    def _spool_pending(self) -> int:
+        with self._counters.lock:
+            return self._counters.spool_pending
+
+    async def aflush(self, timeout: float | None = 10.0) -> bool:
+        """`flush` for asyncio code: waits in a thread, not on the event loop."""
+        return await asyncio.to_thread(self.flush, timeout)
+
+    def _counters_dropped(self) -> int:
+        with self._counters.lock:
+            return sum(self._counters.dropped.values())
+
+    def close(self, timeout: float | None = 10.0) -> bool:
+        """Flush for up to `timeout`, spool anything still unacknowledged, stop the thread.
+
+        Events recorded afterwards are dropped (counted as `closed`). True when everything was
+        acknowledged or spooled.
+        """
+        if self._closed:
+            return True
+        delivered = self.flush(timeout)
+        self._closed = True
+        stopped = self._delivery.stop(timeout if timeout is not None else 30.0)
+        if stopped:
+            self._spool.close()
+            self._slot.release()
+        _live.discard(self)
+        return delivered and stopped
+
+    def __enter__(self) -> Recorder:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- introspection -------------------------------------------------------------------
+
+    def stats(self) -> RecorderStats:
+        """A snapshot of the counters."""
+        counters = self._counters
+        with counters.lock:
+            return RecorderStats(
+                recorded=self._recorded,
+                sent=counters.sent,
+                acknowledged=counters.acknowledged,
+                spooled=counters.spooled,
+                replayed=counters.replayed,
+                dropped=dict(counters.dropped),
+                rejected=dict(counters.rejected),
+                queued=len(self._queue),
+                spool_pending=counters.spool_pending,
+                spool_bytes=counters.spool_bytes,
+            )
+
+    # -- fork ----------------------------------------------------------------------------
+    # gRPC cannot be used in a child forked while another thread is inside it, so the delivery
+    # thread is stopped before a fork (spooling what it holds) and started again afterwards.
+
+    def _before_fork(self) -> None:
+        if not self._closed:
+            self._delivery.stop(5.0)
+
+    def _after_fork_in_parent(self) -> None:
+        if not self._closed:
+            self._delivery = self._new_delivery()
+            self._delivery.start()
+
+    def _after_fork_in_child(self) -> None:
+        """The child gets fresh state: it records its own events, not the parent's queue."""
+        self._slot.release()
+        if not self._closed:
+            self._start()
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "_"
+
+
+def _before_fork() -> None:
+    for recorder in list(_live):
+        recorder._before_fork()
+
+
+def _after_fork_in_parent() -> None:
+    for recorder in list(_live):
+        recorder._after_fork_in_parent()
+
+
+def _after_fork_in_child() -> None:
+    for recorder in list(_live):
+        recorder._after_fork_in_child()
+
+
+os.register_at_fork(
+    before=_before_fork,
+    after_in_parent=_after_fork_in_parent,
+    after_in_child=_after_fork_in_child,
+)

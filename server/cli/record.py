@@ -1,0 +1,85 @@
+"""`protoevents record`: record one event from a shell script."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from google.protobuf import descriptor_pool
+from google.protobuf.descriptor import EnumDescriptor
+
+from recorder import EventTypeError, Recorder, RegistryError
+from recorder.registry import Registry
+from server.cli.types import add_module_arguments, load_registry
+
+
+def register(sub: Any) -> None:
+    parser: argparse.ArgumentParser = sub.add_parser(
+        "record",
+        help="record one event",
+        description="Record one event, print its id, and exit 0 once the proxy acknowledged "
+        "it or it is safely in the spool (exit 1 otherwise, 2 for bad arguments).",
+    )
+    parser.add_argument("type", help="event type: qualified name or unambiguous value name")
+    parser.add_argument("message")
+    parser.add_argument("--component", required=True)
+    parser.add_argument("--node", help="default: this host's name")
+    parser.add_argument("--severity", help="default: the type's declared severity")
+    parser.add_argument("--object", metavar="KIND/NAME", help="or KIND/NAMESPACE/NAME")
+    parser.add_argument(
+        "--attr", action="append", default=[], metavar="K=V", help="attribute; repeatable"
+    )
+    parser.add_argument("--proxy", default="127.0.0.1:50051", metavar="HOST:PORT")
+    parser.add_argument("--spool-dir", type=Path, help="default: the recorder's default")
+    parser.add_argument("--timeout", type=float, default=10.0, help="seconds to wait (10)")
+    add_module_arguments(parser)
+    parser.set_defaults(run=run)
+
+
+def _enums(registry: Registry) -> list[EnumDescriptor]:
+    pool = descriptor_pool.Default()
+    return [pool.FindEnumTypeByName(name) for name in registry.enum_names]
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        registry = load_registry(args)
+        attributes = dict(_pair(a) for a in args.attr)
+    except (RegistryError, ValueError) as exc:
+        print(f"protoevents record: {exc}", file=sys.stderr)
+        return 2
+    recorder = Recorder(
+        component=args.component,
+        node=args.node,
+        event_types=_enums(registry),
+        proxy=args.proxy,
+        spool_dir=args.spool_dir,
+        flush_interval=0.0,
+    )
+    try:
+        event_id = recorder.record(
+            args.type,
+            args.message,
+            severity=args.severity,
+            obj=args.object,
+            attributes=attributes or None,
+        )
+    except (EventTypeError, ValueError, TypeError) as exc:
+        recorder.close(0)
+        print(f"protoevents record: {exc}", file=sys.stderr)
+        return 2
+    safe = recorder.close(args.timeout)
+    print(event_id)
+    if not safe:
+        print("protoevents record: the event was neither acknowledged nor spooled", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _pair(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise ValueError(f"--attr {text!r} must be KEY=VALUE")
+    return key, value
