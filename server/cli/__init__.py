@@ -7,9 +7,9 @@ import os
 import sys
 from collections.abc import Sequence
 
-from server.cli import gen, types
+from server.cli import gen, serve, types
 
-COMMANDS = (gen, types)
+COMMANDS = (gen, types, serve)
 
 
 def build_parser() -> argparse.ArgumentParser:
