@@ -22,6 +22,10 @@ GiB = 1024 * MiB
 class SettingsError(ValueError):
     """A setting has a bad value; the message names the key, the value and where it came from."""
 
+    def __init__(self, message: str, key: str = "") -> None:
+        super().__init__(message)
+        self.key = key
+
 
 def _help(text: str) -> dict[str, str]:
     return {"help": text}
@@ -151,7 +155,7 @@ class Settings:
 
 
 def _bad(key: str, value: object, why: str) -> None:
-    raise SettingsError(f"setting {key} = {value!r}: {why}")
+    raise SettingsError(f"setting {key} = {value!r}: {why}", key)
 
 
 _FIELDS = {f.name: f for f in fields(Settings)}
@@ -192,6 +196,7 @@ def from_sources(
     """Settings from defaults, then the TOML file, then PROTOEVENTS_* variables, then
     `overrides` (flags; None values are ignored). Raises SettingsError naming the bad key."""
     values: dict[str, object] = {}
+    origin: dict[str, str] = {}
     if config_file is not None:
         try:
             with config_file.open("rb") as handle:
@@ -205,16 +210,23 @@ def from_sources(
                 known = ", ".join(_FIELDS)
                 raise SettingsError(f"{config_file}: unknown setting {key!r}; known: {known}")
             values[key] = _convert(key, raw, str(config_file))
+            origin[key] = str(config_file)
     env = os.environ if environ is None else environ
     for key in _FIELDS:
         name = ENV_PREFIX + key.upper()
         if name in env:
             values[key] = _convert(key, env[name], name)
+            origin[key] = name
     for key, raw in (overrides or {}).items():
         if raw is not None:
-            values[key] = _convert(key, raw, "--" + key.replace("_", "-"))
+            origin[key] = "--" + key.replace("_", "-")
+            values[key] = _convert(key, raw, origin[key])
     settings = Settings(**values)  # type: ignore[arg-type]
-    settings.validate()
+    try:
+        settings.validate()
+    except SettingsError as exc:
+        where = origin.get(exc.key, "the defaults")
+        raise SettingsError(f"{exc} (from {where})", exc.key) from None
     return settings
 
 
