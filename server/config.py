@@ -69,9 +69,7 @@ class Settings:
     max_attributes: int = field(default=64, metadata=_help("attributes per event"))
     max_attribute_bytes: int = field(default=1 * KiB, metadata=_help("one attribute key+value"))
     max_data_bytes: int = field(default=64 * KiB, metadata=_help("serialized data payload"))
-    max_field_bytes: int = field(
-        default=256, metadata=_help("id, type, source and object fields, each")
-    )
+    max_field_bytes: int = field(default=1 * KiB, metadata=_help("source and object fields, each"))
     max_future_s: float = field(
         default=3600.0, metadata=_help("how far ahead of the proxy's clock an event may be")
     )

@@ -6,8 +6,8 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
-from typing import Protocol
+from collections.abc import Iterable
+from typing import Protocol, TypeAlias
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -20,23 +20,62 @@ from server.wal import LogFull, WriteAheadLog
 
 log = logging.getLogger(__name__)
 
-# Upper bound of the bytes the proxy adds to one event (category, severity, count and the
-# three timestamps) plus its id in the record; used to refuse a batch before deciding on it.
+# Upper bound of the bytes the proxy adds to one event (category, severity, count, three
+# timestamps, its framing in the record and its id in the id list); used to refuse a batch
+# the log has no room for before deciding anything about it.
 _GROWTH_PER_EVENT = 200
 _RECORD_OVERHEAD = 64
+
+
+Batch: TypeAlias = proxy_service_pb2.RecordRequest | proxy_service_pb2.RecordBatchRequest
+Persisted: TypeAlias = asyncio.Future[int]
+
+
+def _serialized_events(request: Batch) -> tuple[int, bytes]:
+    """(field number of the events, the request's wire form without anything else)."""
+    if isinstance(request, proxy_service_pb2.RecordBatchRequest):
+        return 1, request.SerializeToString()
+    sequence = request.sequence
+    request.sequence = 0
+    try:
+        return 2, request.SerializeToString()
+    finally:
+        request.sequence = sequence
+
+
+class _Decision:
+    """What a batch's accepted events became."""
+
+    def __init__(self) -> None:
+        self.accepted: dict[str, None] = {}  # ids, in batch order
+        self.created: list[event_pb2.Event] = []
+        self.updated: dict[str, bytes] = {}  # first-event id -> its latest state
+        self.in_place = True  # every CREATED event is the request's own object
+
+    def encode(self, request: Batch, count: int) -> bytes:
+        """The change record. A batch accepted whole is its request, serialized once."""
+        if self.in_place and len(self.created) == count:
+            field, blob = _serialized_events(request)
+            return changelog.encode_blobs(field, blob, b"", self.accepted)
+        return changelog.encode(
+            (self._as_created(e) for e in self.created), self.updated.values(), self.accepted
+        )
+
+    def _as_created(self, event: event_pb2.Event) -> bytes:
+        """An event as it was created, even when dedup merged repeats into it since."""
+        if event.id not in self.updated:
+            return event.SerializeToString()
+        first = event_pb2.Event()
+        first.CopyFrom(event)
+        first.count = 1
+        first.last_time.CopyFrom(first.first_time)
+        return first.SerializeToString()
 
 
 class Deduplicator(Protocol):
     """Decides whether an event is new or a repeat of a recent one (see server.dedup)."""
 
     def observe(self, event: event_pb2.Event, received_at: Timestamp) -> Change: ...
-
-
-class NoDedup:
-    """Every event is new."""
-
-    def observe(self, event: event_pb2.Event, received_at: Timestamp) -> Change:
-        return Change(CREATED, event)
 
 
 class RecentIds:
@@ -83,7 +122,7 @@ class Ingest:
     ) -> None:
         self.wal = wal
         self.validator = validator
-        self.dedup: Deduplicator = dedup or NoDedup()
+        self.dedup = dedup  # None: every event is new
         self.recent = RecentIds(id_cache_size)
         self.metrics = metrics or Metrics()
 
@@ -100,88 +139,103 @@ class Ingest:
         self.recent.add_many(ids)
         return len(ids)
 
-    def submit(
-        self, events: Sequence[event_pb2.Event], size_hint: int = 0
-    ) -> tuple[proxy_service_pb2.BatchResult, asyncio.Future[int] | None]:
+    def submit(self, request: Batch) -> tuple[proxy_service_pb2.BatchResult, Persisted | None]:
         """Decide on a batch and queue its record. Returns the result and a future that
         completes when everything the result acknowledges is persisted (None when the batch
-        acknowledges nothing that needs waiting for).
+        acknowledges nothing that needs waiting for). Accepted events are completed in place.
 
-        Raises MalformedBatchError for a malformed batch and LogFull when the log has no room; in
-        both cases nothing of the batch is decided or stored.
+        Raises MalformedBatchError for a malformed batch and LogFull when the log has no room;
+        in both cases nothing of the batch is decided or stored.
         """
-        count = len(events)
+        count = len(request.events)
         self.validator.check_batch(count)
         metrics = self.metrics
         metrics.received.inc(count)
+        now = time.time()
+        rejections, good, size = self._validate(request, now)
         wal = self.wal
-        if size_hint + count * _GROWTH_PER_EVENT + _RECORD_OVERHEAD > wal.free_bytes():
+        if good and size > wal.free_bytes():
             metrics.wal_full.inc()
             raise LogFull(
                 f"write-ahead log is full ({wal.size} of {wal.max_bytes} bytes used): "
                 "a writer is behind; retry later"
             )
-        now = time.time()
-        received = Timestamp(seconds=int(now), nanos=int((now % 1) * 1e9))
-        check = self.validator.check
-        recent = self.recent
-        observe = self.dedup.observe
-        rejections: list[proxy_service_pb2.EventRejection] = []
-        accepted: dict[str, None] = {}
-        created: list[bytes] = []
-        updated: dict[str, bytes] = {}
-        duplicates = 0
-        for index, event in enumerate(events):
-            problem = check(event, now)
-            if problem is not None:
-                rejections.append(
-                    proxy_service_pb2.EventRejection(
-                        index=index, event_id=event.id, reason=problem[0], detail=problem[1]
-                    )
-                )
-                continue
-            event_id = event.id
-            if event_id in recent or event_id in accepted:
-                duplicates += 1
-                continue
-            accepted[event_id] = None
-            event.count = 1
-            event.first_time.CopyFrom(event.time)
-            event.last_time.CopyFrom(event.time)
-            event.received_time.CopyFrom(received)
-            change = observe(event, received)
-            if change.kind == CREATED:
-                created.append(change.event.SerializeToString())
-            else:
-                updated[change.event.id] = change.event.SerializeToString()
+        decision = self._decide(good, now)
+        accepted = decision.accepted
+        duplicates = len(good) - len(accepted)
         result = proxy_service_pb2.BatchResult(
             accepted_count=len(accepted), duplicate_count=duplicates, rejections=rejections
         )
-        if rejections:
-            for rejection in rejections:
-                metrics.rejected.labels(
-                    proxy_service_pb2.RejectionReason.Name(rejection.reason)
-                ).inc()
         if duplicates:
             metrics.duplicates.inc(duplicates)
         if not accepted:
             # Duplicates may be of ids still being persisted by an earlier batch: their ack
             # must not overtake that batch's.
             return result, wal.barrier() if duplicates else None
-        if updated:
-            metrics.dedup_merges.inc(len(accepted) - len(created))
-        payload = changelog.encode(created, updated.values(), accepted)
+        payload = decision.encode(request, count)
         future = wal.submit(payload)
-        recent.add_many(accepted)
+        self.recent.add_many(accepted)
         metrics.accepted.inc(len(accepted))
+        if decision.updated:
+            metrics.dedup_merges.inc(len(accepted) - len(decision.created))
         metrics.wal_bytes.inc(len(payload))
         return result, future
 
-    async def record(
-        self, events: Sequence[event_pb2.Event], size_hint: int = 0
-    ) -> proxy_service_pb2.BatchResult:
+    def _validate(
+        self, request: Batch, now: float
+    ) -> tuple[list[proxy_service_pb2.EventRejection], list[event_pb2.Event], int]:
+        """Rejections, good events, and an upper bound of the good events' record size."""
+        inspect = self.validator.inspect
+        rejections: list[proxy_service_pb2.EventRejection] = []
+        good: list[event_pb2.Event] = []
+        size = _RECORD_OVERHEAD
+        for index, event in enumerate(request.events):
+            outcome = inspect(event, now)
+            if isinstance(outcome, int):
+                good.append(event)
+                size += outcome + _GROWTH_PER_EVENT
+                continue
+            rejections.append(
+                proxy_service_pb2.EventRejection(
+                    index=index, event_id=event.id, reason=outcome[0], detail=outcome[1]
+                )
+            )
+            self.metrics.rejected.labels(proxy_service_pb2.RejectionReason.Name(outcome[0])).inc()
+        return rejections, good, size
+
+    def _decide(self, good: list[event_pb2.Event], now: float) -> _Decision:
+        """Leave out replayed ids, complete the events, let dedup decide."""
+        received = Timestamp(seconds=int(now), nanos=int((now % 1) * 1e9))
+        fill = event_pb2.Event(count=1, received_time=received)
+        recent = self.recent
+        observe = self.dedup.observe if self.dedup is not None else None
+        decision = _Decision()
+        accepted = decision.accepted
+        created = decision.created
+        for event in good:
+            event_id = event.id
+            if event_id in recent or event_id in accepted:
+                continue
+            accepted[event_id] = None
+            if event.HasField("received_time"):
+                event.ClearField("received_time")
+            event.MergeFrom(fill)
+            event.first_time.CopyFrom(event.time)
+            event.last_time.CopyFrom(event.time)
+            if observe is None:
+                created.append(event)
+                continue
+            change = observe(event, received)
+            if change.kind == CREATED:
+                created.append(change.event)
+                decision.in_place = decision.in_place and change.event is event
+            else:
+                decision.updated[change.event.id] = change.event.SerializeToString()
+        return decision
+
+    async def record(self, request: Batch) -> proxy_service_pb2.BatchResult:
         """Decide on a batch and return its result once it is persisted."""
-        result, persisted = self.submit(events, size_hint)
+        result, persisted = self.submit(request)
         if persisted is not None:
             await persisted
         return result

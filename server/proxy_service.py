@@ -59,7 +59,7 @@ class EventProxyServicer(proxy_service_pb2_grpc.EventProxyServiceServicer):
         ],
     ) -> proxy_service_pb2.RecordBatchResponse:
         try:
-            result = await self.ingest.record(request.events, request.ByteSize())
+            result = await self.ingest.record(request)
         except Exception as exc:
             code, message = status_of(exc)
             await context.abort(code, message)
@@ -82,7 +82,7 @@ class EventProxyServicer(proxy_service_pb2_grpc.EventProxyServiceServicer):
                 async for request in request_iterator:
                     await slots.acquire()
                     try:
-                        result, persisted = self.ingest.submit(request.events, request.ByteSize())
+                        result, persisted = self.ingest.submit(request)
                     except Exception as exc:
                         code, message = status_of(exc)
                         queue.put_nowait(_Failure(code, f"batch {request.sequence}: {message}"))

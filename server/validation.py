@@ -14,6 +14,7 @@ from recorder.registry import Registry
 from server.config import Settings
 
 Reason: TypeAlias = proxy_service_pb2.RejectionReason.ValueType
+Problem: TypeAlias = tuple[Reason, str]
 
 MISSING_TYPE = proxy_service_pb2.REJECTION_REASON_MISSING_TYPE
 UNKNOWN_TYPE = proxy_service_pb2.REJECTION_REASON_UNKNOWN_TYPE
@@ -41,7 +42,7 @@ class Limits:
     max_attributes: int = 64
     max_attribute_bytes: int = 1024
     max_data_bytes: int = 65536
-    max_field_bytes: int = 256
+    max_field_bytes: int = 1024
     max_future_s: float = 3600.0
 
     @classmethod
@@ -95,6 +96,14 @@ class Validator:
         self.registry = registry
         self.limits = limits or Limits()
         self._enums = set(registry.enum_names)
+        # An event no bigger than this, serialized, cannot break a size limit (but the
+        # attribute count): every field is smaller than the whole.
+        self._small = min(
+            self.limits.max_field_bytes,
+            self.limits.max_message_bytes,
+            self.limits.max_attribute_bytes,
+            self.limits.max_data_bytes,
+        )
 
     def check_batch(self, count: int) -> None:
         """Raise MalformedBatchError when a batch of `count` events is malformed."""
@@ -105,7 +114,12 @@ class Validator:
                 f"the batch has {count} events; the limit is {self.limits.max_batch_events}"
             )
 
-    def check(self, event: event_pb2.Event, now: float | None = None) -> tuple[Reason, str] | None:
+    def check(self, event: event_pb2.Event, now: float | None = None) -> Problem | None:
+        outcome = self.inspect(event, now)
+        return None if isinstance(outcome, int) else outcome
+
+    def inspect(self, event: event_pb2.Event, now: float | None = None) -> Problem | int:
+        """Like `check`, but a good event gives its serialized size (before completion)."""
         limits = self.limits
         field_limit = limits.max_field_bytes
         event_id = event.id
@@ -143,11 +157,19 @@ class Validator:
             if severity:
                 return INVALID_SEVERITY, f"severity {severity} is not a defined Severity value"
             event.severity = event_type.severity  # type: ignore[assignment]
-        too_large = self._too_large(event, node, component, field_limit)
-        if too_large is not None:
-            return FIELD_TOO_LARGE, too_large
+        if len(event.attributes) > limits.max_attributes:
+            return (
+                FIELD_TOO_LARGE,
+                f"attributes has {len(event.attributes)} entries; "
+                f"the limit is {limits.max_attributes}",
+            )
+        size: int = event.ByteSize()
+        if size > self._small:
+            too_large = self._too_large(event, node, component, field_limit)
+            if too_large is not None:
+                return FIELD_TOO_LARGE, too_large
         event.category = event_type.category
-        return None
+        return size
 
     def _too_large(
         self, event: event_pb2.Event, node: str, component: str, field_limit: int
@@ -170,11 +192,6 @@ class Validator:
                     return f"{name} exceeds {field_limit} bytes"
         attributes = event.attributes
         if attributes:
-            if len(attributes) > limits.max_attributes:
-                return (
-                    f"attributes has {len(attributes)} entries; "
-                    f"the limit is {limits.max_attributes}"
-                )
             for key, value in attributes.items():
                 if _utf8_len_over(key + value, limits.max_attribute_bytes):
                     shown = key if len(key) <= 64 else key[:64] + "..."

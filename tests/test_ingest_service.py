@@ -35,6 +35,10 @@ def run(coro: Awaitable[T]) -> T:
     return asyncio.run(main())
 
 
+def batch_of(events: list[event_pb2.Event]) -> proxy_service_pb2.RecordBatchRequest:
+    return proxy_service_pb2.RecordBatchRequest(events=events)
+
+
 async def logged_changes(wal: WriteAheadLog) -> list[Change]:
     changes: list[Change] = []
     for payload in await asyncio.to_thread(lambda: list(wal.scan())):
@@ -75,7 +79,7 @@ def test_accepted_events_are_logged_completed_and_rejections_do_not_spoil_the_ba
         ingest = await open_ingest(tmp_path)
         good = make_events(3)
         bad = make_event(type="")
-        result = await ingest.record([good[0], bad, good[1], good[2]])
+        result = await ingest.record(batch_of([good[0], bad, good[1], good[2]]))
         assert (result.accepted_count, result.duplicate_count) == (3, 0)
         (rejection,) = result.rejections
         assert (rejection.index, rejection.event_id) == (1, bad.id)
@@ -97,13 +101,13 @@ def test_duplicate_ids_in_a_batch_across_batches_and_across_restart_are_stored_o
     async def main() -> None:
         ingest = await open_ingest(tmp_path)
         events = make_events(4)
-        first = await ingest.record([events[0], events[1], events[0]])
+        first = await ingest.record(batch_of([events[0], events[1], events[0]]))
         assert (first.accepted_count, first.duplicate_count) == (2, 1)
-        second = await ingest.record([events[1], events[2]])
+        second = await ingest.record(batch_of([events[1], events[2]]))
         assert (second.accepted_count, second.duplicate_count) == (1, 1)
         await ingest.wal.close()
         restarted = await open_ingest(tmp_path)
-        third = await restarted.record([events[0], events[1], events[2], events[3]])
+        third = await restarted.record(batch_of([events[0], events[1], events[2], events[3]]))
         assert (third.accepted_count, third.duplicate_count) == (1, 3)
         logged = await logged_changes(restarted.wal)
         assert sorted(c.event.id for c in logged) == sorted(e.id for e in events)
@@ -117,9 +121,9 @@ def test_dedup_decisions_are_logged_once_with_the_last_update_per_batch(tmp_path
         ingest = await open_ingest(tmp_path)
         ingest.dedup = MergeByMessage()
         batch = [*make_events(3, message="disk full"), make_event(message="other")]
-        result = await ingest.record(batch)
+        result = await ingest.record(batch_of(batch))
         assert result.accepted_count == 4
-        await ingest.record(make_events(2, message="disk full"))
+        await ingest.record(batch_of(make_events(2, message="disk full")))
         logged = await logged_changes(ingest.wal)
         summary = [(c.kind, c.event.id, c.event.count, c.event.message) for c in logged]
         assert summary == [
@@ -129,7 +133,7 @@ def test_dedup_decisions_are_logged_once_with_the_last_update_per_batch(tmp_path
             (UPDATED, batch[0].id, 5, "disk full"),
         ]
         # The merged repeats' own ids are remembered too: resending them is a duplicate.
-        again = await ingest.record(batch[1:3])
+        again = await ingest.record(batch_of(batch[1:3]))
         assert (again.accepted_count, again.duplicate_count) == (0, 2)
         await ingest.wal.close()
 
@@ -144,7 +148,7 @@ def test_a_full_log_refuses_the_batch_before_deciding_anything(tmp_path: Path) -
         with pytest.raises(LogFull, match="write-ahead log is full"):
             for _ in range(100):
                 batch = make_events(5)
-                await ingest.record(batch)
+                await ingest.record(batch_of(batch))
                 acked.extend(e.id for e in batch)
         # The refused batch is not remembered: its resend is accepted once there is room.
         assert not any(e.id in ingest.recent for e in batch)
@@ -159,9 +163,9 @@ def test_malformed_batches_are_refused_whole(tmp_path: Path) -> None:
     async def main() -> None:
         ingest = await open_ingest(tmp_path)
         with pytest.raises(MalformedBatchError, match="no events"):
-            await ingest.record([])
+            await ingest.record(batch_of([]))
         with pytest.raises(MalformedBatchError, match="101 events; the limit is 100"):
-            await ingest.record(make_events(101))
+            await ingest.record(batch_of(make_events(101)))
         assert await logged_changes(ingest.wal) == []
         await ingest.wal.close()
 
