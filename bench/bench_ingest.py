@@ -21,10 +21,9 @@ from pathlib import Path
 
 import grpc
 
-from protoevents.v1 import proxy_service_pb2, proxy_service_pb2_grpc
+from protoevents.v1 import event_pb2, proxy_service_pb2, proxy_service_pb2_grpc
 from server.changes import Change, Writer
 from server.config import Settings
-from tests.ingest_helpers import make_event
 
 
 class CountingWriter:
@@ -61,7 +60,15 @@ def _proxy_main(settings: Settings, conn: Connection) -> None:
 
 
 def build_requests(events: int, batch: int) -> list[proxy_service_pb2.RecordRequest]:
-    template = make_event(attributes={"nic": "eth0"}, message="link flapped on eth0")
+    now = time.time()
+    template = event_pb2.Event(
+        type="protoevents.nic.v1.NicEventType.NIC_EVENT_TYPE_DISCONNECTED",
+        message="eth0 lost its connection to the cluster",
+        source=event_pb2.EventSource(node="node-7", component="node-agent"),
+        object=event_pb2.ObjectRef(kind="Nic", name="node-7/eth0"),
+        attributes={"nic": "eth0"},
+    )
+    template.time.FromNanoseconds(int(now * 1e9))
     requests = []
     for sequence in range(events // batch):
         request = proxy_service_pb2.RecordRequest(sequence=sequence + 1)

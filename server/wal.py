@@ -198,6 +198,9 @@ class WriteAheadLog:
         last = self._segments[-1]
         self._file = os.open(last.path, os.O_WRONLY | os.O_APPEND)
         self._reserved_end = self._visible_end = last.end
+        for name, position in self._bookmarks.items():
+            # A bookmark past the end (a tail lost with fsync=off) would skip new records.
+            self._bookmarks[name] = min(position, last.end)
 
     # -- appending -----------------------------------------------------------------------
 
@@ -279,6 +282,8 @@ class WriteAheadLog:
                 self._pending = []
                 return
             self._visible_end = end
+            if not self._readers and len(self._segments) > 1:
+                await self._release()  # nobody reads the log: keep only the current segment
             for _, future in group:
                 if not future.done():
                     future.set_result(end)  # every record of the group is persisted by now

@@ -143,6 +143,7 @@ def test_dedup_decisions_are_logged_once_with_the_last_update_per_batch(tmp_path
 def test_a_full_log_refuses_the_batch_before_deciding_anything(tmp_path: Path) -> None:
     async def main() -> None:
         ingest = await open_ingest(tmp_path, segment_bytes=4096, max_bytes=8192)
+        ingest.wal.register_reader("stuck")  # a writer that never reads
         acked: list[str] = []
         batch = make_events(5)
         with pytest.raises(LogFull, match="write-ahead log is full"):
