@@ -159,7 +159,7 @@ class Dispatcher:
         batch_interval_s: float = 0.2,
         backoff: Backoff | None = None,
         metrics: Metrics | None = None,
-        read_bytes: int = 4 << 20,
+        read_bytes: int = 1 << 20,
     ) -> None:
         names = [w.name for w in writers]
         if len(set(names)) != len(names):
@@ -192,8 +192,12 @@ class Dispatcher:
         if tasks:
             _, late = await asyncio.wait(tasks, timeout=timeout)
             if late:
-                self.give_up.set()
-                await asyncio.wait(late)
+                self.give_up.set()  # ends retrying; a write that hangs is cancelled
+                _, hung = await asyncio.wait(late, timeout=1.0)
+                for task in hung:
+                    task.cancel()
+                if hung:
+                    await asyncio.wait(hung)
             for task in tasks:
                 if task.cancelled() or task.exception() is not None:
                     caught_up = False

@@ -233,3 +233,19 @@ def test_a_writer_still_failing_at_stop_keeps_its_changes_in_the_log(tmp_path: P
         await wal.close()
 
     run(main())
+
+
+def test_a_write_that_hangs_at_stop_is_cancelled_and_stays_in_the_log(tmp_path: Path) -> None:
+    async def main() -> None:
+        wal = await WriteAheadLog.open(tmp_path)
+        hung = MemoryWriter("w", held=True)
+        d = dispatcher(wal, hung, batch_interval_s=0.01)
+        d.start()
+        await append(wal, make_events(2))
+        await wait_until(lambda: hung.attempts == 1)
+        assert not await d.stop(timeout=0.01)
+        assert hung.closed
+        assert wal.bookmark("w") == 0
+        await wal.close()
+
+    run(main())

@@ -218,7 +218,8 @@ def test_record_stream_acknowledges_each_batch_with_its_sequence_while_several_a
                     responses.append(response)
 
             reading = asyncio.ensure_future(read_all())
-            await wait_until(lambda: proxy.metrics.received._value.get() == 50)
+            received = "protoevents_events_received_total"
+            await wait_until(lambda: proxy.metrics.registry.get_sample_value(received) == 50)
             assert responses == []  # nothing acknowledged before it is persisted
             release.set()
             await asyncio.wait_for(reading, 10)

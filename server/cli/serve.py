@@ -54,7 +54,7 @@ async def serve(settings: Settings, registry: Registry) -> int:
             print(f"listening on {proxy.address}", flush=True)
             await stop.wait()
             logging.getLogger(__name__).info("stopping: draining streams and writers")
-    except OSError as exc:
+    except (OSError, RuntimeError) as exc:  # grpc reports a port it cannot bind as RuntimeError
         print(f"protoevents serve: {exc}", file=sys.stderr)
         return 1
     return 0
