@@ -346,3 +346,20 @@ def test_health_is_serving_and_reflection_lists_the_service(folder: Path) -> Non
             await channel.close()
 
     run(main())
+
+
+def test_health_turns_not_serving_when_the_proxy_stops(folder: Path) -> None:
+    async def main() -> None:
+        async with run_proxy(proxy_settings(folder, shutdown_grace_s=1.0)) as proxy:
+            channel = grpc.aio.insecure_channel(proxy.address)
+            health = health_pb2_grpc.HealthStub(channel)
+            watch = health.Watch(health_pb2.HealthCheckRequest(service=PROXY_SERVICE))
+            first = await watch.read()
+            assert first.status == health_pb2.HealthCheckResponse.SERVING  # type: ignore[union-attr]
+            stopping = asyncio.ensure_future(proxy.stop())
+            second = await watch.read()
+            assert second.status == health_pb2.HealthCheckResponse.NOT_SERVING  # type: ignore[union-attr]
+            await stopping
+            await channel.close()
+
+    run(main())
