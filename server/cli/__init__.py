@@ -7,9 +7,9 @@ import os
 import sys
 from collections.abc import Sequence
 
-from server.cli import gen, record, types
+from server.cli import gen, record, serve, types
 
-COMMANDS = (gen, types, record)
+COMMANDS = (gen, types, record, serve)
 
 
 def build_parser() -> argparse.ArgumentParser:

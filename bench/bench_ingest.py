@@ -1,0 +1,146 @@
+"""Events per second the proxy acknowledges over one loopback Record stream, by fsync policy.
+
+The proxy runs in a child process with a counting no-op writer; the client streams batches of
+pre-built events (unique ids) and times from the first request to the last acknowledgement.
+
+    python -m bench.bench_ingest [--events 200000] [--batch 1000] [--runs 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import statistics
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+import grpc
+
+from protoevents.v1 import event_pb2, proxy_service_pb2, proxy_service_pb2_grpc
+from server.changes import Change, Writer
+from server.config import Settings
+
+
+class CountingWriter:
+    """A writer that only counts."""
+
+    name = "count"
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    async def write(self, changes: Sequence[Change]) -> None:
+        self.count += len(changes)
+
+    async def close(self) -> None:
+        pass
+
+
+def _proxy_main(settings: Settings, conn: Connection) -> None:
+    """Child process: run the proxy until the parent says stop; report the writer's count."""
+    from server.app import run_proxy
+
+    writer = CountingWriter()
+
+    def writers(_: Settings) -> list[Writer]:
+        return [writer]
+
+    async def main() -> None:
+        async with run_proxy(settings, writers=writers) as proxy:
+            conn.send(proxy.address)
+            await asyncio.to_thread(conn.recv)
+        conn.send(writer.count)
+
+    asyncio.run(main())
+
+
+def build_requests(events: int, batch: int) -> list[proxy_service_pb2.RecordRequest]:
+    now = time.time()
+    template = event_pb2.Event(
+        type="protoevents.nic.v1.NicEventType.NIC_EVENT_TYPE_DISCONNECTED",
+        message="eth0 lost its connection to the cluster",
+        source=event_pb2.EventSource(node="node-7", component="node-agent"),
+        object=event_pb2.ObjectRef(kind="Nic", name="node-7/eth0"),
+        attributes={"nic": "eth0"},
+    )
+    template.time.FromNanoseconds(int(now * 1e9))
+    requests = []
+    for sequence in range(events // batch):
+        request = proxy_service_pb2.RecordRequest(sequence=sequence + 1)
+        for _ in range(batch):
+            event = request.events.add()
+            event.CopyFrom(template)
+            event.id = str(uuid.uuid4())
+        requests.append(request)
+    return requests
+
+
+async def stream(address: str, requests: list[proxy_service_pb2.RecordRequest]) -> float:
+    """Seconds from the first request to the last acknowledgement."""
+    async with grpc.aio.insecure_channel(
+        address, options=[("grpc.max_send_message_length", 64 << 20)]
+    ) as channel:
+        stub = proxy_service_pb2_grpc.EventProxyServiceStub(channel)
+
+        async def send() -> AsyncIterator[proxy_service_pb2.RecordRequest]:
+            for request in requests:
+                yield request
+
+        started = time.perf_counter()
+        acked = 0
+        async for response in stub.Record(send()):
+            acked += response.result.accepted_count
+        elapsed = time.perf_counter() - started
+    expected = sum(len(r.events) for r in requests)
+    if acked != expected:
+        raise SystemExit(f"acknowledged {acked} of {expected} events")
+    return elapsed
+
+
+def one_run(fsync: str, events: int, batch: int, folder: Path) -> tuple[float, int]:
+    settings = Settings(listen="127.0.0.1:0", data_dir=folder, fsync=fsync)
+    requests = build_requests(events, batch)
+    context = multiprocessing.get_context("spawn")
+    parent, child = context.Pipe()
+    process = context.Process(target=_proxy_main, args=(settings, child))
+    process.start()
+    try:
+        address = parent.recv()
+        elapsed = asyncio.run(stream(address, requests))
+        parent.send("stop")
+        written = parent.recv()
+    finally:
+        process.join(60)
+    if written != len(requests) * batch:
+        raise SystemExit(f"the writer got {written} of {len(requests) * batch} events")
+    return len(requests) * batch / elapsed, written
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=200_000, help="events per run")
+    parser.add_argument("--batch", type=int, default=1000, help="events per batch")
+    parser.add_argument("--runs", type=int, default=5, help="runs per policy (median shown)")
+    parser.add_argument("--dir", type=Path, default=None, help="where the logs go (a disk)")
+    args = parser.parse_args()
+    print(f"{args.events} events per run, batches of {args.batch}, median of {args.runs} runs")
+    print(f"{'fsync':<8} {'events/s (median)':>18} {'min':>10} {'max':>10}")
+    for fsync in ("batch", "off"):
+        rates = []
+        for _ in range(args.runs):
+            with tempfile.TemporaryDirectory(dir=args.dir) as folder:
+                rate, _ = one_run(fsync, args.events, args.batch, Path(folder))
+            rates.append(rate)
+        print(
+            f"{fsync:<8} {statistics.median(rates):>18,.0f} {min(rates):>10,.0f} "
+            f"{max(rates):>10,.0f}"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,166 @@
+"""The proxy assembled: write-ahead log, ingest, dispatcher and the grpc.aio server."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from protoevents.v1 import proxy_service_pb2, proxy_service_pb2_grpc
+from recorder.registry import Registry
+from server.changes import Writer
+from server.config import Settings
+from server.dispatcher import Dispatcher
+from server.ingest import Deduplicator, Ingest
+from server.jsonl_writer import JsonLinesWriter
+from server.metrics import Metrics
+from server.proxy_service import EventProxyServicer
+from server.validation import Limits, Validator
+from server.wal import WriteAheadLog
+
+log = logging.getLogger(__name__)
+
+WriterFactory = Callable[[Settings], Sequence[Writer]]
+DedupFactory = Callable[[Settings], Deduplicator]
+
+PROXY_SERVICE = proxy_service_pb2.DESCRIPTOR.services_by_name["EventProxyService"].full_name
+
+
+def default_writers(settings: Settings) -> list[Writer]:
+    """The writers the settings ask for."""
+    writers: list[Writer] = []
+    if settings.jsonl_path is not None:
+        writers.append(JsonLinesWriter(settings.jsonl_path))
+    return writers
+
+
+@dataclass
+class Proxy:
+    """A running proxy. `stop` drains it; `run_proxy` does that on exit."""
+
+    settings: Settings
+    server: grpc.aio.Server
+    port: int
+    wal: WriteAheadLog
+    ingest: Ingest
+    dispatcher: Dispatcher
+    health: health.aio.HealthServicer
+    metrics: Metrics
+    stopped: bool = False
+
+    @property
+    def address(self) -> str:
+        return f"{self.settings.host}:{self.port}"
+
+    async def stop(self, grace: float | None = None) -> bool:
+        """NOT_SERVING, let streams finish for `grace` seconds, write everything to the
+        writers, close the log. Returns whether every writer caught up."""
+        if self.stopped:
+            return True
+        self.stopped = True
+        grace = self.settings.shutdown_grace_s if grace is None else grace
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+        await self.wal.barrier()
+        caught_up = await self.dispatcher.stop(timeout=grace)
+        await self.wal.close()
+        log.info("proxy stopped%s", "" if caught_up else " with writers behind in the log")
+        return caught_up
+
+
+async def start_proxy(
+    settings: Settings,
+    *,
+    registry: Registry | None = None,
+    writers: WriterFactory = default_writers,
+    dedup: DedupFactory | None = None,
+) -> Proxy:
+    """Open the log, restore the id cache, start the writers' feeds and serve gRPC."""
+    metrics = Metrics()
+    wal = await WriteAheadLog.open(
+        settings.data_dir / "wal",
+        segment_bytes=settings.wal_segment_bytes,
+        max_bytes=settings.wal_max_bytes,
+        fsync=settings.fsync,
+        fsync_interval_s=settings.fsync_interval_s,
+    )
+    wal.on_fsync = metrics.wal_fsyncs.inc
+    try:
+        validator = Validator(registry or Registry.builtin(), Limits.from_settings(settings))
+        ingest = Ingest(
+            wal,
+            validator,
+            dedup(settings) if dedup is not None else None,
+            id_cache_size=settings.idempotency_cache_size,
+            metrics=metrics,
+        )
+        restored = await ingest.restore()
+        dispatcher = Dispatcher(
+            wal,
+            writers(settings),
+            batch_events=settings.writer_batch_events,
+            batch_interval_s=settings.writer_batch_interval_s,
+            metrics=metrics,
+        )
+    except BaseException:
+        await wal.close()
+        raise
+    dispatcher.start()
+    limit = settings.max_message_bytes
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", limit),
+        ],
+        maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
+    )
+    proxy_service_pb2_grpc.add_EventProxyServiceServicer_to_server(
+        EventProxyServicer(ingest, settings.max_inflight_batches), server
+    )
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        [PROXY_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+    )
+    proxy = Proxy(settings, server, 0, wal, ingest, dispatcher, health_servicer, metrics)
+    try:
+        proxy.port = server.add_insecure_port(settings.listen)
+        await server.start()
+    except BaseException:
+        proxy.stopped = True
+        await dispatcher.stop(timeout=0)
+        await wal.close()
+        raise
+    for name in ("", PROXY_SERVICE):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info(
+        "serving on %s (log %s, %d bytes retained, %d recent ids restored, writers: %s)",
+        proxy.address,
+        wal.directory,
+        wal.size,
+        restored,
+        ", ".join(f.name for f in dispatcher.feeds) or "none",
+    )
+    return proxy
+
+
+@asynccontextmanager
+async def run_proxy(
+    settings: Settings,
+    *,
+    registry: Registry | None = None,
+    writers: WriterFactory = default_writers,
+    dedup: DedupFactory | None = None,
+) -> AsyncIterator[Proxy]:
+    """The proxy, running for the duration of the block (listen on port 0 in tests)."""
+    proxy = await start_proxy(settings, registry=registry, writers=writers, dedup=dedup)
+    try:
+        yield proxy
+    finally:
+        await asyncio.shield(proxy.stop())

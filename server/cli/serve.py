@@ -1,0 +1,60 @@
+"""`protoevents serve`: run the proxy until SIGTERM or Ctrl-C, then drain and exit 0."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from typing import Any
+
+from recorder.registry import Registry, RegistryError
+from server import config
+from server.app import run_proxy
+from server.cli.types import add_module_arguments, load_registry
+from server.config import Settings, SettingsError
+
+
+def register(sub: Any) -> None:
+    parser: argparse.ArgumentParser = sub.add_parser(
+        "serve",
+        help="run the proxy",
+        description="Receive events from recorders over gRPC, persist them in the write-ahead "
+        "log before acknowledging, and hand them to the writers. Settings come from defaults, "
+        "then --config FILE (TOML, keys as the flag names with '_'), then PROTOEVENTS_* "
+        "variables, then flags. The first line printed is `listening on HOST:PORT`.",
+    )
+    config.add_arguments(parser)
+    add_module_arguments(parser)
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        settings = config.from_arguments(args)
+        registry = load_registry(args)
+    except (SettingsError, RegistryError) as exc:
+        print(f"protoevents serve: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    return asyncio.run(serve(settings, registry))
+
+
+async def serve(settings: Settings, registry: Registry) -> int:
+    """Serve until SIGTERM or SIGINT; returns the exit code."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        async with run_proxy(settings, registry=registry) as proxy:
+            print(f"listening on {proxy.address}", flush=True)
+            await stop.wait()
+            logging.getLogger(__name__).info("stopping: draining streams and writers")
+    except (OSError, RuntimeError) as exc:  # grpc reports a port it cannot bind as RuntimeError
+        print(f"protoevents serve: {exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,250 @@
+"""The proxy's settings: defaults < TOML file < PROTOEVENTS_* environment < flags, validated."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "PROTOEVENTS_"
+FSYNC_POLICIES = ("batch", "interval", "off")
+
+KiB = 1024
+MiB = 1024 * KiB
+GiB = 1024 * MiB
+
+
+class SettingsError(ValueError):
+    """A setting has a bad value; the message names the key, the value and where it came from."""
+
+    def __init__(self, message: str, key: str = "") -> None:
+        super().__init__(message)
+        self.key = key
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything `protoevents serve` can be told. Field names are the TOML keys; the
+    environment variable is PROTOEVENTS_ + the upper-cased name; the flag is --name-with-dashes.
+    """
+
+    listen: str = field(default="127.0.0.1:50051", metadata=_help("host:port to serve gRPC on"))
+    db: str = field(
+        default="sqlite:///./protoevents.db", metadata=_help("database URL of the SQL writer")
+    )
+    data_dir: Path = field(
+        default=Path("./protoevents-data"), metadata=_help("folder of the write-ahead log")
+    )
+    fsync: str = field(
+        default="batch",
+        metadata=_help("batch: ack after an fsync covering the batch; interval; off"),
+    )
+    fsync_interval_ms: int = field(default=50, metadata=_help("fsync period when fsync=interval"))
+    wal_segment_bytes: int = field(default=64 * MiB, metadata=_help("size of one log segment"))
+    wal_max_bytes: int = field(
+        default=4 * GiB, metadata=_help("log size cap; beyond it ingest answers RESOURCE_EXHAUSTED")
+    )
+    dedup_window_s: float = field(default=10.0, metadata=_help("dedup interval, from first seen"))
+    dedup_max_entries: int = field(default=100_000, metadata=_help("dedup LRU size"))
+    writer_batch_events: int = field(default=1000, metadata=_help("flush a writer at this size"))
+    writer_batch_interval_ms: int = field(
+        default=200, metadata=_help("flush a writer this long after its first pending change")
+    )
+    max_message_bytes: int = field(default=16 * MiB, metadata=_help("gRPC message size limit"))
+    max_concurrent_rpcs: int = field(default=256, metadata=_help("concurrent RPCs and streams"))
+    max_batch_events: int = field(default=10_000, metadata=_help("events per batch, at most"))
+    max_inflight_batches: int = field(
+        default=32, metadata=_help("unacknowledged batches per Record stream")
+    )
+    max_event_message_bytes: int = field(default=4 * KiB, metadata=_help("event message limit"))
+    max_attributes: int = field(default=64, metadata=_help("attributes per event"))
+    max_attribute_bytes: int = field(default=1 * KiB, metadata=_help("one attribute key+value"))
+    max_data_bytes: int = field(default=64 * KiB, metadata=_help("serialized data payload"))
+    max_field_bytes: int = field(default=1 * KiB, metadata=_help("source and object fields, each"))
+    max_future_s: float = field(
+        default=3600.0, metadata=_help("how far ahead of the proxy's clock an event may be")
+    )
+    idempotency_cache_size: int = field(
+        default=1_000_000, metadata=_help("recent event ids remembered to detect replays")
+    )
+    shutdown_grace_s: float = field(
+        default=10.0, metadata=_help("time streams get to finish and writers to flush at stop")
+    )
+    jsonl_path: Path | None = field(
+        default=None, metadata=_help("also write every change as a JSON line to this file")
+    )
+
+    @property
+    def fsync_interval_s(self) -> float:
+        return self.fsync_interval_ms / 1000
+
+    @property
+    def writer_batch_interval_s(self) -> float:
+        return self.writer_batch_interval_ms / 1000
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with some fields changed, validated."""
+        updated = dataclasses.replace(self, **changes)
+        updated.validate()
+        return updated
+
+    def validate(self) -> None:
+        """Raise SettingsError naming the first key whose value makes no sense."""
+        host, sep, port = self.listen.rpartition(":")
+        if not sep or not host or not port.isdigit() or int(port) > 65535:
+            _bad("listen", self.listen, "expected HOST:PORT, such as 127.0.0.1:50051")
+        if self.fsync not in FSYNC_POLICIES:
+            _bad("fsync", self.fsync, f"expected one of {', '.join(FSYNC_POLICIES)}")
+        if not self.db:
+            _bad("db", self.db, "expected a database URL")
+        positive = (
+            "fsync_interval_ms",
+            "wal_segment_bytes",
+            "wal_max_bytes",
+            "dedup_window_s",
+            "dedup_max_entries",
+            "writer_batch_events",
+            "writer_batch_interval_ms",
+            "max_message_bytes",
+            "max_concurrent_rpcs",
+            "max_batch_events",
+            "max_inflight_batches",
+            "max_event_message_bytes",
+            "max_attributes",
+            "max_attribute_bytes",
+            "max_data_bytes",
+            "max_field_bytes",
+            "max_future_s",
+            "idempotency_cache_size",
+        )
+        for name in positive:
+            if getattr(self, name) <= 0:
+                _bad(name, getattr(self, name), "must be greater than 0")
+        if self.shutdown_grace_s < 0:
+            _bad("shutdown_grace_s", self.shutdown_grace_s, "must not be negative")
+        if self.wal_segment_bytes < 64 * KiB:
+            _bad("wal_segment_bytes", self.wal_segment_bytes, "must be at least 65536")
+        if self.wal_max_bytes < 2 * self.wal_segment_bytes:
+            _bad(
+                "wal_max_bytes",
+                self.wal_max_bytes,
+                "must be at least two segments "
+                f"(2 x wal_segment_bytes = {2 * self.wal_segment_bytes})",
+            )
+        if self.max_message_bytes < 1 * KiB:
+            _bad("max_message_bytes", self.max_message_bytes, "must be at least 1024")
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0]
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+def _bad(key: str, value: object, why: str) -> None:
+    raise SettingsError(f"setting {key} = {value!r}: {why}", key)
+
+
+_FIELDS = {f.name: f for f in fields(Settings)}
+
+
+def _convert(key: str, raw: object, source: str) -> object:
+    """The value of `raw` for field `key`, converted to the field's type."""
+    kind = str(_FIELDS[key].type)
+    try:
+        if raw is None or (kind.endswith("| None") and raw == ""):
+            if kind.endswith("| None"):
+                return None
+            raise ValueError("a value is required")
+        if kind.startswith("Path"):
+            if not isinstance(raw, str | Path):
+                raise ValueError("expected a path")
+            return Path(raw)
+        if kind == "int":
+            if isinstance(raw, bool) or not isinstance(raw, int | str):
+                raise ValueError("expected an integer")
+            return int(str(raw).replace("_", ""))
+        if kind == "float":
+            if isinstance(raw, bool) or not isinstance(raw, int | float | str):
+                raise ValueError("expected a number")
+            return float(raw)
+        if not isinstance(raw, str):
+            raise ValueError("expected a string")
+        return raw
+    except ValueError as exc:
+        raise SettingsError(f"setting {key} = {raw!r} (from {source}): {exc}") from None
+
+
+def from_sources(
+    config_file: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, object] | None = None,
+) -> Settings:
+    """Settings from defaults, then the TOML file, then PROTOEVENTS_* variables, then
+    `overrides` (flags; None values are ignored). Raises SettingsError naming the bad key."""
+    values: dict[str, object] = {}
+    origin: dict[str, str] = {}
+    if config_file is not None:
+        try:
+            with config_file.open("rb") as handle:
+                table = tomllib.load(handle)
+        except OSError as exc:
+            raise SettingsError(f"cannot read config file {config_file}: {exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"config file {config_file} is not valid TOML: {exc}") from None
+        for key, raw in table.items():
+            if key not in _FIELDS:
+                known = ", ".join(_FIELDS)
+                raise SettingsError(f"{config_file}: unknown setting {key!r}; known: {known}")
+            values[key] = _convert(key, raw, str(config_file))
+            origin[key] = str(config_file)
+    env = os.environ if environ is None else environ
+    for key in _FIELDS:
+        name = ENV_PREFIX + key.upper()
+        if name in env:
+            values[key] = _convert(key, env[name], name)
+            origin[key] = name
+    for key, raw in (overrides or {}).items():
+        if raw is not None:
+            origin[key] = "--" + key.replace("_", "-")
+            values[key] = _convert(key, raw, origin[key])
+    settings = Settings(**values)  # type: ignore[arg-type]
+    try:
+        settings.validate()
+    except SettingsError as exc:
+        where = origin.get(exc.key, "the defaults")
+        raise SettingsError(f"{exc} (from {where})", exc.key) from None
+    return settings
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per setting, plus --config FILE; unset flags leave lower sources in force."""
+    parser.add_argument("--config", type=Path, metavar="FILE", help="TOML file of settings")
+    for f in fields(Settings):
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default
+        parser.add_argument(
+            flag,
+            dest=f.name,
+            default=None,
+            metavar=f.name.split("_")[-1].upper() if f.name != "listen" else "HOST:PORT",
+            help=f"{f.metadata.get('help', '')} "
+            f"(default: {default}; env {ENV_PREFIX}{f.name.upper()})",
+        )
+
+
+def from_arguments(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> Settings:
+    """Settings from parsed `add_arguments` flags, the file they name and the environment."""
+    overrides = {f.name: getattr(args, f.name, None) for f in fields(Settings)}
+    return from_sources(args.config, environ, overrides)

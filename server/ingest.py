@@ -1,0 +1,241 @@
+"""The ingest pipeline of one batch: validate, drop replayed ids, dedup, persist, acknowledge."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Iterable
+from typing import Protocol, TypeAlias
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from protoevents.v1 import event_pb2, proxy_service_pb2
+from server import changelog
+from server.changes import CREATED, Change
+from server.metrics import Metrics
+from server.validation import Validator
+from server.wal import LogFull, WriteAheadLog
+
+log = logging.getLogger(__name__)
+
+# Upper bound of the bytes the proxy adds to one event (category, severity, count, three
+# timestamps, its framing in the record and its id in the id list); used to refuse a batch
+# the log has no room for before deciding anything about it.
+_GROWTH_PER_EVENT = 200
+_RECORD_OVERHEAD = 64
+
+
+Batch: TypeAlias = proxy_service_pb2.RecordRequest | proxy_service_pb2.RecordBatchRequest
+Persisted: TypeAlias = asyncio.Future[int]
+
+
+def _serialized_events(request: Batch) -> tuple[int, bytes]:
+    """(field number of the events, the request's wire form without anything else)."""
+    if isinstance(request, proxy_service_pb2.RecordBatchRequest):
+        return 1, request.SerializeToString()
+    sequence = request.sequence
+    request.sequence = 0
+    try:
+        return 2, request.SerializeToString()
+    finally:
+        request.sequence = sequence
+
+
+class _Decision:
+    """What a batch's accepted events became."""
+
+    def __init__(self) -> None:
+        self.accepted: dict[str, None] = {}  # ids, in batch order
+        self.created: list[event_pb2.Event] = []
+        self.updated: dict[str, bytes] = {}  # first-event id -> its latest state
+        self.in_place = True  # every CREATED event is the request's own object
+
+    def encode(self, request: Batch, count: int) -> bytes:
+        """The change record. A batch accepted whole is its request, serialized once."""
+        if self.in_place and len(self.created) == count:
+            field, blob = _serialized_events(request)
+            return changelog.encode_blobs(field, blob, b"", self.accepted)
+        return changelog.encode(
+            (self._as_created(e) for e in self.created), self.updated.values(), self.accepted
+        )
+
+    def _as_created(self, event: event_pb2.Event) -> bytes:
+        """An event as it was created, even when dedup merged repeats into it since."""
+        if event.id not in self.updated:
+            return event.SerializeToString()
+        first = event_pb2.Event()
+        first.CopyFrom(event)
+        first.count = 1
+        first.last_time.CopyFrom(first.first_time)
+        return first.SerializeToString()
+
+
+class Deduplicator(Protocol):
+    """Decides whether an event is new or a repeat of a recent one (see server.dedup)."""
+
+    def observe(self, event: event_pb2.Event, received_at: Timestamp) -> Change: ...
+
+
+class RecentIds:
+    """The most recent `capacity` accepted event ids, oldest forgotten first."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._order: deque[str] = deque()
+        self._ids: set[str] = set()
+
+    def __contains__(self, event_id: object) -> bool:
+        return event_id in self._ids
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def add_many(self, ids: Iterable[str]) -> None:
+        known = self._ids
+        order = self._order
+        for event_id in ids:
+            if event_id not in known:
+                known.add(event_id)
+                order.append(event_id)
+        while len(order) > self.capacity:
+            known.discard(order.popleft())
+
+
+class Ingest:
+    """Turns batches of events into persisted change records and batch results.
+
+    `submit` does all the deciding synchronously (so concurrent batches are decided and
+    logged in one order) and returns the result with an awaitable that completes when the
+    batch is persisted; `record` does both.
+    """
+
+    def __init__(
+        self,
+        wal: WriteAheadLog,
+        validator: Validator,
+        dedup: Deduplicator | None = None,
+        *,
+        id_cache_size: int = 1_000_000,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.wal = wal
+        self.validator = validator
+        self.dedup = dedup  # None: every event is new
+        self.recent = RecentIds(id_cache_size)
+        self.metrics = metrics or Metrics()
+
+    async def restore(self) -> int:
+        """Refill the recent-id cache from the log's retained records; returns ids read."""
+
+        def read_ids() -> list[str]:
+            ids: deque[str] = deque(maxlen=self.recent.capacity)
+            for payload in self.wal.scan():
+                ids.extend(changelog.decode_ids(payload))
+            return list(ids)
+
+        ids = await asyncio.to_thread(read_ids)
+        self.recent.add_many(ids)
+        return len(ids)
+
+    def submit(self, request: Batch) -> tuple[proxy_service_pb2.BatchResult, Persisted | None]:
+        """Decide on a batch and queue its record. Returns the result and a future that
+        completes when everything the result acknowledges is persisted (None when the batch
+        acknowledges nothing that needs waiting for). Accepted events are completed in place.
+
+        Raises MalformedBatchError for a malformed batch and LogFull when the log has no room;
+        in both cases nothing of the batch is decided or stored.
+        """
+        count = len(request.events)
+        self.validator.check_batch(count)
+        metrics = self.metrics
+        metrics.received.inc(count)
+        now = time.time()
+        rejections, good, size = self._validate(request, now)
+        wal = self.wal
+        if good and size > wal.free_bytes():
+            metrics.wal_full.inc()
+            raise LogFull(
+                f"write-ahead log is full ({wal.size} of {wal.max_bytes} bytes used): "
+                "a writer is behind; retry later"
+            )
+        decision = self._decide(good, now)
+        accepted = decision.accepted
+        duplicates = len(good) - len(accepted)
+        result = proxy_service_pb2.BatchResult(
+            accepted_count=len(accepted), duplicate_count=duplicates, rejections=rejections
+        )
+        if duplicates:
+            metrics.duplicates.inc(duplicates)
+        if not accepted:
+            # Duplicates may be of ids still being persisted by an earlier batch: their ack
+            # must not overtake that batch's.
+            return result, wal.barrier() if duplicates else None
+        payload = decision.encode(request, count)
+        future = wal.submit(payload)
+        self.recent.add_many(accepted)
+        metrics.accepted.inc(len(accepted))
+        if decision.updated:
+            metrics.dedup_merges.inc(len(accepted) - len(decision.created))
+        metrics.wal_bytes.inc(len(payload))
+        return result, future
+
+    def _validate(
+        self, request: Batch, now: float
+    ) -> tuple[list[proxy_service_pb2.EventRejection], list[event_pb2.Event], int]:
+        """Rejections, good events, and an upper bound of the good events' record size."""
+        inspect = self.validator.inspect
+        rejections: list[proxy_service_pb2.EventRejection] = []
+        good: list[event_pb2.Event] = []
+        size = _RECORD_OVERHEAD
+        for index, event in enumerate(request.events):
+            outcome = inspect(event, now)
+            if isinstance(outcome, int):
+                good.append(event)
+                size += outcome + _GROWTH_PER_EVENT
+                continue
+            rejections.append(
+                proxy_service_pb2.EventRejection(
+                    index=index, event_id=event.id, reason=outcome[0], detail=outcome[1]
+                )
+            )
+            self.metrics.rejected.labels(proxy_service_pb2.RejectionReason.Name(outcome[0])).inc()
+        return rejections, good, size
+
+    def _decide(self, good: list[event_pb2.Event], now: float) -> _Decision:
+        """Leave out replayed ids, complete the events, let dedup decide."""
+        received = Timestamp(seconds=int(now), nanos=int((now % 1) * 1e9))
+        fill = event_pb2.Event(count=1, received_time=received)
+        recent = self.recent
+        observe = self.dedup.observe if self.dedup is not None else None
+        decision = _Decision()
+        accepted = decision.accepted
+        created = decision.created
+        for event in good:
+            event_id = event.id
+            if event_id in recent or event_id in accepted:
+                continue
+            accepted[event_id] = None
+            if event.HasField("received_time"):
+                event.ClearField("received_time")
+            event.MergeFrom(fill)
+            event.first_time.CopyFrom(event.time)
+            event.last_time.CopyFrom(event.time)
+            if observe is None:
+                created.append(event)
+                continue
+            change = observe(event, received)
+            if change.kind == CREATED:
+                created.append(change.event)
+                decision.in_place = decision.in_place and change.event is event
+            else:
+                decision.updated[change.event.id] = change.event.SerializeToString()
+        return decision
+
+    async def record(self, request: Batch) -> proxy_service_pb2.BatchResult:
+        """Decide on a batch and return its result once it is persisted."""
+        result, persisted = self.submit(request)
+        if persisted is not None:
+            await persisted
+        return result

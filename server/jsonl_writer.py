@@ -1,0 +1,65 @@
+"""A writer that appends every change to a JSON-lines file (debugging, tests, simple setups)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from google.protobuf import json_format
+
+from protoevents.v1 import query_service_pb2
+from server.changes import Change
+
+
+class JsonLinesWriter:
+    """Appends `{"kind": "CREATED"|"UPDATED", "event": {...}}` lines, flushed and fsynced
+    before `write` returns. Idempotent: a change already in the file (same kind, id and
+    count) is not written again, so replays after a crash leave no duplicate lines. It keeps
+    those keys in memory, so it suits files of moderate size.
+    """
+
+    def __init__(self, path: Path, name: str = "jsonl") -> None:
+        self.name = name
+        self.path = path
+        self._seen: set[tuple[str, str, int]] = set()
+        if path.exists():
+            with path.open(encoding="utf-8") as handle:
+                for line in handle:
+                    if line.strip():
+                        self._seen.add(self._key_of(json.loads(line)))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = path.open("a", encoding="utf-8")
+
+    @staticmethod
+    def _key_of(entry: dict[str, object]) -> tuple[str, str, int]:
+        event = entry["event"]
+        assert isinstance(event, dict)
+        return str(entry["kind"]), str(event.get("id", "")), int(event.get("count", 0))
+
+    def _lines(self, changes: Sequence[Change]) -> list[str]:
+        lines = []
+        for change in changes:
+            kind = query_service_pb2.ChangeKind.Name(change.kind).removeprefix("CHANGE_KIND_")
+            key = (kind, change.event.id, change.event.count)
+            if key in self._seen:
+                continue
+            self._seen.add(key)
+            event = json_format.MessageToDict(change.event)
+            lines.append(json.dumps({"kind": kind, "event": event}, separators=(",", ":")))
+        return lines
+
+    def _append(self, lines: list[str]) -> None:
+        if not lines:
+            return
+        self._file.write("\n".join(lines) + "\n")
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    async def write(self, changes: Sequence[Change]) -> None:
+        await asyncio.to_thread(self._append, self._lines(changes))
+
+    async def close(self) -> None:
+        self._file.close()

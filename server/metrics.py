@@ -1,0 +1,47 @@
+"""Prometheus counters of the proxy, in a registry of their own (one per proxy instance)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+
+class Metrics:
+    """Counters updated once per batch (never per event) to stay off the hot path."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.received = Counter("protoevents_events_received", "Events received", registry=r)
+        self.accepted = Counter(
+            "protoevents_events_accepted", "Events accepted and persisted", registry=r
+        )
+        self.rejected = Counter(
+            "protoevents_events_rejected", "Events rejected", ["reason"], registry=r
+        )
+        self.duplicates = Counter(
+            "protoevents_events_duplicate", "Events whose id was already accepted", registry=r
+        )
+        self.dedup_merges = Counter(
+            "protoevents_dedup_merges", "Events merged into an earlier one by dedup", registry=r
+        )
+        self.wal_bytes = Counter(
+            "protoevents_wal_written_bytes", "Bytes appended to the write-ahead log", registry=r
+        )
+        self.wal_fsyncs = Counter(
+            "protoevents_wal_fsyncs", "fsyncs of the write-ahead log", registry=r
+        )
+        self.wal_full = Counter(
+            "protoevents_wal_full", "Batches refused because the log was full", registry=r
+        )
+        self.written = Counter(
+            "protoevents_writer_changes", "Changes written", ["writer"], registry=r
+        )
+        self.write_failures = Counter(
+            "protoevents_writer_failures", "Failed writer batches", ["writer"], registry=r
+        )
+        self.writer_lag = Gauge(
+            "protoevents_writer_lag_bytes",
+            "Bytes of log between the end and the writer's bookmark",
+            ["writer"],
+            registry=r,
+        )

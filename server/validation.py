@@ -1,0 +1,220 @@
+"""Checks of incoming events against the registry and the size and time limits."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TypeAlias
+
+from protoevents.v1 import event_pb2, proxy_service_pb2, severity_pb2
+from recorder.registry import Registry
+from server.config import Settings
+
+Reason: TypeAlias = proxy_service_pb2.RejectionReason.ValueType
+Problem: TypeAlias = tuple[Reason, str]
+
+MISSING_TYPE = proxy_service_pb2.REJECTION_REASON_MISSING_TYPE
+UNKNOWN_TYPE = proxy_service_pb2.REJECTION_REASON_UNKNOWN_TYPE
+INVALID_ID = proxy_service_pb2.REJECTION_REASON_INVALID_ID
+MISSING_SOURCE = proxy_service_pb2.REJECTION_REASON_MISSING_SOURCE
+TIME_OUT_OF_RANGE = proxy_service_pb2.REJECTION_REASON_TIME_OUT_OF_RANGE
+FIELD_TOO_LARGE = proxy_service_pb2.REJECTION_REASON_FIELD_TOO_LARGE
+INVALID_SEVERITY = proxy_service_pb2.REJECTION_REASON_INVALID_SEVERITY
+
+EARLIEST_SECONDS = int(datetime(2001, 1, 1, tzinfo=UTC).timestamp())
+_SEVERITIES = frozenset(v for v in severity_pb2.Severity.values() if v)
+_CANONICAL_UUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
+
+
+class MalformedBatchError(ValueError):
+    """The batch as a whole is malformed (empty, or more events than the limit)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Size and time bounds of one event."""
+
+    max_batch_events: int = 10_000
+    max_message_bytes: int = 4096
+    max_attributes: int = 64
+    max_attribute_bytes: int = 1024
+    max_data_bytes: int = 65536
+    max_field_bytes: int = 1024
+    max_future_s: float = 3600.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Limits:
+        return cls(
+            max_batch_events=settings.max_batch_events,
+            max_message_bytes=settings.max_event_message_bytes,
+            max_attributes=settings.max_attributes,
+            max_attribute_bytes=settings.max_attribute_bytes,
+            max_data_bytes=settings.max_data_bytes,
+            max_field_bytes=settings.max_field_bytes,
+            max_future_s=settings.max_future_s,
+        )
+
+
+def _utf8_len_over(text: str, limit: int) -> bool:
+    """Whether `text` takes more than `limit` bytes in UTF-8 (encoding only when it may)."""
+    n = len(text)
+    return n > limit or (n * 4 > limit and len(text.encode()) > limit)
+
+
+def _iso(seconds: int) -> str:
+    try:
+        return datetime.fromtimestamp(seconds, UTC).isoformat()
+    except (OverflowError, OSError, ValueError):
+        return f"{seconds} s since the epoch"
+
+
+def valid_id(text: str) -> bool:
+    """Whether an event id parses as a UUID (canonical form checked without parsing)."""
+    if len(text) == 36 and _CANONICAL_UUID.fullmatch(text):
+        return True
+    if not text or len(text) > 45:
+        return False
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
+
+
+class Validator:
+    """Checks events one by one and completes the accepted ones from their type.
+
+    `check` returns None for a good event, after filling in its category and, when it is
+    unspecified, its severity from the type's declaration; or a (reason, detail) pair naming
+    the field at fault and the limit or value.
+    """
+
+    def __init__(self, registry: Registry, limits: Limits | None = None) -> None:
+        self.registry = registry
+        self.limits = limits or Limits()
+        self._enums = set(registry.enum_names)
+        # An event no bigger than this, serialized, cannot break a size limit (but the
+        # attribute count): every field is smaller than the whole.
+        self._small = min(
+            self.limits.max_field_bytes,
+            self.limits.max_message_bytes,
+            self.limits.max_attribute_bytes,
+            self.limits.max_data_bytes,
+        )
+
+    def check_batch(self, count: int) -> None:
+        """Raise MalformedBatchError when a batch of `count` events is malformed."""
+        if count == 0:
+            raise MalformedBatchError("the batch has no events")
+        if count > self.limits.max_batch_events:
+            raise MalformedBatchError(
+                f"the batch has {count} events; the limit is {self.limits.max_batch_events}"
+            )
+
+    def check(self, event: event_pb2.Event, now: float | None = None) -> Problem | None:
+        outcome = self.inspect(event, now)
+        return None if isinstance(outcome, int) else outcome
+
+    def inspect(self, event: event_pb2.Event, now: float | None = None) -> Problem | int:
+        """Like `check`, but a good event gives its serialized size (before completion)."""
+        limits = self.limits
+        field_limit = limits.max_field_bytes
+        event_id = event.id
+        if not valid_id(event_id):
+            shown = event_id if len(event_id) <= 64 else event_id[:64] + "..."
+            return INVALID_ID, f"id {shown!r} is not a UUID" if event_id else "id is empty"
+        type_name = event.type
+        if not type_name:
+            return MISSING_TYPE, "type is empty"
+        event_type = self.registry.get(type_name)
+        if event_type is None:
+            return UNKNOWN_TYPE, self._unknown_detail(type_name)
+        source = event.source
+        node = source.node
+        component = source.component
+        if not node:
+            return MISSING_SOURCE, "source.node is empty"
+        if not component:
+            return MISSING_SOURCE, "source.component is empty"
+        if not event.HasField("time"):
+            return TIME_OUT_OF_RANGE, "time is not set"
+        seconds = event.time.seconds
+        if seconds < EARLIEST_SECONDS:
+            return TIME_OUT_OF_RANGE, f"time {_iso(seconds)} is before 2001-01-01 (clock not set?)"
+        if now is None:
+            now = time.time()
+        if seconds > now + limits.max_future_s:
+            return (
+                TIME_OUT_OF_RANGE,
+                f"time {_iso(seconds)} is more than {limits.max_future_s:g} s after the "
+                f"proxy's clock ({_iso(int(now))})",
+            )
+        severity = event.severity
+        if severity not in _SEVERITIES:
+            if severity:
+                return INVALID_SEVERITY, f"severity {severity} is not a defined Severity value"
+            event.severity = event_type.severity  # type: ignore[assignment]
+        if len(event.attributes) > limits.max_attributes:
+            return (
+                FIELD_TOO_LARGE,
+                f"attributes has {len(event.attributes)} entries; "
+                f"the limit is {limits.max_attributes}",
+            )
+        size: int = event.ByteSize()
+        if size > self._small:
+            too_large = self._too_large(event, node, component, field_limit)
+            if too_large is not None:
+                return FIELD_TOO_LARGE, too_large
+        event.category = event_type.category
+        return size
+
+    def _too_large(
+        self, event: event_pb2.Event, node: str, component: str, field_limit: int
+    ) -> str | None:
+        limits = self.limits
+        if _utf8_len_over(event.message, limits.max_message_bytes):
+            return f"message exceeds {limits.max_message_bytes} bytes"
+        if _utf8_len_over(node, field_limit):
+            return f"source.node exceeds {field_limit} bytes"
+        if _utf8_len_over(component, field_limit):
+            return f"source.component exceeds {field_limit} bytes"
+        if event.HasField("object"):
+            obj = event.object
+            for name, value in (
+                ("object.kind", obj.kind),
+                ("object.namespace", obj.namespace),
+                ("object.name", obj.name),
+            ):
+                if _utf8_len_over(value, field_limit):
+                    return f"{name} exceeds {field_limit} bytes"
+        attributes = event.attributes
+        if attributes:
+            for key, value in attributes.items():
+                if _utf8_len_over(key + value, limits.max_attribute_bytes):
+                    shown = key if len(key) <= 64 else key[:64] + "..."
+                    return (
+                        f"attributes[{shown!r}] key and value exceed "
+                        f"{limits.max_attribute_bytes} bytes"
+                    )
+        if event.HasField("data"):
+            size = event.data.ByteSize()
+            if size > limits.max_data_bytes:
+                return f"data is {size} bytes serialized; the limit is {limits.max_data_bytes}"
+        return None
+
+    def _unknown_detail(self, type_name: str) -> str:
+        enum_name, _, value = type_name.rpartition(".")
+        if enum_name in self._enums and value.endswith("_UNSPECIFIED"):
+            return f"type {type_name!r} is the zero value of {enum_name}, not an event type"
+        if "." not in type_name:
+            try:
+                qualified = self.registry.lookup(type_name).name
+            except KeyError:
+                pass
+            else:
+                return f"type {type_name!r} must be the qualified name: {qualified!r}"
+        shown = type_name if len(type_name) <= 200 else type_name[:200] + "..."
+        return f"type {shown!r} is not a known event type"

@@ -1,0 +1,159 @@
+"""`protoevents serve` as a process: SIGKILL after ack loses nothing, SIGTERM drains and exits 0."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from protoevents.v1 import proxy_service_pb2, proxy_service_pb2_grpc
+from tests.conftest import ROOT
+from tests.ingest_helpers import make_events
+
+# Nothing reaches the writer while the proxy runs: what it gets must come from the log.
+HOLD_WRITES = ("--writer-batch-interval-ms", "3600000", "--writer-batch-events", "10000000")
+
+
+class ServeProcess:
+    """A `protoevents serve` subprocess on a free loopback port."""
+
+    def __init__(self, data_dir: Path, *flags: str) -> None:
+        self.jsonl = data_dir / "changes.jsonl"
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "server.cli",
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--data-dir",
+                str(data_dir),
+                "--jsonl-path",
+                str(self.jsonl),
+                *flags,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        assert self.process.stdout is not None
+        first = self.process.stdout.readline()
+        if not first.startswith("listening on "):
+            self.process.kill()
+            _, errors = self.process.communicate()
+            raise AssertionError(f"no address printed: {first!r} {errors}")
+        self.address = first.removeprefix("listening on ").strip()
+        self.channel = grpc.insecure_channel(self.address)
+        self.stub = proxy_service_pb2_grpc.EventProxyServiceStub(self.channel)
+
+    def record(self, batches: int, size: int) -> list[str]:
+        """Stream batches; returns the ids of the acknowledged ones."""
+        sent = {n: make_events(size) for n in range(1, batches + 1)}
+        requests = (proxy_service_pb2.RecordRequest(sequence=n, events=e) for n, e in sent.items())
+        acked: list[str] = []
+        for response in self.stub.Record(requests, timeout=60):
+            assert response.result.accepted_count == size
+            acked.extend(e.id for e in sent[response.sequence])
+        return acked
+
+    def stop(self, signum: int) -> int:
+        self.channel.close()
+        self.process.send_signal(signum)
+        return self.process.wait(timeout=60)
+
+    def written_ids(self) -> list[str]:
+        if not self.jsonl.exists():
+            return []
+        lines = self.jsonl.read_text().splitlines()
+        return [json.loads(line)["event"]["id"] for line in lines if line]
+
+
+@pytest.fixture
+def processes() -> Iterator[list[ServeProcess]]:
+    started: list[ServeProcess] = []
+    yield started
+    for proxy in started:
+        if proxy.process.poll() is None:
+            proxy.process.kill()
+            proxy.process.wait()
+
+
+def test_sigkill_after_ack_loses_nothing(tmp_path: Path, processes: list[ServeProcess]) -> None:
+    first = ServeProcess(tmp_path, "--fsync", "batch", *HOLD_WRITES)
+    processes.append(first)
+    acked = first.record(batches=20, size=100)
+    assert first.stop(signal.SIGKILL) == -signal.SIGKILL
+    assert first.written_ids() == []  # acknowledged, not yet handed to the writer
+
+    second = ServeProcess(tmp_path, "--fsync", "batch")
+    processes.append(second)
+    replay = second.stub.RecordBatch(
+        proxy_service_pb2.RecordBatchRequest(events=make_events(1)), timeout=10
+    )
+    assert replay.result.accepted_count == 1
+    assert second.stop(signal.SIGTERM) == 0
+    written = second.written_ids()
+    assert len(written) == len(acked) + 1
+    assert set(written[: len(acked)]) == set(acked)  # every acknowledged id, exactly once
+    assert len(set(written)) == len(written)
+
+
+def test_a_restarted_proxy_acknowledges_replayed_ids_as_duplicates(
+    tmp_path: Path, processes: list[ServeProcess]
+) -> None:
+    first = ServeProcess(tmp_path)
+    processes.append(first)
+    events = make_events(50)
+    request = proxy_service_pb2.RecordBatchRequest(events=events)
+    assert first.stub.RecordBatch(request, timeout=10).result.accepted_count == 50
+    assert first.stop(signal.SIGKILL) == -signal.SIGKILL
+
+    second = ServeProcess(tmp_path)
+    processes.append(second)
+    again = second.stub.RecordBatch(request, timeout=10).result
+    assert (again.accepted_count, again.duplicate_count) == (0, 50)
+    assert second.stop(signal.SIGTERM) == 0
+    assert sorted(second.written_ids()) == sorted(e.id for e in events)
+
+
+def test_sigterm_flushes_every_batch_and_exits_0(
+    tmp_path: Path, processes: list[ServeProcess]
+) -> None:
+    proxy = ServeProcess(tmp_path, *HOLD_WRITES)
+    processes.append(proxy)
+    health = health_pb2_grpc.HealthStub(proxy.channel)
+    status = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=10).status
+    assert status == health_pb2.HealthCheckResponse.SERVING
+    acked = proxy.record(batches=5, size=200)
+    assert proxy.stop(signal.SIGTERM) == 0
+    assert proxy.written_ids() == acked
+    assert proxy.process.stderr is not None
+    assert "proxy stopped" in proxy.process.stderr.read()
+
+
+def test_a_bad_setting_is_refused_at_start_naming_it(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "server.cli", "serve", "--data-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PROTOEVENTS_FSYNC": "always"},
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr == (
+        "protoevents serve: setting fsync = 'always': expected one of batch, interval, off "
+        "(from PROTOEVENTS_FSYNC)\n"
+    )

@@ -1,0 +1,140 @@
+"""Per-event validation: each rejection reason with a detail naming the field and limit."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from google.protobuf.struct_pb2 import Struct
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from protoevents.v1 import event_pb2, proxy_service_pb2, severity_pb2
+from recorder.registry import Registry
+from server.validation import Limits, MalformedBatchError, Validator
+from tests.ingest_helpers import LEADER_ELECTED, make_event
+
+R = proxy_service_pb2
+NOW = time.time()
+LIMITS = Limits(
+    max_batch_events=10,
+    max_message_bytes=100,
+    max_attributes=3,
+    max_attribute_bytes=20,
+    max_data_bytes=200,
+    max_field_bytes=30,
+    max_future_s=3600,
+)
+
+
+@pytest.fixture(scope="module")
+def validator() -> Validator:
+    return Validator(Registry.builtin(), LIMITS)
+
+
+def big_struct() -> Struct:
+    data = Struct()
+    data.update({"blob": "x" * 300})
+    return data
+
+
+CASES: list[tuple[dict[str, Any], int, str]] = [
+    ({"id": ""}, R.REJECTION_REASON_INVALID_ID, "id is empty"),
+    ({"id": "not-a-uuid"}, R.REJECTION_REASON_INVALID_ID, "id 'not-a-uuid' is not a UUID"),
+    ({"type": ""}, R.REJECTION_REASON_MISSING_TYPE, "type is empty"),
+    (
+        {"type": "protoevents.cluster.v1.ClusterEventType.CLUSTER_EVENT_TYPE_NO_SUCH"},
+        R.REJECTION_REASON_UNKNOWN_TYPE,
+        "is not a known event type",
+    ),
+    (
+        {"type": "protoevents.cluster.v1.ClusterEventType.CLUSTER_EVENT_TYPE_UNSPECIFIED"},
+        R.REJECTION_REASON_UNKNOWN_TYPE,
+        "is the zero value of protoevents.cluster.v1.ClusterEventType",
+    ),
+    (
+        {"type": "CLUSTER_EVENT_TYPE_LEADER_ELECTED"},
+        R.REJECTION_REASON_UNKNOWN_TYPE,
+        f"must be the qualified name: {LEADER_ELECTED!r}",
+    ),
+    (
+        {"source": event_pb2.EventSource(component="c")},
+        R.REJECTION_REASON_MISSING_SOURCE,
+        "source.node is empty",
+    ),
+    (
+        {"source": event_pb2.EventSource(node="n")},
+        R.REJECTION_REASON_MISSING_SOURCE,
+        "source.component is empty",
+    ),
+    (
+        {"time": Timestamp(seconds=86400)},
+        R.REJECTION_REASON_TIME_OUT_OF_RANGE,
+        "time 1970-01-02T00:00:00+00:00 is before 2001-01-01",
+    ),
+    (
+        {"time": Timestamp(seconds=int(NOW) + 7200)},
+        R.REJECTION_REASON_TIME_OUT_OF_RANGE,
+        "is more than 3600 s after the proxy's clock",
+    ),
+    ({"severity": 42}, R.REJECTION_REASON_INVALID_SEVERITY, "severity 42 is not a defined"),
+    ({"message": "m" * 101}, R.REJECTION_REASON_FIELD_TOO_LARGE, "message exceeds 100 bytes"),
+    # 40 characters but 120 bytes in UTF-8: the limit is in bytes.
+    ({"message": "€" * 40}, R.REJECTION_REASON_FIELD_TOO_LARGE, "message exceeds 100 bytes"),
+    (
+        {"source": event_pb2.EventSource(node="n" * 31, component="c")},
+        R.REJECTION_REASON_FIELD_TOO_LARGE,
+        "source.node exceeds 30 bytes",
+    ),
+    (
+        {"object": event_pb2.ObjectRef(kind="Node", name="x" * 31)},
+        R.REJECTION_REASON_FIELD_TOO_LARGE,
+        "object.name exceeds 30 bytes",
+    ),
+    (
+        {"attributes": {"a": "1", "b": "2", "c": "3", "d": "4"}},
+        R.REJECTION_REASON_FIELD_TOO_LARGE,
+        "attributes has 4 entries; the limit is 3",
+    ),
+    (
+        {"attributes": {"nic": "e" * 20}},
+        R.REJECTION_REASON_FIELD_TOO_LARGE,
+        "attributes['nic'] key and value exceed 20 bytes",
+    ),
+    ({"data": big_struct()}, R.REJECTION_REASON_FIELD_TOO_LARGE, "the limit is 200"),
+]
+
+
+@pytest.mark.parametrize(("fields", "reason", "detail"), CASES)
+def test_each_bad_event_gets_its_reason_and_detail(
+    validator: Validator, fields: dict[str, Any], reason: int, detail: str
+) -> None:
+    event = make_event(**fields)
+    problem = validator.check(event, NOW)
+    assert problem is not None
+    assert problem[0] == reason, problem
+    assert detail in problem[1]
+
+
+def test_missing_time_is_out_of_range(validator: Validator) -> None:
+    event = make_event()
+    event.ClearField("time")
+    assert validator.check(event, NOW) == (R.REJECTION_REASON_TIME_OUT_OF_RANGE, "time is not set")
+
+
+def test_a_good_event_is_completed_from_its_type(validator: Validator) -> None:
+    event = make_event(attributes={"nic": "eth0"}, id="{12345678-1234-5678-1234-567812345678}")
+    assert validator.check(event, NOW) is None
+    assert event.category == "cluster"
+    assert event.severity == severity_pb2.SEVERITY_INFO  # the type's default
+    declared = make_event(severity=severity_pb2.SEVERITY_ERROR)
+    assert validator.check(declared, NOW) is None
+    assert declared.severity == severity_pb2.SEVERITY_ERROR  # kept when given
+
+
+def test_malformed_batches(validator: Validator) -> None:
+    with pytest.raises(MalformedBatchError, match="the batch has no events"):
+        validator.check_batch(0)
+    with pytest.raises(MalformedBatchError, match="the batch has 11 events; the limit is 10"):
+        validator.check_batch(11)
+    validator.check_batch(10)

@@ -1,0 +1,215 @@
+"""The write-ahead log: recovery from torn tails, group commit, bookmarks, segments, cap."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+
+from server.wal import HEADER, LogFull, WriteAheadLog
+from tests.ingest_helpers import wait_until
+
+T = TypeVar("T")
+
+
+def run(coro: Awaitable[T]) -> T:
+    async def main() -> T:
+        return await coro
+
+    return asyncio.run(main())
+
+
+async def read_all(wal: WriteAheadLog, position: int | None = None) -> list[bytes]:
+    found: list[bytes] = []
+    position = wal.start if position is None else position
+    while True:
+        payloads, position = await wal.read_async(position, 1000)
+        if not payloads:
+            return found
+        found.extend(payloads)
+
+
+def segments(folder: Path) -> list[Path]:
+    return sorted(folder.glob("*.wal"))
+
+
+def test_records_come_back_in_order_after_reopen(tmp_path: Path) -> None:
+    async def main() -> None:
+        wal = await WriteAheadLog.open(tmp_path)
+        ends = [await wal.append(f"record {i}".encode()) for i in range(5)]
+        assert ends == sorted(ends)
+        assert await read_all(wal) == [f"record {i}".encode() for i in range(5)]
+        await wal.close()
+        again = await WriteAheadLog.open(tmp_path)
+        assert await read_all(again) == [f"record {i}".encode() for i in range(5)]
+        assert again.end == ends[-1]
+        await again.close()
+
+    run(main())
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [
+        HEADER.pack(100, 0) + b"only part of it",  # a write cut short by a crash
+        b"\x07\x00",  # part of a header
+    ],
+)
+def test_a_torn_tail_is_cut_and_everything_before_it_kept(tmp_path: Path, tail: bytes) -> None:
+    async def main() -> None:
+        wal = await WriteAheadLog.open(tmp_path)
+        for i in range(3):
+            await wal.append(f"kept {i}".encode())
+        await wal.close()
+        (segment,) = segments(tmp_path)
+        good_size = segment.stat().st_size
+        with segment.open("ab") as handle:
+            handle.write(tail)
+        wal = await WriteAheadLog.open(tmp_path)
+        assert segment.stat().st_size == good_size
+        assert wal.recovered_truncated_bytes == len(tail)
+        await wal.append(b"after recovery")
+        assert await read_all(wal) == [b"kept 0", b"kept 1", b"kept 2", b"after recovery"]
+        await wal.close()
+
+    run(main())
+
+
+def test_a_record_failing_its_crc_at_the_tail_is_cut(tmp_path: Path) -> None:
+    async def main() -> None:
+        wal = await WriteAheadLog.open(tmp_path)
+        await wal.append(b"first")
+        await wal.append(b"second")
+        await wal.close()
+        (segment,) = segments(tmp_path)
+        data = bytearray(segment.read_bytes())
+        data[-1] ^= 0xFF  # flip a bit in the last payload
+        segment.write_bytes(bytes(data))
+        wal = await WriteAheadLog.open(tmp_path)
+        assert await read_all(wal) == [b"first"]
+        await wal.close()
+
+    run(main())
+
+
+def test_concurrent_appends_share_one_fsync(tmp_path: Path) -> None:
+    async def main() -> None:
+        wal = await WriteAheadLog.open(tmp_path, fsync="batch")
+        futures = [wal.submit(f"{i}".encode()) for i in range(100)]
+        ends = await asyncio.gather(*futures)
+        assert wal.fsyncs == 1
+        assert len(set(ends)) == 1  # one group, persisted together
+        assert len(await read_all(wal)) == 100
+        await wal.close()
+
+    run(main())
+
+
+@pytest.mark.parametrize("policy", ["interval", "off"])
+def test_other_fsync_policies_ack_after_the_write(tmp_path: Path, policy: str) -> None:
+    async def main() -> None:
+        wal = await WriteAheadLog.open(tmp_path, fsync=policy, fsync_interval_s=0.01)
+        await wal.append(b"x")
+        assert await read_all(wal) == [b"x"]  # acknowledged once written, before any fsync
+        if policy == "interval":
+            await wait_until(lambda: wal.fsyncs >= 1)  # the timer syncs it
+        else:
+            assert wal.fsyncs == 0
+        await wal.close()
+        again = await WriteAheadLog.open(tmp_path)
+        assert await read_all(again) == [b"x"]
+        await again.close()
+
+    run(main())
+
+
+def test_segments_are_deleted_only_after_every_reader_passed_them(tmp_path: Path) -> None:
+    async def main() -> None:
+        wal = await WriteAheadLog.open(tmp_path, segment_bytes=1000, max_bytes=1 << 20)
+        assert wal.register_reader("sql") == 0
+        assert wal.register_reader("syslog") == 0
+        records = [bytes([i]) * 300 for i in range(10)]
+        for record in records:
+            await wal.append(record)
+        assert len(segments(tmp_path)) == 4  # three 308-byte records per segment
+        await wal.commit_bookmark("sql", wal.end)
+        assert len(segments(tmp_path)) == 4  # syslog has not read them
+        _, middle = wal.read(0, 4 * 308)
+        await wal.commit_bookmark("syslog", middle)
+        assert len(segments(tmp_path)) == 3  # the first segment is behind both
+        assert await read_all(wal, middle) == records[4:]
+        await wal.commit_bookmark("syslog", wal.end)
+        assert len(segments(tmp_path)) == 1  # the segment being written stays
+        await wal.close()
+        again = await WriteAheadLog.open(tmp_path, segment_bytes=1000)
+        assert again.register_reader("sql") == again.end == again.register_reader("syslog")
+        await again.close()
+
+    run(main())
+
+
+def test_a_full_log_refuses_appends_and_loses_nothing_acknowledged(tmp_path: Path) -> None:
+    async def main() -> None:
+        wal = await WriteAheadLog.open(tmp_path, segment_bytes=1000, max_bytes=3000)
+        wal.register_reader("slow")
+        acked: list[bytes] = []
+        with pytest.raises(LogFull, match="write-ahead log is full"):
+            for i in range(100):
+                record = i.to_bytes(2, "big") * 100
+                await wal.append(record)
+                acked.append(record)
+        assert 5 <= len(acked) < 100
+        assert await read_all(wal) == acked
+        # The reader catches up: its segments go and appends are taken again.
+        await wal.commit_bookmark("slow", wal.end)
+        await wal.append(b"room again")
+        assert await read_all(wal, wal.bookmark("slow")) == [b"room again"]
+        await wal.close()
+
+    run(main())
+
+
+def test_readers_wait_for_new_records(tmp_path: Path) -> None:
+    async def main() -> None:
+        wal = await WriteAheadLog.open(tmp_path)
+        assert not await wal.wait_beyond(wal.end, timeout=0)
+        waiting = asyncio.ensure_future(wal.wait_beyond(wal.end))
+        await wal.append(b"news")
+        assert await asyncio.wait_for(waiting, 5)
+        await wal.close()
+
+    run(main())
+
+
+def test_without_readers_only_the_current_segment_is_kept(tmp_path: Path) -> None:
+    async def main() -> None:
+        wal = await WriteAheadLog.open(tmp_path, segment_bytes=1000, max_bytes=4000)
+        for _ in range(50):  # far more than the cap: nothing holds on to old segments
+            await wal.append(b"r" * 300)
+        await wait_until(lambda: len(segments(tmp_path)) == 1)
+        await wal.close()
+
+    run(main())
+
+
+def test_a_bookmark_past_a_lost_tail_is_brought_back_to_the_end(tmp_path: Path) -> None:
+    async def main() -> None:
+        wal = await WriteAheadLog.open(tmp_path)
+        wal.register_reader("w")
+        await wal.append(b"kept")
+        await wal.append(b"lost")
+        await wal.commit_bookmark("w", wal.end)
+        await wal.close()
+        (segment,) = segments(tmp_path)
+        with segment.open("r+b") as handle:
+            handle.truncate(HEADER.size + 4)  # as if the second record never reached the disk
+        wal = await WriteAheadLog.open(tmp_path)
+        assert wal.register_reader("w") == wal.end == HEADER.size + 4
+        await wal.append(b"new")
+        assert await read_all(wal, wal.bookmark("w")) == [b"new"]
+        await wal.close()
+
+    run(main())
