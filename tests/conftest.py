@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["tests.db_fixtures"]
+
 ROOT = Path(__file__).resolve().parent.parent
 
 CliRunner = Callable[..., subprocess.CompletedProcess[str]]
