@@ -34,7 +34,8 @@ FIELD_LIMITS = {
 }
 
 # JSONB on PostgreSQL (indexable, compact), JSON text elsewhere.
-JsonDocument = JSON().with_variant(JSONB(), "postgresql")
+# None is stored as SQL NULL (an event without data), not as the JSON `null`.
+JsonDocument = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 
 
 class UtcDateTime(TypeDecorator[datetime]):
