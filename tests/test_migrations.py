@@ -11,6 +11,7 @@ from recorder.registry import Registry
 from server.db import migrate
 from server.db.engine import create_engine, sync_event_types
 from server.db.models import event_types, events, metadata
+from tests.conftest import CliRunner
 
 
 def test_empty_database_migrates_to_head_with_every_table_and_index(database_url: str) -> None:
@@ -107,3 +108,21 @@ def test_event_types_sync_upserts_the_registry(migrated_engine: Engine) -> None:
             event_type.service,
             event_type.enum_name,
         )
+
+
+def test_db_upgrade_command_migrates_and_refuses_unknown_revisions(
+    run_cli: CliRunner, database_url: str
+) -> None:
+    fresh = run_cli("db", "upgrade", "--db", database_url)
+    assert fresh.returncode == 0, fresh.stderr
+    assert f"migrated from an empty database to revision {migrate.head_revision()}" in fresh.stdout
+    again = run_cli("db", "upgrade", "--db", database_url)
+    assert "already at revision" in again.stdout
+    engine = create_engine(database_url)
+    with engine.begin() as connection:
+        connection.exec_driver_sql("UPDATE alembic_version SET version_num = 'f00dfeed'")
+    engine.dispose()
+    refused = run_cli("db", "upgrade", "--db", database_url)
+    assert refused.returncode == 2
+    assert "database is at revision f00dfeed, unknown to this protoevents" in refused.stderr
+    assert "Traceback" not in refused.stderr

@@ -7,9 +7,9 @@ import os
 import sys
 from collections.abc import Sequence
 
-from server.cli import gen, types
+from server.cli import db, gen, types
 
-COMMANDS = (gen, types)
+COMMANDS = (gen, types, db)
 
 
 def build_parser() -> argparse.ArgumentParser:
