@@ -1,0 +1,1 @@
+"""Benchmarks of protoevents (run each as `python -m bench.<name>`)."""
