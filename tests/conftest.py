@@ -12,6 +12,8 @@ import pytest
 
 from tests.fake_proxy import FakeProxy
 
+pytest_plugins = ["tests.db_fixtures"]
+
 ROOT = Path(__file__).resolve().parent.parent
 
 CliRunner = Callable[..., subprocess.CompletedProcess[str]]

@@ -1,0 +1,173 @@
+"""SqlWriter throughput into SQLite and PostgreSQL against a naive ORM baseline.
+
+    python -m bench.bench_sql_writer [--events 50000] [--runs 5] [--postgres URL]
+
+Each run writes fresh events (time-ordered UUIDv7 ids, as recorders make) into an emptied
+table through SqlWriter in batches; the baseline adds one ORM object and commits per event,
+in the same process. Prints the median events/s of the runs and the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from protoevents.v1 import event_pb2
+from server.changes import CREATED, Change
+from server.db import migrate
+from server.db.engine import create_engine
+from server.db.models import EventRow, events
+from server.db.rows import event_to_copy_values, event_to_row, event_to_sqlite_values
+from server.writers.sql import SqlWriter
+
+LEADER_ELECTED = "protoevents.cluster.v1.ClusterEventType.CLUSTER_EVENT_TYPE_LEADER_ELECTED"
+
+
+def make_events(count: int, start_ns: int) -> list[event_pb2.Event]:
+    """Events as the dispatcher hands them over: 50 nodes, a few attributes, small data."""
+    made = []
+    for n in range(count):
+        at = start_ns + n * 10_000
+        event = event_pb2.Event(
+            id=str(uuid.UUID(int=(at // 1_000_000) << 80 | 0x7 << 76 | 0b10 << 62 | n)),
+            type=LEADER_ELECTED,
+            severity=2,
+            category="cluster",
+            message=f"node-{n % 50} was elected leader for term {n}",
+            count=1,
+        )
+        event.source.node = f"node-{n % 50}"
+        event.source.component = "cluster-controller"
+        event.object.kind = "Node"
+        event.object.name = f"node-{n % 50}"
+        event.attributes["term"] = str(n)
+        event.data.update({"votes": 3, "term": n})
+        event.time.FromNanoseconds(at)
+        event.first_time.CopyFrom(event.time)
+        event.last_time.CopyFrom(event.time)
+        event.received_time.FromNanoseconds(at + 1_000_000)
+        made.append(event)
+    return made
+
+
+def per_second(count: int, action: Callable[[], None]) -> float:
+    started = time.perf_counter()
+    action()
+    return count / (time.perf_counter() - started)
+
+
+def empty(engine: Engine) -> None:
+    with engine.begin() as connection:
+        connection.execute(events.delete())
+
+
+def bench_writer(engine: Engine, count: int, batch: int, start_ns: int) -> float:
+    writer = SqlWriter(engine, name="bench")
+    changes = [Change(CREATED, event) for event in make_events(count, start_ns)]
+    empty(engine)
+
+    async def run() -> None:
+        for at in range(0, count, batch):
+            await writer.write(changes[at : at + batch])
+        await writer.close()
+
+    return per_second(count, lambda: asyncio.run(run()))
+
+
+def bench_naive(engine: Engine, count: int, start_ns: int) -> float:
+    rows = [event_to_row(event) for event in make_events(count, start_ns)]
+    empty(engine)
+
+    def run() -> None:
+        with Session(engine) as session:
+            for row in rows:
+                session.add(EventRow(**row))
+                session.commit()
+
+    return per_second(count, run)
+
+
+def bench_conversion(count: int) -> dict[str, float]:
+    sample = make_events(count, time.time_ns())
+    return {
+        name: 1e6 / per_second(count, lambda f=convert: [f(e) for e in sample])  # type: ignore[misc]
+        for name, convert in (
+            ("event_to_row", event_to_row),
+            ("event_to_copy_values", event_to_copy_values),
+            ("event_to_sqlite_values", event_to_sqlite_values),
+        )
+    }
+
+
+@contextmanager
+def postgres_database(admin_url: str) -> Iterator[str]:
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
+    name = f"protoevents_bench_{uuid.uuid4().hex[:8]}"
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    try:
+        yield sa.make_url(admin_url).set(database=name).render_as_string(False)
+    finally:
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+def measure(label: str, url: str, args: argparse.Namespace) -> None:
+    engine = create_engine(url)
+    migrate.upgrade(engine)
+    start = time.time_ns()
+    fast = [
+        bench_writer(engine, args.events, args.batch, start + run * 10**12)
+        for run in range(args.runs)
+    ]
+    naive = [
+        bench_naive(engine, args.naive_events, start + (args.runs + run) * 10**12)
+        for run in range(args.runs)
+    ]
+    engine.dispose()
+    fast_median, naive_median = statistics.median(fast), statistics.median(naive)
+    print(
+        f"{label:<11} SqlWriter {fast_median:>9,.0f} events/s   naive ORM {naive_median:>7,.0f} "
+        f"events/s   ratio {fast_median / naive_median:>5.0f}x   "
+        f"(medians of {args.runs}; {args.events:,} vs {args.naive_events:,} events per run)"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=50_000, help="events per SqlWriter run")
+    parser.add_argument("--naive-events", type=int, default=2_000, help="events per naive run")
+    parser.add_argument("--batch", type=int, default=1_000, help="events per batch")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument(
+        "--postgres",
+        default=os.environ.get(
+            "PROTOEVENTS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+        ),
+        help="server to create a scratch database on; empty to skip PostgreSQL",
+    )
+    args = parser.parse_args()
+    for name, micros in bench_conversion(20_000).items():
+        print(f"{name:<24} {micros:5.2f} µs/event")
+    with tempfile.TemporaryDirectory() as folder:
+        measure("SQLite", f"sqlite:///{Path(folder) / 'bench.db'}", args)
+    if args.postgres:
+        with postgres_database(args.postgres) as url:
+            measure("PostgreSQL", url, args)
+
+
+if __name__ == "__main__":
+    main()

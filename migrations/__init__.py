@@ -1,0 +1,1 @@
+"""Alembic migrations of the event database; `server.db.migrate` runs them."""

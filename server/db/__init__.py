@@ -1,0 +1,1 @@
+"""The proxy's SQL storage: models, engine, migrations and row conversion."""

@@ -1,0 +1,105 @@
+"""Engines for the event database (SQLite by default, PostgreSQL in production)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event as sa_event
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+
+from recorder.registry import Registry
+from server.db.models import event_types
+
+DEFAULT_URL = "sqlite:///./protoevents.db"
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+
+def create_engine(url: str | sa.URL = DEFAULT_URL, **kwargs: Any) -> Engine:
+    """An engine for `url`, tuned for the backend.
+
+    SQLite: WAL journal (readers never block the writer), synchronous=NORMAL (durable at
+    each checkpoint; the proxy's own write-ahead log covers the rest), a busy timeout so
+    concurrent readers and writers wait instead of failing. PostgreSQL (psycopg 3): sessions
+    in UTC, a small pool checked before use.
+    """
+    parsed = sa.make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        engine = sa.create_engine(parsed, **kwargs)
+        sa_event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    if parsed.get_backend_name() == "postgresql":
+        options: dict[str, Any] = {
+            "pool_size": 5,
+            "max_overflow": 5,
+            "pool_pre_ping": True,
+            "connect_args": {"options": "-c timezone=UTC"},
+        }
+        options.update(kwargs)
+        return sa.create_engine(parsed, **options)
+    return sa.create_engine(parsed, **kwargs)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+    finally:
+        cursor.close()
+
+
+def upsert(connection: Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+    """Insert `rows` into `table`, overwriting the non-key columns of existing rows."""
+    if not rows:
+        return
+    dialect = connection.dialect.name
+    if dialect == "postgresql":
+        pg_stmt = postgresql.insert(table)
+        keys = [c.name for c in table.primary_key.columns]
+        connection.execute(
+            pg_stmt.on_conflict_do_update(
+                index_elements=keys,
+                set_={c.name: pg_stmt.excluded[c.name] for c in table.columns if not c.primary_key},
+            ),
+            rows,
+        )
+    elif dialect == "sqlite":
+        lite_stmt = sqlite.insert(table)
+        keys = [c.name for c in table.primary_key.columns]
+        connection.execute(
+            lite_stmt.on_conflict_do_update(
+                index_elements=keys,
+                set_={
+                    c.name: lite_stmt.excluded[c.name] for c in table.columns if not c.primary_key
+                },
+            ),
+            rows,
+        )
+    else:
+        raise NotImplementedError(f"no upsert for the {dialect} dialect")
+
+
+def sync_event_types(engine: Engine, registry: Registry) -> int:
+    """Upsert every type of `registry` into `event_types`; returns how many it holds.
+
+    Types no longer in the registry are kept: stored events may still name them.
+    """
+    rows = [
+        {
+            "name": t.name,
+            "number": t.number,
+            "severity": t.severity,
+            "category": t.category,
+            "description": t.description,
+            "service": t.service,
+            "enum_name": t.enum_name,
+        }
+        for t in registry
+    ]
+    with engine.begin() as connection:
+        upsert(connection, event_types, rows)
+    return len(rows)

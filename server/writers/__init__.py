@@ -1,0 +1,1 @@
+"""Writers: destinations of the dispatcher's batches of changes."""

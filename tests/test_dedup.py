@@ -1,0 +1,149 @@
+"""The deduplicator: counts under the first id, windows, the LRU bound, collision-free keys."""
+
+from __future__ import annotations
+
+import pytest
+
+from protoevents.v1 import event_pb2
+from server.changes import CREATED, UPDATED
+from server.dedup import Deduplicator, dedup_key
+from tests.events import stored_event
+
+SECOND = 1_000_000_000
+T0 = 1_767_225_600 * SECOND
+
+
+def raw(n: int = 0, **fields: str) -> event_pb2.Event:
+    """An event as ingest hands it to dedup: no count, first/last/received times."""
+    event = stored_event(n, **fields)
+    for name in ("count", "first_time", "last_time", "received_time"):
+        event.ClearField(name)
+    return event
+
+
+def test_first_occurrence_is_created_with_count_one() -> None:
+    event = raw(1)
+    change = Deduplicator().observe(event, T0 + 5)
+    assert change.kind == CREATED
+    assert change.event.id == event.id
+    assert change.event.count == 1
+    assert change.event.first_time == change.event.last_time == event.time
+    assert change.event.received_time.ToNanoseconds() == T0 + 5
+    assert event.count == 0 and not event.HasField("received_time")  # input untouched
+
+
+def test_repeats_collapse_into_counts_under_the_first_id() -> None:
+    dedup = Deduplicator(window=10)
+    first = raw(1)
+    changes = [dedup.observe(first, T0)]
+    for n in range(1, 6):
+        repeat = raw(1)  # same content, new id and a later time
+        repeat.time.FromNanoseconds(first.time.ToNanoseconds() + n * SECOND)
+        changes.append(dedup.observe(repeat, T0 + n * SECOND))
+    assert [c.kind for c in changes] == [CREATED] + [UPDATED] * 5
+    assert {c.event.id for c in changes} == {first.id}
+    assert [c.event.count for c in changes] == [1, 2, 3, 4, 5, 6]
+    last = changes[-1].event
+    assert last.last_time.ToNanoseconds() == first.time.ToNanoseconds() + 5 * SECOND
+    assert last.first_time == first.time
+    assert last.received_time.ToNanoseconds() == T0
+    # Earlier changes are not mutated by later repeats.
+    assert changes[1].event.count == 2
+
+
+def test_last_time_never_moves_back() -> None:
+    dedup = Deduplicator()
+    first = raw(1)
+    dedup.observe(first, T0)
+    earlier = raw(1)
+    earlier.time.FromNanoseconds(first.time.ToNanoseconds() - SECOND)
+    change = dedup.observe(earlier, T0 + 1)
+    assert change.event.count == 2
+    assert change.event.last_time == first.time
+
+
+def test_window_is_fixed_from_the_first_occurrence_and_expiry_starts_a_new_id() -> None:
+    dedup = Deduplicator(window=10)
+    first, second, third = raw(1), raw(1), raw(1)
+    assert dedup.observe(first, T0).kind == CREATED
+    assert dedup.observe(second, T0 + 9 * SECOND).kind == UPDATED
+    # 10 s after the first occurrence, although the last repeat was 1 s ago.
+    change = dedup.observe(third, T0 + 10 * SECOND)
+    assert change.kind == CREATED
+    assert change.event.id == third.id
+    assert dedup.observe(raw(1), T0 + 11 * SECOND).event.id == third.id
+
+
+def test_different_content_is_never_merged() -> None:
+    dedup = Deduplicator()
+    variants = [
+        raw(1),
+        raw(1, message="other"),
+        raw(1, node="node-x"),
+        raw(1, component="other-component"),
+        raw(1, kind="Nic"),
+        raw(1, name="eth9"),
+        raw(1, type="protoevents.cluster.v1.ClusterEventType.CLUSTER_EVENT_TYPE_LEADER_LOST"),
+    ]
+    severe = raw(1)
+    severe.severity = 5
+    variants.append(severe)
+    kinds = [dedup.observe(event, T0).kind for event in variants]
+    assert kinds == [CREATED] * len(variants)
+
+
+def test_key_has_no_concatenation_collision() -> None:
+    a = raw(1, message="ab", node="c")
+    b = raw(1, message="a", node="bc")
+    assert dedup_key(a) != dedup_key(b)
+    dedup = Deduplicator()
+    assert [dedup.observe(e, T0).kind for e in (a, b)] == [CREATED, CREATED]
+
+
+def test_cache_bound_is_honoured_and_evictions_counted() -> None:
+    dedup = Deduplicator(window=60, max_entries=3)
+    events = [raw(1, message=f"m{n}") for n in range(5)]
+    for event in events:
+        dedup.observe(event, T0)
+    assert len(dedup) == 3
+    assert dedup.evictions == 2
+    # The evicted first key is forgotten: its repeat is a new event; a kept key still merges.
+    assert dedup.observe(raw(1, message="m0"), T0 + 1).kind == CREATED
+    assert dedup.observe(raw(1, message="m4"), T0 + 1).kind == UPDATED
+    assert len(dedup) == 3
+
+
+def test_expired_entries_pushed_out_are_not_counted_as_evictions() -> None:
+    dedup = Deduplicator(window=1, max_entries=1)
+    dedup.observe(raw(1, message="a"), T0)
+    dedup.observe(raw(1, message="b"), T0 + 2 * SECOND)
+    assert dedup.evictions == 0
+    dedup.observe(raw(1, message="c"), T0 + 2 * SECOND)
+    assert dedup.evictions == 1
+
+
+def test_window_zero_disables_dedup() -> None:
+    dedup = Deduplicator(window=0)
+    changes = [dedup.observe(raw(1), T0) for _ in range(3)]
+    assert [(c.kind, c.event.count) for c in changes] == [(CREATED, 1)] * 3
+    assert len({c.event.id for c in changes}) == 3
+    assert len(dedup) == 0
+
+
+def test_replaying_the_same_input_gives_the_same_changes() -> None:
+    inputs = [(raw(n % 3), T0 + n * SECOND // 2) for n in range(40)]
+
+    def run() -> list[tuple[int, str, int]]:
+        dedup = Deduplicator(window=5, max_entries=2)
+        return [
+            (c.kind, c.event.id, c.event.count)
+            for c in (dedup.observe(event, at) for event, at in inputs)
+        ]
+
+    assert run() == run()
+
+
+@pytest.mark.parametrize(("window", "entries"), [(-1, 10), (10, 0)])
+def test_bad_settings_are_refused(window: float, entries: int) -> None:
+    with pytest.raises(ValueError, match="dedup"):
+        Deduplicator(window=window, max_entries=entries)
