@@ -20,6 +20,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 import grpc
+from sqlalchemy.engine import Engine
 
 from protoevents.v1 import event_pb2, proxy_service_pb2, proxy_service_pb2_grpc
 from server.changes import Change, Writer
@@ -47,11 +48,12 @@ def _proxy_main(settings: Settings, conn: Connection) -> None:
 
     writer = CountingWriter()
 
-    def writers(_: Settings) -> list[Writer]:
+    def writers(_: Settings, __: Engine) -> list[Writer]:
         return [writer]
 
     async def main() -> None:
-        async with run_proxy(settings, writers=writers) as proxy:
+        # The events are identical but for their ids: dedup would merge them all.
+        async with run_proxy(settings, writers=writers, dedup=None) as proxy:
             conn.send(proxy.address)
             await asyncio.to_thread(conn.recv)
         conn.send(writer.count)
@@ -103,7 +105,9 @@ async def stream(address: str, requests: list[proxy_service_pb2.RecordRequest]) 
 
 
 def one_run(fsync: str, events: int, batch: int, folder: Path) -> tuple[float, int]:
-    settings = Settings(listen="127.0.0.1:0", data_dir=folder, fsync=fsync)
+    settings = Settings(
+        listen="127.0.0.1:0", data_dir=folder, db=f"sqlite:///{folder}/events.db", fsync=fsync
+    )
     requests = build_requests(events, batch)
     context = multiprocessing.get_context("spawn")
     parent, child = context.Pipe()

@@ -11,33 +11,43 @@ from dataclasses import dataclass
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from sqlalchemy.engine import Engine
 
 from protoevents.v1 import proxy_service_pb2, proxy_service_pb2_grpc
 from recorder.registry import Registry
 from server.changes import Writer
 from server.config import Settings
+from server.db.setup import open_database
+from server.dedup import Deduplicator
 from server.dispatcher import Dispatcher
-from server.ingest import Deduplicator, Ingest
+from server.ingest import Deduplicator as IngestDeduplicator
+from server.ingest import Ingest
 from server.jsonl_writer import JsonLinesWriter
 from server.metrics import Metrics
 from server.proxy_service import EventProxyServicer
 from server.validation import Limits, Validator
 from server.wal import WriteAheadLog
+from server.writers.sql import SqlWriter
 
 log = logging.getLogger(__name__)
 
-WriterFactory = Callable[[Settings], Sequence[Writer]]
-DedupFactory = Callable[[Settings], Deduplicator]
+WriterFactory = Callable[[Settings, Engine], Sequence[Writer]]
+DedupFactory = Callable[[Settings], IngestDeduplicator]
 
 PROXY_SERVICE = proxy_service_pb2.DESCRIPTOR.services_by_name["EventProxyService"].full_name
 
 
-def default_writers(settings: Settings) -> list[Writer]:
-    """The writers the settings ask for."""
-    writers: list[Writer] = []
+def default_writers(settings: Settings, engine: Engine) -> list[Writer]:
+    """The writers the settings ask for: SQL always, JSON lines when given a path."""
+    writers: list[Writer] = [SqlWriter(engine)]
     if settings.jsonl_path is not None:
         writers.append(JsonLinesWriter(settings.jsonl_path))
     return writers
+
+
+def default_dedup(settings: Settings) -> IngestDeduplicator:
+    """Repeats within `dedup_window_s` of their first occurrence merge into one event."""
+    return Deduplicator(window=settings.dedup_window_s, max_entries=settings.dedup_max_entries)
 
 
 @dataclass
@@ -52,6 +62,7 @@ class Proxy:
     dispatcher: Dispatcher
     health: health.aio.HealthServicer
     metrics: Metrics
+    engine: Engine
     stopped: bool = False
 
     @property
@@ -70,6 +81,7 @@ class Proxy:
         await self.wal.barrier()
         caught_up = await self.dispatcher.stop(timeout=grace)
         await self.wal.close()
+        self.engine.dispose()
         log.info("proxy stopped%s", "" if caught_up else " with writers behind in the log")
         return caught_up
 
@@ -79,9 +91,14 @@ async def start_proxy(
     *,
     registry: Registry | None = None,
     writers: WriterFactory = default_writers,
-    dedup: DedupFactory | None = None,
+    dedup: DedupFactory | None = default_dedup,
 ) -> Proxy:
-    """Open the log, restore the id cache, start the writers' feeds and serve gRPC."""
+    """Prepare the database, open the log, restore the id cache, start the writers' feeds
+    and serve gRPC. Raises DatabaseUnavailableError or DatabaseRevisionError when the
+    database cannot be used."""
+    registry = registry or Registry.builtin()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = await asyncio.to_thread(open_database, settings.db, registry)
     metrics = Metrics()
     wal = await WriteAheadLog.open(
         settings.data_dir / "wal",
@@ -92,7 +109,7 @@ async def start_proxy(
     )
     wal.on_fsync = metrics.wal_fsyncs.inc
     try:
-        validator = Validator(registry or Registry.builtin(), Limits.from_settings(settings))
+        validator = Validator(registry, Limits.from_settings(settings))
         ingest = Ingest(
             wal,
             validator,
@@ -103,13 +120,14 @@ async def start_proxy(
         restored = await ingest.restore()
         dispatcher = Dispatcher(
             wal,
-            writers(settings),
+            writers(settings, engine),
             batch_events=settings.writer_batch_events,
             batch_interval_s=settings.writer_batch_interval_s,
             metrics=metrics,
         )
     except BaseException:
         await wal.close()
+        engine.dispose()
         raise
     dispatcher.start()
     limit = settings.max_message_bytes
@@ -128,7 +146,7 @@ async def start_proxy(
     reflection.enable_server_reflection(
         [PROXY_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME], server
     )
-    proxy = Proxy(settings, server, 0, wal, ingest, dispatcher, health_servicer, metrics)
+    proxy = Proxy(settings, server, 0, wal, ingest, dispatcher, health_servicer, metrics, engine)
     try:
         proxy.port = server.add_insecure_port(settings.listen)
         await server.start()
@@ -136,6 +154,7 @@ async def start_proxy(
         proxy.stopped = True
         await dispatcher.stop(timeout=0)
         await wal.close()
+        engine.dispose()
         raise
     for name in ("", PROXY_SERVICE):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -156,7 +175,7 @@ async def run_proxy(
     *,
     registry: Registry | None = None,
     writers: WriterFactory = default_writers,
-    dedup: DedupFactory | None = None,
+    dedup: DedupFactory | None = default_dedup,
 ) -> AsyncIterator[Proxy]:
     """The proxy, running for the duration of the block (listen on port 0 in tests)."""
     proxy = await start_proxy(settings, registry=registry, writers=writers, dedup=dedup)

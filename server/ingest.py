@@ -75,7 +75,9 @@ class _Decision:
 class Deduplicator(Protocol):
     """Decides whether an event is new or a repeat of a recent one (see server.dedup)."""
 
-    def observe(self, event: event_pb2.Event, received_at: Timestamp) -> Change: ...
+    def observe(self, event: event_pb2.Event, received_at: int) -> Change:
+        """`received_at`: when the batch arrived, in ns since the Unix epoch."""
+        ...
 
 
 class RecentIds:
@@ -206,6 +208,7 @@ class Ingest:
     def _decide(self, good: list[event_pb2.Event], now: float) -> _Decision:
         """Leave out replayed ids, complete the events, let dedup decide."""
         received = Timestamp(seconds=int(now), nanos=int((now % 1) * 1e9))
+        received_ns = received.seconds * 1_000_000_000 + received.nanos
         fill = event_pb2.Event(count=1, received_time=received)
         recent = self.recent
         observe = self.dedup.observe if self.dedup is not None else None
@@ -225,7 +228,7 @@ class Ingest:
             if observe is None:
                 created.append(event)
                 continue
-            change = observe(event, received)
+            change = observe(event, received_ns)
             if change.kind == CREATED:
                 created.append(change.event)
                 decision.in_place = decision.in_place and change.event is event

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -39,13 +40,27 @@ def make_event(**fields: Any) -> event_pb2.Event:
     return event
 
 
+_serial = itertools.count()
+
+
 def make_events(count: int, **fields: Any) -> list[event_pb2.Event]:
-    return [make_event(**fields) for _ in range(count)]
+    """`count` distinct events (their messages differ, so dedup keeps them all)."""
+    if "message" in fields:
+        return [make_event(**fields) for _ in range(count)]
+    return [
+        make_event(message=f"node-1 became leader ({next(_serial)})", **fields)
+        for _ in range(count)
+    ]
 
 
 def proxy_settings(data_dir: Path, **changes: Any) -> Settings:
     """Settings of a proxy on a free loopback port with its log in `data_dir`."""
-    base = Settings(listen="127.0.0.1:0", data_dir=data_dir, shutdown_grace_s=5.0)
+    base = Settings(
+        listen="127.0.0.1:0",
+        data_dir=data_dir,
+        db=f"sqlite:///{data_dir}/events.db",
+        shutdown_grace_s=5.0,
+    )
     return base.replace(**changes)
 
 

@@ -39,6 +39,7 @@ class ServeProcess:
                 str(data_dir),
                 "--jsonl-path",
                 str(self.jsonl),
+                *([] if "--db" in flags else ["--db", f"sqlite:///{data_dir}/events.db"]),
                 *flags,
             ],
             stdout=subprocess.PIPE,

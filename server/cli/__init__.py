@@ -7,9 +7,9 @@ import os
 import sys
 from collections.abc import Sequence
 
-from server.cli import db, gen, record, serve, types
+from server.cli import db, demo, gen, record, serve, types
 
-COMMANDS = (gen, types, record, serve, db)
+COMMANDS = (gen, types, record, serve, db, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

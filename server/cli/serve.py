@@ -12,8 +12,12 @@ from typing import Any
 from recorder.registry import Registry, RegistryError
 from server import config
 from server.app import run_proxy
+from server.cli import demo
+from server.cli.demo import add_demo_arguments
 from server.cli.types import add_module_arguments, load_registry
 from server.config import Settings, SettingsError
+from server.db.migrate import DatabaseRevisionError
+from server.db.setup import DatabaseUnavailableError
 
 
 def register(sub: Any) -> None:
@@ -26,6 +30,12 @@ def register(sub: Any) -> None:
         "variables, then flags. The first line printed is `listening on HOST:PORT`.",
     )
     config.add_arguments(parser)
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        help="first wipe the database and fill it with demo events (see `protoevents demo`)",
+    )
+    add_demo_arguments(parser)
     add_module_arguments(parser)
     parser.set_defaults(run=run)
 
@@ -40,6 +50,13 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if args.demo:
+        try:
+            stored = demo.fill(settings.db, registry, args.demo_events, args.demo_seed)
+        except (DatabaseUnavailableError, DatabaseRevisionError) as exc:
+            print(f"protoevents serve: {exc}", file=sys.stderr)
+            return 2
+        logging.getLogger(__name__).info("demo: stored %d events", stored)
     return asyncio.run(serve(settings, registry))
 
 
@@ -54,6 +71,9 @@ async def serve(settings: Settings, registry: Registry) -> int:
             print(f"listening on {proxy.address}", flush=True)
             await stop.wait()
             logging.getLogger(__name__).info("stopping: draining streams and writers")
+    except (DatabaseUnavailableError, DatabaseRevisionError) as exc:
+        print(f"protoevents serve: {exc}", file=sys.stderr)
+        return 2
     except (OSError, RuntimeError) as exc:  # grpc reports a port it cannot bind as RuntimeError
         print(f"protoevents serve: {exc}", file=sys.stderr)
         return 1

@@ -1,0 +1,172 @@
+"""The whole pipeline: recorders -> `protoevents serve` (a process) -> SQLite / PostgreSQL."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from protoevents.cluster.v1.cluster_events_pb2 import ClusterEventType
+from recorder import Recorder
+from server.db import migrate
+from tests.conftest import ROOT
+from tests.test_serve import ServeProcess
+
+ELECTED = ClusterEventType.CLUSTER_EVENT_TYPE_LEADER_ELECTED
+
+
+def stored_counts(url: str) -> dict[str, int]:
+    engine = sa.create_engine(url, poolclass=sa.NullPool)
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(sa.text("SELECT id, count FROM events")).all()
+    finally:
+        engine.dispose()
+    return {str(row[0]): int(row[1]) for row in rows}
+
+
+@pytest.fixture
+def proxies() -> Iterator[list[ServeProcess]]:
+    started: list[ServeProcess] = []
+    yield started
+    for proxy in started:
+        if proxy.process.poll() is None:
+            proxy.process.kill()
+            proxy.process.wait()
+
+
+def serve(
+    proxies: list[ServeProcess], data: Path, url: str, *flags: str, port: int = 0
+) -> ServeProcess:
+    proxy = ServeProcess(data, "--db", url, "--listen", f"127.0.0.1:{port}", *flags)
+    proxies.append(proxy)
+    return proxy
+
+
+def make_recorder(address: str, spool: Path, component: str) -> Recorder:
+    return Recorder(
+        component=component,
+        node="node-1",
+        event_types=[ClusterEventType],
+        proxy=address,
+        spool_dir=spool,
+        batch_size=200,
+        flush_interval=0.02,
+        backoff_max=0.2,
+    )
+
+
+def test_recorders_to_database_store_each_event_once(
+    database_url: str, tmp_path: Path, proxies: list[ServeProcess]
+) -> None:
+    proxy = serve(proxies, tmp_path / "data", database_url)
+    recorded: list[str] = []
+    for component in ("scheduler", "controller"):
+        with make_recorder(proxy.address, tmp_path / "spool", component) as recorder:
+            recorded += [recorder.record(ELECTED, f"{component} {i}") for i in range(3000)]
+            assert recorder.drain(60)
+    assert proxy.stop(signal.SIGTERM) == 0
+    assert stored_counts(database_url) == dict.fromkeys(recorded, 1)
+
+
+def test_proxy_sigkilled_under_load_loses_nothing(
+    database_url: str, tmp_path: Path, proxies: list[ServeProcess]
+) -> None:
+    data, spool = tmp_path / "data", tmp_path / "spool"
+    proxy = serve(proxies, data, database_url, "--fsync", "batch")
+    port = int(proxy.address.rsplit(":", 1)[1])
+    recorders = [make_recorder(proxy.address, spool, f"component-{n}") for n in range(3)]
+    recorded: list[list[str]] = [[] for _ in recorders]
+    stop = threading.Event()
+
+    def load(n: int) -> None:
+        while not stop.is_set():
+            recorded[n] += [recorders[n].record(ELECTED, f"{n}:{len(recorded[n])}")]
+            if len(recorded[n]) % 100 == 0:
+                stop.wait(0.005)
+
+    threads = [threading.Thread(target=load, args=(n,)) for n in range(len(recorders))]
+    for thread in threads:
+        thread.start()
+    kills = 3
+    for _ in range(kills):
+        # Let some batches be acknowledged by this proxy, then kill it without warning.
+        assert recorders[0].flush(30)
+        assert proxy.stop(signal.SIGKILL) == -signal.SIGKILL
+        proxy = serve(proxies, data, database_url, "--fsync", "batch", port=port)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    for recorder in recorders:
+        assert recorder.drain(60), recorder.stats()
+        assert recorder.stats().dropped == {}
+    assert proxy.stop(signal.SIGTERM) == 0
+
+    everything = [event_id for ids in recorded for event_id in ids]
+    assert len(everything) > 300
+    assert stored_counts(database_url) == dict.fromkeys(everything, 1)
+
+
+def test_repeats_collapse_into_one_row_with_their_count(
+    database_url: str, tmp_path: Path, proxies: list[ServeProcess]
+) -> None:
+    proxy = serve(proxies, tmp_path / "data", database_url)
+    with make_recorder(proxy.address, tmp_path / "spool", "controller") as recorder:
+        first = recorder.record(ELECTED, "node-7 leads", obj="Node/node-7")
+        for _ in range(999):
+            recorder.record(ELECTED, "node-7 leads", obj="Node/node-7")
+        other = recorder.record(ELECTED, "node-8 leads", obj="Node/node-8")
+        assert recorder.drain(30)
+    assert proxy.stop(signal.SIGTERM) == 0
+    assert stored_counts(database_url) == {first: 1000, other: 1}
+
+
+def run_serve(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "server.cli", "serve", "--listen", "127.0.0.1:0", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_serve_refuses_a_database_at_an_unknown_revision(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/events.db"
+    migrate.upgrade(url)
+    engine = sa.create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(sa.text("UPDATE alembic_version SET version_num = 'f00d'"))
+    engine.dispose()
+
+    result = run_serve("--db", url, "--data-dir", str(tmp_path / "data"))
+
+    assert result.returncode == 2
+    assert "revision f00d" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_names_an_unreachable_database(tmp_path: Path) -> None:
+    url = "postgresql+psycopg://postgres:secret@127.0.0.1:9/nowhere"
+    result = run_serve("--db", url, "--data-dir", str(tmp_path / "data"))
+    assert result.returncode == 2
+    assert "cannot use database postgresql+psycopg://postgres:***@127.0.0.1:9/nowhere" in (
+        result.stderr
+    )
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_demo_fills_the_database_first(tmp_path: Path, proxies: list[ServeProcess]) -> None:
+    url = f"sqlite:///{tmp_path}/events.db"
+    proxy = serve(proxies, tmp_path / "data", url, "--demo", "--demo-events", "300")
+    assert proxy.stop(signal.SIGTERM) == 0
+    counts = stored_counts(url)
+    assert 0 < len(counts) < 300
+    assert sum(counts.values()) == 300
