@@ -29,7 +29,7 @@ from server.changes import CREATED, Change
 from server.db import migrate
 from server.db.engine import create_engine
 from server.db.models import EventRow, events
-from server.db.rows import event_to_copy_values, event_to_row, event_to_sqlite_values
+from server.db.rows import event_to_copy_line, event_to_row, event_to_sqlite_values
 from server.writers.sql import SqlWriter
 
 LEADER_ELECTED = "protoevents.cluster.v1.ClusterEventType.CLUSTER_EVENT_TYPE_LEADER_ELECTED"
@@ -105,7 +105,7 @@ def bench_conversion(count: int) -> dict[str, float]:
         name: 1e6 / per_second(count, lambda f=convert: [f(e) for e in sample])  # type: ignore[misc]
         for name, convert in (
             ("event_to_row", event_to_row),
-            ("event_to_copy_values", event_to_copy_values),
+            ("event_to_copy_line", event_to_copy_line),
             ("event_to_sqlite_values", event_to_sqlite_values),
         )
     }
