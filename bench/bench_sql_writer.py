@@ -1,10 +1,13 @@
-"""SqlWriter throughput into SQLite and PostgreSQL against a naive ORM baseline.
+"""SqlWriter throughput into SQLite and PostgreSQL against a naive ORM baseline, and a dedup storm.
 
-    python -m bench.bench_sql_writer [--events 50000] [--runs 5] [--postgres URL]
+    python -m bench.bench_sql_writer [--events 50000] [--storm 1000000] [--runs 5] [--postgres URL]
 
 Each run writes fresh events (time-ordered UUIDv7 ids, as recorders make) into an emptied
 table through SqlWriter in batches; the baseline adds one ORM object and commits per event,
-in the same process. Prints the median events/s of the runs and the ratio.
+in the same process. The storm sends `--storm` identical events (new ids, same content)
+through Deduplicator.observe_many and SqlWriter in batches and checks that one row with that
+count is stored; it is compared with calling `observe` per event (deduplicator alone).
+Prints a table of the median events/s of the runs and the ratios.
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ from server.changes import CREATED, Change
 from server.db import migrate
 from server.db.engine import create_engine
 from server.db.models import EventRow, events
-from server.db.rows import event_to_copy_values, event_to_row, event_to_sqlite_values
+from server.db.rows import event_to_copy_line, event_to_row, event_to_sqlite_values
+from server.dedup import Deduplicator
 from server.writers.sql import SqlWriter
 
 LEADER_ELECTED = "protoevents.cluster.v1.ClusterEventType.CLUSTER_EVENT_TYPE_LEADER_ELECTED"
@@ -99,13 +103,60 @@ def bench_naive(engine: Engine, count: int, start_ns: int) -> float:
     return per_second(count, run)
 
 
+def storm_events(count: int, start_ns: int) -> list[event_pb2.Event]:
+    """`count` occurrences of one event: new ids and times, the same content."""
+    made = make_events(count, start_ns)
+    for event in made:
+        event.message = event.source.node = event.object.name = "node-7"
+        event.attributes["term"] = "1"
+        event.data.update({"term": 1})
+    return made
+
+
+def bench_storm(engine: Engine, count: int, batch: int, start_ns: int) -> float:
+    """Events/s of `count` identical events through the deduplicator and the writer."""
+    pool = storm_events(batch, start_ns)
+    empty(engine)
+    writer = SqlWriter(engine, name="storm")
+    dedup = Deduplicator()
+
+    async def run() -> None:
+        for at in range(0, count, batch):
+            await writer.write(dedup.observe_many(pool[: count - at], start_ns + at))
+        await writer.close()
+
+    rate = per_second(count, lambda: asyncio.run(run()))
+    with engine.connect() as connection:
+        rows = connection.execute(sa.select(events.c.count)).scalars().all()
+    if rows != [count]:
+        raise AssertionError(f"storm of {count:,} stored counts {rows[:5]}, not one row")
+    return rate
+
+
+def bench_observe(count: int, batch: int, start_ns: int) -> tuple[float, float]:
+    """Events/s of the deduplicator alone in a storm: `observe` per event, `observe_many`."""
+    pool = storm_events(batch, start_ns)
+    one, many = Deduplicator(), Deduplicator()
+
+    def single() -> None:
+        for at in range(0, count, batch):
+            for event in pool:
+                one.observe(event, start_ns + at)
+
+    def batched() -> None:
+        for at in range(0, count, batch):
+            many.observe_many(pool, start_ns + at)
+
+    return per_second(count, single), per_second(count, batched)
+
+
 def bench_conversion(count: int) -> dict[str, float]:
     sample = make_events(count, time.time_ns())
     return {
         name: 1e6 / per_second(count, lambda f=convert: [f(e) for e in sample])  # type: ignore[misc]
         for name, convert in (
             ("event_to_row", event_to_row),
-            ("event_to_copy_values", event_to_copy_values),
+            ("event_to_copy_line", event_to_copy_line),
             ("event_to_sqlite_values", event_to_sqlite_values),
         )
     }
@@ -125,31 +176,33 @@ def postgres_database(admin_url: str) -> Iterator[str]:
         admin.dispose()
 
 
-def measure(label: str, url: str, args: argparse.Namespace) -> None:
+Row = tuple[str, float, str]
+
+
+def measure(label: str, url: str, args: argparse.Namespace) -> list[Row]:
     engine = create_engine(url)
     migrate.upgrade(engine)
     start = time.time_ns()
-    fast = [
-        bench_writer(engine, args.events, args.batch, start + run * 10**12)
-        for run in range(args.runs)
-    ]
-    naive = [
-        bench_naive(engine, args.naive_events, start + (args.runs + run) * 10**12)
-        for run in range(args.runs)
-    ]
+    fast, naive, storm = [], [], []
+    for run in range(args.runs):
+        at = start + run * 10**13
+        fast.append(bench_writer(engine, args.events, args.batch, at))
+        naive.append(bench_naive(engine, args.naive_events, at + 10**12))
+        storm.append(bench_storm(engine, args.storm, args.batch, at + 2 * 10**12))
     engine.dispose()
     fast_median, naive_median = statistics.median(fast), statistics.median(naive)
-    print(
-        f"{label:<11} SqlWriter {fast_median:>9,.0f} events/s   naive ORM {naive_median:>7,.0f} "
-        f"events/s   ratio {fast_median / naive_median:>5.0f}x   "
-        f"(medians of {args.runs}; {args.events:,} vs {args.naive_events:,} events per run)"
-    )
+    return [
+        (f"{label} SqlWriter", fast_median, f"{fast_median / naive_median:.0f}x naive ORM"),
+        (f"{label} naive ORM", naive_median, "1x"),
+        (f"{label} dedup storm", statistics.median(storm), f"{args.storm:,} events, one row"),
+    ]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=50_000, help="events per SqlWriter run")
     parser.add_argument("--naive-events", type=int, default=2_000, help="events per naive run")
+    parser.add_argument("--storm", type=int, default=1_000_000, help="events per storm run")
     parser.add_argument("--batch", type=int, default=1_000, help="events per batch")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument(
@@ -162,11 +215,21 @@ def main() -> None:
     args = parser.parse_args()
     for name, micros in bench_conversion(20_000).items():
         print(f"{name:<24} {micros:5.2f} µs/event")
+    observe = [bench_observe(args.storm, args.batch, time.time_ns()) for _ in range(args.runs)]
+    single = statistics.median(one for one, _ in observe)
+    batched = statistics.median(many for _, many in observe)
+    rows: list[Row] = [
+        ("Deduplicator.observe", single, "1x"),
+        ("Deduplicator.observe_many", batched, f"{batched / single:.1f}x observe"),
+    ]
     with tempfile.TemporaryDirectory() as folder:
-        measure("SQLite", f"sqlite:///{Path(folder) / 'bench.db'}", args)
+        rows += measure("SQLite", f"sqlite:///{Path(folder) / 'bench.db'}", args)
     if args.postgres:
         with postgres_database(args.postgres) as url:
-            measure("PostgreSQL", url, args)
+            rows += measure("PostgreSQL", url, args)
+    print(f"\n{'':<28} {'events/s':>10}   (medians of {args.runs}, batches of {args.batch:,})")
+    for name, rate, note in rows:
+        print(f"{name:<28} {rate:>10,.0f}   {note}")
 
 
 if __name__ == "__main__":

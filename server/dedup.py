@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from google.protobuf import timestamp_pb2
@@ -36,9 +37,19 @@ def dedup_key(event: event_pb2.Event) -> DedupKey:
 @dataclass(slots=True)
 class _Entry:
     first: event_pb2.Event  # the stored event as CREATED; never mutated
+    event_id: str  # first.id
     window_end_ns: int  # received time of the first occurrence + window
     count: int
     last_ns: int  # latest event time seen, in nanoseconds
+
+    def update(self) -> event_pb2.Event:
+        """The first event as it now stands: its count and latest last time."""
+        update = event_pb2.Event()
+        update.CopyFrom(self.first)
+        update.count = self.count
+        last = update.last_time
+        last.seconds, last.nanos = divmod(self.last_ns, 1_000_000_000)
+        return update
 
 
 def _ns(ts: timestamp_pb2.Timestamp) -> int:
@@ -90,19 +101,64 @@ class Deduplicator:
             time = event.time
             time_ns = time.seconds * 1_000_000_000 + time.nanos
             entry.last_ns = max(entry.last_ns, time_ns)
-            update = event_pb2.Event()
-            update.CopyFrom(entry.first)
-            update.count = entry.count
-            last = update.last_time
-            last.seconds, last.nanos = divmod(entry.last_ns, 1_000_000_000)
             self.merged += 1
-            return Change(UPDATED, update)
+            return Change(UPDATED, entry.update())
+        return Change(CREATED, self._create(key, event, received_at))
+
+    def observe_many(self, events: Iterable[event_pb2.Event], received_at: int) -> list[Change]:
+        """The changes of `events`, all received at `received_at`, collapsed.
+
+        Equivalent to `observe` on each event in turn, keeping every CREATED in order and,
+        after them, only the last UPDATED of each id (in the order ids were first updated):
+        the same stored rows and the same state, with one update per id instead of one per
+        repeat.
+        """
+        if self._window_ns == 0:
+            return [Change(CREATED, _created(event, received_at)) for event in events]
+        entries = self._entries
+        changes: list[Change] = []
+        updated: dict[str, _Entry] = {}
+        latest: _Entry | None = None  # the entry at the end of the LRU, already in `updated`
+        merged = 0
+        for event in events:
+            source = event.source
+            obj = event.object
+            key = (  # dedup_key(event), inlined: this loop is the hot path of a storm
+                event.type,
+                event.severity,
+                event.message,
+                source.node,
+                source.component,
+                obj.kind,
+                obj.namespace,
+                obj.name,
+            )
+            entry = entries.get(key)
+            if entry is not None and received_at < entry.window_end_ns:
+                if entry is not latest:
+                    entries.move_to_end(key)
+                    updated[entry.event_id] = latest = entry
+                entry.count += 1
+                time = event.time
+                entry.last_ns = max(entry.last_ns, time.seconds * 1_000_000_000 + time.nanos)
+                merged += 1
+                continue
+            latest = None
+            changes.append(Change(CREATED, self._create(key, event, received_at)))
+        self.merged += merged
+        changes.extend(Change(UPDATED, entry.update()) for entry in updated.values())
+        return changes
+
+    def _create(self, key: DedupKey, event: event_pb2.Event, received_at: int) -> event_pb2.Event:
         created = _created(event, received_at)
-        entries[key] = _Entry(created, received_at + self._window_ns, 1, _ns(created.time))
+        entries = self._entries
+        entries[key] = _Entry(
+            created, created.id, received_at + self._window_ns, 1, _ns(created.time)
+        )
         entries.move_to_end(key)
         if len(entries) > self.max_entries:
             self._evict(received_at)
-        return Change(CREATED, created)
+        return created
 
     def _evict(self, now_ns: int) -> None:
         entries = self._entries

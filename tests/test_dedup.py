@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from protoevents.v1 import event_pb2
-from server.changes import CREATED, UPDATED
+from server.changes import CREATED, UPDATED, Change
 from server.dedup import Deduplicator, dedup_key
 from tests.events import stored_event
 
@@ -147,3 +149,45 @@ def test_replaying_the_same_input_gives_the_same_changes() -> None:
 def test_bad_settings_are_refused(window: float, entries: int) -> None:
     with pytest.raises(ValueError, match="dedup"):
         Deduplicator(window=window, max_entries=entries)
+
+
+def collapsed(changes: list[Change]) -> list[tuple[int, event_pb2.Event]]:
+    """Every CREATED in order, then the last UPDATED of each id in order of first update."""
+    last: dict[str, event_pb2.Event] = {}
+    for change in changes:
+        if change.kind == UPDATED:
+            last[change.event.id] = change.event
+    created = [(CREATED, c.event) for c in changes if c.kind == CREATED]
+    return created + [(UPDATED, event) for event in last.values()]
+
+
+# Calls of observe_many: (received after the previous call in seconds, events by message).
+_calls = st.lists(
+    st.tuples(st.integers(0, 6), st.lists(st.integers(0, 4), max_size=12)), max_size=8
+)
+
+
+@given(calls=_calls, window=st.sampled_from([0, 5]), max_entries=st.integers(1, 4))
+@settings(max_examples=300, deadline=None)
+def test_observe_many_equals_observe_collapsed(
+    calls: list[tuple[int, list[int]]], window: int, max_entries: int
+) -> None:
+    one, many = Deduplicator(window, max_entries), Deduplicator(window, max_entries)
+    at = T0
+    for n, (later, messages) in enumerate(calls):
+        at += later * SECOND
+        batch = [raw(n * 100 + i, message=f"m{m}") for i, m in enumerate(messages)]
+        for i, event in enumerate(batch):
+            event.time.FromNanoseconds(T0 + (i * 7919 % 13) * SECOND)  # not in order
+        sequential = collapsed([one.observe(event, at) for event in batch])
+        assert [(c.kind, c.event) for c in many.observe_many(batch, at)] == sequential
+        assert (len(many), many.merged, many.evictions) == (len(one), one.merged, one.evictions)
+
+
+def test_observe_many_collapses_a_storm_into_one_update() -> None:
+    dedup = Deduplicator()
+    first = dedup.observe_many([raw(1) for _ in range(1000)], T0)
+    second = dedup.observe_many([raw(1) for _ in range(500)], T0 + SECOND)
+    assert [(c.kind, c.event.count) for c in first] == [(CREATED, 1), (UPDATED, 1000)]
+    assert [(c.kind, c.event.count) for c in second] == [(UPDATED, 1500)]
+    assert first[0].event.id == first[1].event.id == second[0].event.id

@@ -53,6 +53,21 @@ def test_replaying_a_batch_stores_nothing_twice(writer: SqlWriter, migrated_engi
     assert writer.inserted == 100
 
 
+def test_a_batch_mixing_replays_and_new_events_stores_the_new_ones(
+    writer: SqlWriter, migrated_engine: Engine
+) -> None:
+    # On PostgreSQL the replayed ids break the direct COPY: the batch falls back to the
+    # staging table within the same transaction, and its update still applies.
+    old = [stored_event(n) for n in range(20)]
+    write(writer, [Change(CREATED, event) for event in old])
+    new = [stored_event(n) for n in range(20, 30)]
+    update = repeated(old[3], 4, later_ms=50)
+    write(writer, [Change(CREATED, e) for e in old[10:] + new] + [Change(UPDATED, update)])
+    expected = {event.id: event for event in old + new} | {update.id: update}
+    assert stored(migrated_engine) == expected
+    assert (writer.inserted, writer.updated) == (30, 1)
+
+
 def test_updates_raise_count_and_last_time_and_are_idempotent(
     writer: SqlWriter, migrated_engine: Engine
 ) -> None:

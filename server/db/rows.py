@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Mapping
+import functools
+import re
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 from google.protobuf import struct_pb2, timestamp_pb2
 
 from protoevents.v1 import event_pb2
@@ -17,7 +19,6 @@ COLUMNS: tuple[str, ...] = tuple(c.name for c in events.columns)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NAIVE_EPOCH = datetime(1970, 1, 1)
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 _JsonValue = None | bool | float | str | list[Any] | dict[str, Any]
 
 
@@ -92,23 +93,29 @@ def event_to_values(event: event_pb2.Event) -> tuple[Any, ...]:
     )
 
 
-def timestamp_to_micros(ts: timestamp_pb2.Timestamp) -> int:
-    """Microseconds since the Unix epoch (sub-microsecond digits dropped)."""
-    return ts.seconds * 1_000_000 + ts.nanos // 1000
+@functools.lru_cache(maxsize=4096)
+def _second_text(seconds: int) -> str:
+    return (_NAIVE_EPOCH + timedelta(seconds=seconds)).isoformat(" ")
 
 
-def timestamp_to_sqlite(ts: timestamp_pb2.Timestamp) -> str:
-    """The text SQLAlchemy stores for a UTC datetime in SQLite ("2024-05-01 12:00:00.000000")."""
-    moment = _NAIVE_EPOCH + timedelta(seconds=ts.seconds, microseconds=ts.nanos // 1000)
-    return moment.isoformat(" ", "microseconds")
+def timestamp_to_text(ts: timestamp_pb2.Timestamp) -> str:
+    """UTC text to the microsecond ("2024-05-01 12:00:00.000000"), as SQLAlchemy stores times
+    in SQLite; PostgreSQL reads it as a timestamptz with "+00" appended."""
+    return f"{_second_text(ts.seconds)}.{ts.nanos // 1000:06d}"
 
 
-def _flat_values(
-    event: event_pb2.Event, convert_time: Callable[[timestamp_pb2.Timestamp], Any]
-) -> tuple[Any, ...]:
+def _json_text(value: Any) -> str:
+    # orjson: UTF-8 output, never NaN (a Struct cannot hold one that JSON could carry).
+    return orjson.dumps(value).decode()
+
+
+def event_to_sqlite_values(event: event_pb2.Event) -> tuple[Any, ...]:
+    """The row of `event` in COLUMNS order exactly as SQLAlchemy stores it in SQLite (JSON
+    text, times as UTC text), for a driver-level executemany of a compiled Core statement."""
     source = event.source
     obj = event.object
     attributes = event.attributes
+    time = timestamp_to_text(event.time)
     return (
         event.id,
         event.type,
@@ -120,29 +127,75 @@ def _flat_values(
         obj.kind,
         obj.namespace,
         obj.name,
-        _dumps(dict(attributes)) if attributes else "{}",
-        _dumps(struct_to_dict(event.data)) if event.HasField("data") else None,
-        convert_time(event.time),
-        convert_time(event.first_time),
-        convert_time(event.last_time),
-        convert_time(event.received_time),
+        _json_text(dict(attributes)) if attributes else "{}",
+        _json_text(struct_to_dict(event.data)) if event.HasField("data") else None,
+        time,
+        _same_time(event.first_time, event.time, time),
+        _same_time(event.last_time, event.time, time),
+        timestamp_to_text(event.received_time),
         event.count,
     )
 
 
-def event_to_copy_values(event: event_pb2.Event) -> tuple[Any, ...]:
-    """The row of `event` in COLUMNS order for a PostgreSQL bulk COPY.
+def _same_time(ts: timestamp_pb2.Timestamp, time: timestamp_pb2.Timestamp, text: str) -> str:
+    if ts.seconds == time.seconds and ts.nanos == time.nanos:
+        return text
+    return timestamp_to_text(ts)
 
-    Like `event_to_values`, but `attributes` and `data` are JSON text and the four times
-    integer microseconds since the Unix epoch; the database converts them.
+
+# The column order of `event_to_copy_line`: `data`, the one field that may be NULL, last.
+COPY_COLUMNS: tuple[str, ...] = (
+    *("id", "type", "category", "message", "source_node", "source_component"),
+    *("object_kind", "object_namespace", "object_name", "attributes", "severity", "time"),
+    *("first_time", "last_time", "received_time", "count", "data"),
+)
+_COPY_SPECIALS = re.compile(r"[\\\n\r]")
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _copy_text(text: str) -> str:
+    return text.translate(_COPY_ESCAPES)
+
+
+def event_to_copy_line(event: event_pb2.Event, count: int = 0, last_time: str = "") -> str:
+    """The row of `event` as one line of PostgreSQL text COPY, columns in COPY_COLUMNS order.
+
+    Times are UTC text, `attributes` and `data` JSON. `count` and `last_time` (text of
+    `timestamp_to_text`), when given, replace the event's.
     """
-    return _flat_values(event, timestamp_to_micros)
-
-
-def event_to_sqlite_values(event: event_pb2.Event) -> tuple[Any, ...]:
-    """The row of `event` in COLUMNS order exactly as SQLAlchemy stores it in SQLite (JSON
-    text, times as UTC text), for a driver-level executemany of a compiled Core statement."""
-    return _flat_values(event, timestamp_to_sqlite)
+    source = event.source
+    obj = event.object
+    attributes = event.attributes
+    head = (
+        event.id,
+        event.type,
+        event.category,
+        event.message,
+        source.node,
+        source.component,
+        obj.kind,
+        obj.namespace,
+        obj.name,
+        _json_text(dict(attributes)) if attributes else "{}",
+    )
+    line = "\t".join(head)
+    if line.count("\t") != len(head) - 1 or _COPY_SPECIALS.search(line) is not None:
+        line = "\t".join(map(_copy_text, head))
+    if event.HasField("data"):
+        data = _json_text(struct_to_dict(event.data))
+        if "\\" in data:  # JSON escapes no other COPY special
+            data = _copy_text(data)
+    else:
+        data = "\\N"
+    time = event.time
+    text = timestamp_to_text(time)
+    first = _same_time(event.first_time, time, text)
+    last = last_time or _same_time(event.last_time, time, text)
+    received = timestamp_to_text(event.received_time)
+    return (
+        f"{line}\t{event.severity}\t{text}+00\t{first}+00\t{last}+00\t{received}+00\t"
+        f"{count or event.count}\t{data}\n"
+    )
 
 
 def event_to_row(event: event_pb2.Event) -> dict[str, Any]:

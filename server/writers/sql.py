@@ -4,69 +4,52 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Sequence
+import itertools
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
 import sqlalchemy as sa
+from google.protobuf import timestamp_pb2
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from protoevents.v1 import event_pb2
 from server.changes import UPDATED, Change
-from server.db.models import UtcDateTime, events
+from server.db.models import events
 from server.db.rows import (
     COLUMNS,
-    event_to_copy_values,
+    COPY_COLUMNS,
+    event_to_copy_line,
     event_to_sqlite_values,
-    timestamp_to_datetime,
+    timestamp_to_text,
 )
-
-
-def _quote(name: str) -> str:
-    return f'"{name}"'
-
 
 # PostgreSQL staging tables: temporary (no WAL), one per session, emptied at each commit.
 _STAGE = "protoevents_events_stage"
 _UPDATE_STAGE = "protoevents_updates_stage"
-_TIMES = ("time", "first_time", "last_time", "received_time")
-_STAGE_COLUMNS = {
-    name: "int8" if name in _TIMES or name == "count" else "int4" if name == "severity" else "text"
-    for name in COLUMNS
-}
-_STAGE_TYPES = list(_STAGE_COLUMNS.values())
-_CREATE_STAGE = (
-    f"CREATE TEMP TABLE IF NOT EXISTS {_STAGE} ("
-    + ", ".join(f"{_quote(name)} {kind}" for name, kind in _STAGE_COLUMNS.items())
-    + ") ON COMMIT DELETE ROWS"
-)
+_COLUMN_LIST = ", ".join(f'"{name}"' for name in COPY_COLUMNS)
+_SAVEPOINT = "protoevents_copy"
+_CHUNK = 250  # COPY lines per write: the server parses a chunk while the next is made
 
 
-def _stage_expression(name: str) -> str:
-    if name in _TIMES:
-        return f"timestamptz 'epoch' + {_quote(name)} * interval '1 microsecond'"
-    if name in ("attributes", "data"):
-        return f"{_quote(name)}::jsonb"
-    return _quote(name)
+def _create_stage(table: str) -> str:
+    return f"CREATE TEMP TABLE IF NOT EXISTS {table} (LIKE events) ON COMMIT DELETE ROWS"
 
 
 _INSERT_FROM_STAGE = (
-    f"INSERT INTO events ({', '.join(_quote(name) for name in COLUMNS)}) "
-    f"SELECT {', '.join(_stage_expression(name) for name in COLUMNS)} FROM {_STAGE} "
+    f"INSERT INTO events ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM {_STAGE} "
     "ON CONFLICT (id) DO NOTHING"
 )
-_CREATE_UPDATE_STAGE = (
-    f"CREATE TEMP TABLE IF NOT EXISTS {_UPDATE_STAGE} "
-    "(id text PRIMARY KEY, count int8 NOT NULL, last_time int8 NOT NULL) ON COMMIT DELETE ROWS"
-)
-_UPDATE_FROM_STAGE = (
-    "UPDATE events AS e SET count = GREATEST(e.count, s.count), "
-    "last_time = GREATEST(e.last_time, s.last_time) "
-    f"FROM (SELECT id, count, timestamptz 'epoch' + last_time * interval '1 microsecond' "
-    f"AS last_time FROM {_UPDATE_STAGE}) AS s "
-    "WHERE e.id = s.id AND (s.count > e.count OR s.last_time > e.last_time)"
+# xmax = 0 tells a row this statement inserted from one it updated.
+_UPSERT_FROM_STAGE = (
+    f"INSERT INTO events AS e ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM {_UPDATE_STAGE} "
+    "ON CONFLICT (id) DO UPDATE SET count = GREATEST(e.count, excluded.count), "
+    "last_time = GREATEST(e.last_time, excluded.last_time) "
+    "WHERE excluded.count > e.count OR excluded.last_time > e.last_time "
+    "RETURNING e.xmax = 0"
 )
 
 
@@ -80,38 +63,42 @@ class WriteResult:
 
 
 @dataclass(slots=True)
-class _Plan:
-    """A batch reduced to one insert per id and one merged update per id."""
+class _Update:
+    """The updates of one id in a batch, merged: highest count, latest last time."""
 
-    inserts: dict[str, event_pb2.Event]
-    updates: dict[str, tuple[int, tuple[int, int]]]
+    event: event_pb2.Event
+    count: int
+    last: tuple[int, int]
+
+    def last_timestamp(self) -> timestamp_pb2.Timestamp:
+        seconds, nanos = self.last
+        return timestamp_pb2.Timestamp(seconds=seconds, nanos=nanos)
+
+
+@dataclass(slots=True)
+class _Plan:
+    """A batch reduced to one new event per id and one merged update per id."""
+
+    created: dict[str, event_pb2.Event]
+    updates: dict[str, _Update]
 
 
 def _plan(changes: Sequence[Change]) -> _Plan:
-    inserts: dict[str, event_pb2.Event] = {}
-    updates: dict[str, tuple[int, tuple[int, int]]] = {}
+    created: dict[str, event_pb2.Event] = {}
+    updates: dict[str, _Update] = {}
     for change in changes:
         event = change.event
-        event_id = event.id
-        if event_id not in inserts:
-            # An update carries the whole first event: inserting it when the row is missing
-            # makes the batch correct whatever the order of its changes.
-            inserts[event_id] = event
-        if change.kind == UPDATED:
-            last = event.last_time
-            count, last_key = event.count, (last.seconds, last.nanos)
-            previous = updates.get(event_id)
-            if previous is not None:
-                count, last_key = max(count, previous[0]), max(last_key, previous[1])
-            updates[event_id] = (count, last_key)
-    return _Plan(inserts, updates)
-
-
-def _last_time(key: tuple[int, int]) -> Any:
-    seconds, nanos = key
-    stamp = event_pb2.Event().last_time
-    stamp.seconds, stamp.nanos = seconds, nanos
-    return timestamp_to_datetime(stamp)
+        if change.kind != UPDATED:
+            created.setdefault(event.id, event)
+            continue
+        last = event.last_time
+        count, last_key = event.count, (last.seconds, last.nanos)
+        update = updates.get(event.id)
+        if update is None:
+            updates[event.id] = _Update(event, count, last_key)
+        else:
+            update.count, update.last = max(count, update.count), max(last_key, update.last)
+    return _Plan(created, updates)
 
 
 def write_changes(connection: Connection, changes: Sequence[Change]) -> WriteResult:
@@ -122,7 +109,7 @@ def write_changes(connection: Connection, changes: Sequence[Change]) -> WriteRes
     missing). Applying the same batch twice, or its updates in any order, leaves the same rows.
     """
     plan = _plan(changes)
-    if not plan.inserts:
+    if not plan.created and not plan.updates:
         return WriteResult(0, 0)
     if connection.dialect.name == "postgresql":
         return _write_postgresql(connection, plan)
@@ -134,19 +121,20 @@ def write_changes(connection: Connection, changes: Sequence[Change]) -> WriteRes
 def _write_sqlite(connection: Connection, plan: _Plan) -> WriteResult:
     """SQLite: executemany of the compiled Core insert (ON CONFLICT DO NOTHING) with rows
     already in SQLite's storage form, then one executemany of the merged updates."""
-    inserted = connection.exec_driver_sql(
-        _sqlite_insert_sql(connection.dialect),
-        [event_to_sqlite_values(event) for event in plan.inserts.values()],
-    ).rowcount
+    rows = [event_to_sqlite_values(event) for event in plan.created.values()]
+    rows.extend(
+        event_to_sqlite_values(update.event)
+        for event_id, update in plan.updates.items()
+        if event_id not in plan.created
+    )
+    inserted = connection.exec_driver_sql(_sqlite_insert_sql(connection.dialect), rows).rowcount
     updated = 0
     if plan.updates:
-        updated = connection.execute(
-            _SQLITE_UPDATE,
-            [
-                {"event_id": event_id, "new_count": count, "new_last_time": _last_time(last)}
-                for event_id, (count, last) in plan.updates.items()
-            ],
-        ).rowcount
+        params = []
+        for event_id, update in plan.updates.items():
+            last = timestamp_to_text(update.last_timestamp())
+            params.append((update.count, last, event_id, update.count, last))
+        updated = connection.exec_driver_sql(_SQLITE_UPDATE, params).rowcount
     return WriteResult(max(inserted, 0), max(updated, 0))
 
 
@@ -159,41 +147,60 @@ def _sqlite_insert_sql(dialect: sa.Dialect) -> str:
     return compiled.string
 
 
-_new_count = sa.bindparam("new_count", type_=sa.BigInteger)
-_new_last = sa.bindparam("new_last_time", type_=UtcDateTime)
+# Times in SQLite are text of one fixed format, so max() and comparisons order them.
 _SQLITE_UPDATE = (
-    sa.update(events)
-    .where(events.c.id == sa.bindparam("event_id"))
-    .where(sa.or_(events.c.count < _new_count, events.c.last_time < _new_last))
-    .values(
-        count=sa.func.max(events.c.count, _new_count),
-        last_time=sa.func.max(events.c.last_time, _new_last),
-    )
+    "UPDATE events SET count = max(count, ?), last_time = max(last_time, ?) "
+    "WHERE id = ? AND (count < ? OR last_time < ?)"
 )
 
 
 def _write_postgresql(connection: Connection, plan: _Plan) -> WriteResult:
-    """PostgreSQL: binary COPY into session-local staging tables, then one set-based statement
-    each. Times travel as integer microseconds and JSON as text, the cheapest forms to send."""
+    """PostgreSQL: new events by text COPY straight into `events`; updates (and the rare
+    replay) through a staging table and one set-based statement."""
     driver = connection.connection.driver_connection
+    inserted = updated = 0
     with driver.cursor() as cursor:  # type: ignore[union-attr]
-        cursor.execute(_CREATE_STAGE)
-        with cursor.copy(f"COPY {_STAGE} FROM STDIN (FORMAT BINARY)") as copy:
-            copy.set_types(_STAGE_TYPES)
-            for event in plan.inserts.values():
-                copy.write_row(event_to_copy_values(event))
-        cursor.execute(_INSERT_FROM_STAGE)
-        inserted = cursor.rowcount
-        updated = 0
+        if plan.created:
+            inserted = _insert_new(cursor, list(plan.created.values()))
         if plan.updates:
-            cursor.execute(_CREATE_UPDATE_STAGE)
-            with cursor.copy(f"COPY {_UPDATE_STAGE} FROM STDIN (FORMAT BINARY)") as copy:
-                copy.set_types(["text", "int8", "int8"])
-                for event_id, (count, (seconds, nanos)) in plan.updates.items():
-                    copy.write_row((event_id, count, seconds * 1_000_000 + nanos // 1000))
-            cursor.execute(_UPDATE_FROM_STAGE)
-            updated = cursor.rowcount
-    return WriteResult(max(inserted, 0), max(updated, 0))
+            cursor.execute(_create_stage(_UPDATE_STAGE))
+            lines = (
+                event_to_copy_line(u.event, u.count, timestamp_to_text(u.last_timestamp()))
+                for u in plan.updates.values()
+            )
+            _copy(cursor, _UPDATE_STAGE, lines)
+            cursor.execute(_UPSERT_FROM_STAGE)
+            for (fresh,) in cursor.fetchall():
+                if fresh:
+                    inserted += 1
+                else:
+                    updated += 1
+    return WriteResult(inserted, updated)
+
+
+def _insert_new(cursor: psycopg.Cursor[Any], new: list[event_pb2.Event]) -> int:
+    """COPY `new` into `events` inside a savepoint. A replay breaks the primary key: then
+    roll back to the savepoint and insert through the staging table, skipping stored ids."""
+    cursor.execute(f"SAVEPOINT {_SAVEPOINT}")
+    try:
+        inserted = _copy(cursor, "events", map(event_to_copy_line, new))
+    except psycopg.errors.UniqueViolation:
+        cursor.execute(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}")
+        cursor.execute(_create_stage(_STAGE))
+        _copy(cursor, _STAGE, map(event_to_copy_line, new))
+        cursor.execute(_INSERT_FROM_STAGE)
+        return max(cursor.rowcount, 0)
+    cursor.execute(f"RELEASE SAVEPOINT {_SAVEPOINT}")
+    return inserted
+
+
+def _copy(cursor: psycopg.Cursor[Any], table: str, lines: Iterable[str]) -> int:
+    """COPY text `lines` into `table`, in chunks; the number of rows copied."""
+    lines = iter(lines)
+    with cursor.copy(f"COPY {table} ({_COLUMN_LIST}) FROM STDIN") as copy:
+        while chunk := "".join(itertools.islice(lines, _CHUNK)):
+            copy.write(chunk)
+    return cursor.rowcount
 
 
 class SqlWriter:
