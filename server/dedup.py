@@ -105,15 +105,20 @@ class Deduplicator:
             return Change(UPDATED, entry.update())
         return Change(CREATED, self._create(key, event, received_at))
 
-    def observe_many(self, events: Iterable[event_pb2.Event], received_at: int) -> list[Change]:
+    def observe_many(
+        self, events: Iterable[event_pb2.Event], received_at: int, *, completed: bool = False
+    ) -> list[Change]:
         """The changes of `events`, all received at `received_at`, collapsed.
 
         Equivalent to `observe` on each event in turn, keeping every CREATED in order and,
         after them, only the last UPDATED of each id (in the order ids were first updated):
         the same stored rows and the same state, with one update per id instead of one per
-        repeat.
+        repeat. With `completed`, the caller has already set count, first/last and received
+        time, and a CREATED change carries the caller's event itself instead of a copy.
         """
         if self._window_ns == 0:
+            if completed:
+                return [Change(CREATED, event) for event in events]
             return [Change(CREATED, _created(event, received_at)) for event in events]
         entries = self._entries
         changes: list[Change] = []
@@ -144,13 +149,15 @@ class Deduplicator:
                 merged += 1
                 continue
             latest = None
-            changes.append(Change(CREATED, self._create(key, event, received_at)))
+            changes.append(Change(CREATED, self._create(key, event, received_at, completed)))
         self.merged += merged
         changes.extend(Change(UPDATED, entry.update()) for entry in updated.values())
         return changes
 
-    def _create(self, key: DedupKey, event: event_pb2.Event, received_at: int) -> event_pb2.Event:
-        created = _created(event, received_at)
+    def _create(
+        self, key: DedupKey, event: event_pb2.Event, received_at: int, completed: bool = False
+    ) -> event_pb2.Event:
+        created = event if completed else _created(event, received_at)
         entries = self._entries
         entries[key] = _Entry(
             created, created.id, received_at + self._window_ns, 1, _ns(created.time)

@@ -75,8 +75,11 @@ class _Decision:
 class Deduplicator(Protocol):
     """Decides whether an event is new or a repeat of a recent one (see server.dedup)."""
 
-    def observe(self, event: event_pb2.Event, received_at: int) -> Change:
-        """`received_at`: when the batch arrived, in ns since the Unix epoch."""
+    def observe_many(
+        self, events: Iterable[event_pb2.Event], received_at: int, *, completed: bool = False
+    ) -> list[Change]:
+        """The changes of a batch received at `received_at` (ns since the Unix epoch): every
+        CREATED in order, then one UPDATED per merged-into id."""
         ...
 
 
@@ -211,10 +214,9 @@ class Ingest:
         received_ns = received.seconds * 1_000_000_000 + received.nanos
         fill = event_pb2.Event(count=1, received_time=received)
         recent = self.recent
-        observe = self.dedup.observe if self.dedup is not None else None
         decision = _Decision()
         accepted = decision.accepted
-        created = decision.created
+        fresh: list[event_pb2.Event] = []
         for event in good:
             event_id = event.id
             if event_id in recent or event_id in accepted:
@@ -225,13 +227,13 @@ class Ingest:
             event.MergeFrom(fill)
             event.first_time.CopyFrom(event.time)
             event.last_time.CopyFrom(event.time)
-            if observe is None:
-                created.append(event)
-                continue
-            change = observe(event, received_ns)
+            fresh.append(event)
+        if self.dedup is None:
+            decision.created.extend(fresh)
+            return decision
+        for change in self.dedup.observe_many(fresh, received_ns, completed=True):
             if change.kind == CREATED:
-                created.append(change.event)
-                decision.in_place = decision.in_place and change.event is event
+                decision.created.append(change.event)
             else:
                 decision.updated[change.event.id] = change.event.SerializeToString()
         return decision

@@ -10,7 +10,6 @@ from typing import Any, TypeVar
 
 import grpc
 import pytest
-from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
@@ -19,6 +18,7 @@ from recorder.registry import Registry
 from server import changelog
 from server.app import PROXY_SERVICE, Proxy, run_proxy
 from server.changes import CREATED, UPDATED, Change
+from server.dedup import Deduplicator
 from server.ingest import Ingest
 from server.validation import Limits, MalformedBatchError, Validator
 from server.wal import LogFull, WriteAheadLog
@@ -51,22 +51,6 @@ async def open_ingest(folder: Path, **wal_options: Any) -> Ingest:
     ingest = Ingest(wal, Validator(Registry.builtin(), Limits(max_batch_events=100)))
     await ingest.restore()
     return ingest
-
-
-class MergeByMessage:
-    """A stand-in deduplicator: a repeat of a message merges into its first event."""
-
-    def __init__(self) -> None:
-        self.first: dict[str, event_pb2.Event] = {}
-
-    def observe(self, event: event_pb2.Event, received_at: Timestamp) -> Change:
-        first = self.first.get(event.message)
-        if first is None:
-            self.first[event.message] = event
-            return Change(CREATED, event)
-        first.count += 1
-        first.last_time.CopyFrom(event.time)
-        return Change(UPDATED, first)
 
 
 # -- the domain class --------------------------------------------------------------------
@@ -119,7 +103,7 @@ def test_duplicate_ids_in_a_batch_across_batches_and_across_restart_are_stored_o
 def test_dedup_decisions_are_logged_once_with_the_last_update_per_batch(tmp_path: Path) -> None:
     async def main() -> None:
         ingest = await open_ingest(tmp_path)
-        ingest.dedup = MergeByMessage()
+        ingest.dedup = Deduplicator()
         batch = [*make_events(3, message="disk full"), make_event(message="other")]
         result = await ingest.record(batch_of(batch))
         assert result.accepted_count == 4
