@@ -7,10 +7,14 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.fake_proxy import FakeProxy
+
+if TYPE_CHECKING:
+    from tests.serve_process import ServeProcess
 
 pytest_plugins = ["tests.db_fixtures"]
 
@@ -48,3 +52,14 @@ def fake_proxy() -> Iterator[FakeProxy]:
     proxy = FakeProxy().start()
     yield proxy
     proxy.stop()
+
+
+@pytest.fixture
+def processes() -> Iterator[list[ServeProcess]]:
+    """`protoevents serve` subprocesses a test starts; killed after it if still running."""
+    started: list[ServeProcess] = []
+    yield started
+    for proxy in started:
+        if proxy.process.poll() is None:
+            proxy.process.kill()
+            proxy.process.wait()

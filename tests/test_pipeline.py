@@ -6,17 +6,15 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import sqlalchemy as sa
 
 from protoevents.cluster.v1.cluster_events_pb2 import ClusterEventType
 from recorder import Recorder
 from server.db import migrate
 from tests.conftest import ROOT
-from tests.test_serve import ServeProcess
+from tests.serve_process import ServeProcess
 
 ELECTED = ClusterEventType.CLUSTER_EVENT_TYPE_LEADER_ELECTED
 
@@ -31,21 +29,11 @@ def stored_counts(url: str) -> dict[str, int]:
     return {str(row[0]): int(row[1]) for row in rows}
 
 
-@pytest.fixture
-def proxies() -> Iterator[list[ServeProcess]]:
-    started: list[ServeProcess] = []
-    yield started
-    for proxy in started:
-        if proxy.process.poll() is None:
-            proxy.process.kill()
-            proxy.process.wait()
-
-
 def serve(
-    proxies: list[ServeProcess], data: Path, url: str, *flags: str, port: int = 0
+    processes: list[ServeProcess], data: Path, url: str, *flags: str, port: int = 0
 ) -> ServeProcess:
     proxy = ServeProcess(data, "--db", url, "--listen", f"127.0.0.1:{port}", *flags)
-    proxies.append(proxy)
+    processes.append(proxy)
     return proxy
 
 
@@ -63,9 +51,9 @@ def make_recorder(address: str, spool: Path, component: str) -> Recorder:
 
 
 def test_recorders_to_database_store_each_event_once(
-    database_url: str, tmp_path: Path, proxies: list[ServeProcess]
+    database_url: str, tmp_path: Path, processes: list[ServeProcess]
 ) -> None:
-    proxy = serve(proxies, tmp_path / "data", database_url)
+    proxy = serve(processes, tmp_path / "data", database_url)
     recorded: list[str] = []
     for component in ("scheduler", "controller"):
         with make_recorder(proxy.address, tmp_path / "spool", component) as recorder:
@@ -76,10 +64,10 @@ def test_recorders_to_database_store_each_event_once(
 
 
 def test_proxy_sigkilled_under_load_loses_nothing(
-    database_url: str, tmp_path: Path, proxies: list[ServeProcess]
+    database_url: str, tmp_path: Path, processes: list[ServeProcess]
 ) -> None:
     data, spool = tmp_path / "data", tmp_path / "spool"
-    proxy = serve(proxies, data, database_url, "--fsync", "batch")
+    proxy = serve(processes, data, database_url, "--fsync", "batch")
     port = int(proxy.address.rsplit(":", 1)[1])
     recorders = [make_recorder(proxy.address, spool, f"component-{n}") for n in range(3)]
     recorded: list[list[str]] = [[] for _ in recorders]
@@ -99,7 +87,7 @@ def test_proxy_sigkilled_under_load_loses_nothing(
         # Let some batches be acknowledged by this proxy, then kill it without warning.
         assert recorders[0].flush(30)
         assert proxy.stop(signal.SIGKILL) == -signal.SIGKILL
-        proxy = serve(proxies, data, database_url, "--fsync", "batch", port=port)
+        proxy = serve(processes, data, database_url, "--fsync", "batch", port=port)
     stop.set()
     for thread in threads:
         thread.join()
@@ -114,9 +102,9 @@ def test_proxy_sigkilled_under_load_loses_nothing(
 
 
 def test_repeats_collapse_into_one_row_with_their_count(
-    database_url: str, tmp_path: Path, proxies: list[ServeProcess]
+    database_url: str, tmp_path: Path, processes: list[ServeProcess]
 ) -> None:
-    proxy = serve(proxies, tmp_path / "data", database_url)
+    proxy = serve(processes, tmp_path / "data", database_url)
     with make_recorder(proxy.address, tmp_path / "spool", "controller") as recorder:
         first = recorder.record(ELECTED, "node-7 leads", obj="Node/node-7")
         for _ in range(999):
@@ -163,9 +151,9 @@ def test_serve_names_an_unreachable_database(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_serve_demo_fills_the_database_first(tmp_path: Path, proxies: list[ServeProcess]) -> None:
+def test_serve_demo_fills_the_database_first(tmp_path: Path, processes: list[ServeProcess]) -> None:
     url = f"sqlite:///{tmp_path}/events.db"
-    proxy = serve(proxies, tmp_path / "data", url, "--demo", "--demo-events", "300")
+    proxy = serve(processes, tmp_path / "data", url, "--demo", "--demo-events", "300")
     assert proxy.stop(signal.SIGTERM) == 0
     counts = stored_counts(url)
     assert 0 < len(counts) < 300

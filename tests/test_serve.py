@@ -2,92 +2,21 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import grpc
-import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from protoevents.v1 import proxy_service_pb2, proxy_service_pb2_grpc
+from protoevents.v1 import proxy_service_pb2
 from tests.conftest import ROOT
 from tests.ingest_helpers import make_events
+from tests.serve_process import ServeProcess
 
 # Nothing reaches the writer while the proxy runs: what it gets must come from the log.
 HOLD_WRITES = ("--writer-batch-interval-ms", "3600000", "--writer-batch-events", "10000000")
-
-
-class ServeProcess:
-    """A `protoevents serve` subprocess on a free loopback port."""
-
-    def __init__(self, data_dir: Path, *flags: str) -> None:
-        self.jsonl = data_dir / "changes.jsonl"
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "server.cli",
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--data-dir",
-                str(data_dir),
-                "--jsonl-path",
-                str(self.jsonl),
-                *([] if "--db" in flags else ["--db", f"sqlite:///{data_dir}/events.db"]),
-                *flags,
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd=ROOT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        assert self.process.stdout is not None
-        first = self.process.stdout.readline()
-        if not first.startswith("listening on "):
-            self.process.kill()
-            _, errors = self.process.communicate()
-            raise AssertionError(f"no address printed: {first!r} {errors}")
-        self.address = first.removeprefix("listening on ").strip()
-        self.channel = grpc.insecure_channel(self.address)
-        self.stub = proxy_service_pb2_grpc.EventProxyServiceStub(self.channel)
-
-    def record(self, batches: int, size: int) -> list[str]:
-        """Stream batches; returns the ids of the acknowledged ones."""
-        sent = {n: make_events(size) for n in range(1, batches + 1)}
-        requests = (proxy_service_pb2.RecordRequest(sequence=n, events=e) for n, e in sent.items())
-        acked: list[str] = []
-        for response in self.stub.Record(requests, timeout=60):
-            assert response.result.accepted_count == size
-            acked.extend(e.id for e in sent[response.sequence])
-        return acked
-
-    def stop(self, signum: int) -> int:
-        self.channel.close()
-        self.process.send_signal(signum)
-        return self.process.wait(timeout=60)
-
-    def written_ids(self) -> list[str]:
-        if not self.jsonl.exists():
-            return []
-        lines = self.jsonl.read_text().splitlines()
-        return [json.loads(line)["event"]["id"] for line in lines if line]
-
-
-@pytest.fixture
-def processes() -> Iterator[list[ServeProcess]]:
-    started: list[ServeProcess] = []
-    yield started
-    for proxy in started:
-        if proxy.process.poll() is None:
-            proxy.process.kill()
-            proxy.process.wait()
 
 
 def test_sigkill_after_ack_loses_nothing(tmp_path: Path, processes: list[ServeProcess]) -> None:

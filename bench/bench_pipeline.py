@@ -1,0 +1,150 @@
+"""End to end: one recorder -> `protoevents serve` (fsync=batch) -> SQLite / PostgreSQL.
+
+    python -m bench.bench_pipeline [--events 100000] [--runs 3] [--postgres URL]
+
+Each run records `--events` distinct events from one recorder in this process and times
+until every one is committed in the database (polled with COUNT(*)); the proxy is a separate
+process. Also reports p50/p99 record-to-committed latency of single events sent at a slow rate,
+and the naive baseline (an ORM insert + commit per event) in the same process, for the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from bench.bench_sql_writer import bench_naive
+from protoevents.cluster.v1.cluster_events_pb2 import ClusterEventType
+from recorder import Recorder
+from server.db import migrate
+from server.db.engine import create_engine
+
+ELECTED = ClusterEventType.CLUSTER_EVENT_TYPE_LEADER_ELECTED
+DEFAULT_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
+
+@contextmanager
+def proxy(url: str, data: Path) -> Iterator[str]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "server.cli", "serve", "--listen", "127.0.0.1:0",
+         "--db", url, "--data-dir", str(data), "--fsync", "batch"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        yield process.stdout.readline().split()[-1]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(60)
+
+
+@contextmanager
+def fresh_postgres(admin_url: str) -> Iterator[str]:
+    name = f"protoevents_bench_{os.getpid()}"
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    try:
+        yield sa.make_url(admin_url).set(database=name).render_as_string(False)
+    finally:
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+def stored(engine: sa.Engine) -> int:
+    with engine.connect() as connection:
+        return int(connection.execute(sa.text("SELECT count(*) FROM events")).scalar_one())
+
+
+def wait_stored(engine: sa.Engine, count: int, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while stored(engine) < count:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only {stored(engine)} of {count} events stored")
+        time.sleep(0.01)
+
+
+def run_backend(label: str, url: str, args: argparse.Namespace) -> list[tuple[str, str, str]]:
+    with tempfile.TemporaryDirectory() as tmp, proxy(url, Path(tmp) / "data") as address:
+        engine = create_engine(url)
+        recorder = Recorder(
+            component="bench", event_types=[ClusterEventType], proxy=address,
+            spool_dir=Path(tmp) / "spool", queue_size=1_000_000,
+        )  # fmt: skip
+        rates, total = [], 0
+        for run in range(args.runs):
+            start = time.perf_counter()
+            for i in range(args.events):
+                recorder.record(ELECTED, f"run {run} event {i}")
+            total += args.events
+            wait_stored(engine, total)
+            rates.append(args.events / (time.perf_counter() - start))
+        latencies = []
+        for i in range(args.latency_samples):
+            start = time.perf_counter()
+            recorder.record(ELECTED, f"latency {i}")
+            total += 1
+            recorder.flush(10)
+            wait_stored(engine, total)
+            latencies.append((time.perf_counter() - start) * 1000)
+        recorder.close(30)
+        engine.dispose()
+    naive_engine = create_engine(url)
+    try:
+        naive = bench_naive(naive_engine, args.naive_events, time.time_ns() + 10**12)
+    finally:
+        naive_engine.dispose()
+    rate = statistics.median(rates)
+    q = statistics.quantiles(latencies, n=100)
+    return [
+        (
+            f"{label}: recorder -> proxy -> committed",
+            f"{rate:,.0f} events/s",
+            f"{rate / naive:.0f}x",
+        ),
+        (f"{label}: naive ORM insert + commit per event", f"{naive:,.0f} events/s", "1x"),
+        (f"{label}: record-to-committed p50 / p99", f"{q[49]:.0f} / {q[98]:.0f} ms", ""),
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--latency-samples", type=int, default=50)
+    parser.add_argument("--naive-events", type=int, default=2_000)
+    parser.add_argument(
+        "--postgres", default=os.environ.get("PROTOEVENTS_BENCH_POSTGRES", DEFAULT_POSTGRES)
+    )
+    parser.add_argument("--skip-postgres", action="store_true")
+    args = parser.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{tmp}/events.db"
+        migrate.upgrade(url)
+        rows += run_backend("SQLite", url, args)
+    if not args.skip_postgres:
+        with fresh_postgres(args.postgres) as url:
+            migrate.upgrade(url)
+            rows += run_backend("PostgreSQL", url, args)
+    width = max(len(r[0]) for r in rows)
+    print(f"{'measure':<{width}}  {'median':>20}  vs naive")
+    for label, value, ratio in rows:
+        print(f"{label:<{width}}  {value:>20}  {ratio}")
+
+
+if __name__ == "__main__":
+    main()

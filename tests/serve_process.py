@@ -1,0 +1,73 @@
+"""`protoevents serve` as a subprocess on a free loopback port, for tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import grpc
+
+from protoevents.v1 import proxy_service_pb2, proxy_service_pb2_grpc
+from tests.conftest import ROOT
+from tests.ingest_helpers import make_events
+
+
+class ServeProcess:
+    """A `protoevents serve` subprocess on a free loopback port."""
+
+    def __init__(self, data_dir: Path, *flags: str) -> None:
+        self.jsonl = data_dir / "changes.jsonl"
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "server.cli",
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--data-dir",
+                str(data_dir),
+                "--jsonl-path",
+                str(self.jsonl),
+                *([] if "--db" in flags else ["--db", f"sqlite:///{data_dir}/events.db"]),
+                *flags,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        assert self.process.stdout is not None
+        first = self.process.stdout.readline()
+        if not first.startswith("listening on "):
+            self.process.kill()
+            _, errors = self.process.communicate()
+            raise AssertionError(f"no address printed: {first!r} {errors}")
+        self.address = first.removeprefix("listening on ").strip()
+        self.channel = grpc.insecure_channel(self.address)
+        self.stub = proxy_service_pb2_grpc.EventProxyServiceStub(self.channel)
+
+    def record(self, batches: int, size: int) -> list[str]:
+        """Stream batches; returns the ids of the acknowledged ones."""
+        sent = {n: make_events(size) for n in range(1, batches + 1)}
+        requests = (proxy_service_pb2.RecordRequest(sequence=n, events=e) for n, e in sent.items())
+        acked: list[str] = []
+        for response in self.stub.Record(requests, timeout=60):
+            assert response.result.accepted_count == size
+            acked.extend(e.id for e in sent[response.sequence])
+        return acked
+
+    def stop(self, signum: int) -> int:
+        self.channel.close()
+        self.process.send_signal(signum)
+        return self.process.wait(timeout=60)
+
+    def written_ids(self) -> list[str]:
+        if not self.jsonl.exists():
+            return []
+        lines = self.jsonl.read_text().splitlines()
+        return [json.loads(line)["event"]["id"] for line in lines if line]
