@@ -24,7 +24,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from bench.bench_sql_writer import bench_naive
+from bench.bench_sql_writer import bench_naive, postgres_database
 from protoevents.cluster.v1.cluster_events_pb2 import ClusterEventType
 from recorder import Recorder
 from server.db import migrate
@@ -47,21 +47,6 @@ def proxy(url: str, data: Path) -> Iterator[str]:
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(60)
-
-
-@contextmanager
-def fresh_postgres(admin_url: str) -> Iterator[str]:
-    name = f"protoevents_bench_{os.getpid()}"
-    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
-    with admin.connect() as connection:
-        connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    try:
-        yield sa.make_url(admin_url).set(database=name).render_as_string(False)
-    finally:
-        with admin.connect() as connection:
-            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
 
 
 def stored(engine: sa.Engine) -> int:
@@ -137,7 +122,7 @@ def main() -> None:
         migrate.upgrade(url)
         rows += run_backend("SQLite", url, args)
     if not args.skip_postgres:
-        with fresh_postgres(args.postgres) as url:
+        with postgres_database(args.postgres) as url:
             migrate.upgrade(url)
             rows += run_backend("PostgreSQL", url, args)
     width = max(len(r[0]) for r in rows)

@@ -52,6 +52,18 @@ def make_recorder(tmp_path: Path) -> Iterator[type[Recorder]]:
         recorder.close(5)
 
 
+def run_script(script: str) -> subprocess.CompletedProcess[str]:
+    """Run a Python script in a fresh interpreter (a component process of its own)."""
+    return subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        check=False,
+    )
+
+
 def down_proxy() -> FakeProxy:
     """A proxy that has a port but is not serving yet."""
     proxy = FakeProxy().start()
@@ -313,14 +325,7 @@ def test_killed_recorder_replays_its_spool_on_restart(tmp_path) -> None:
         os.kill(os.getpid(), {int(signal.SIGKILL)})
         """
     )
-    child = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=60,
-        check=False,
-    )
+    child = run_script(script)
     assert child.returncode == -signal.SIGKILL, child.stderr
     ids = child.stdout.split()
     assert len(ids) == 1500
@@ -423,14 +428,7 @@ def test_forked_child_records_with_its_own_state(fake_proxy, tmp_path) -> None:
         print(r.record(4, "parent after fork"), r.close(10), r.stats().recorded, flush=True)
         """
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=60,
-        check=False,
-    )
+    result = run_script(script)
     assert result.returncode == 0, result.stderr
     before, child, after = (line.split() for line in result.stdout.splitlines())
     assert before[1] == "True"
