@@ -12,6 +12,7 @@ from typing import TypeAlias
 from protoevents.v1 import event_pb2, proxy_service_pb2, severity_pb2
 from recorder.registry import Registry
 from server.config import Settings
+from server.db.models import FIELD_LIMITS
 
 Reason: TypeAlias = proxy_service_pb2.RejectionReason.ValueType
 Problem: TypeAlias = tuple[Reason, str]
@@ -27,6 +28,15 @@ INVALID_SEVERITY = proxy_service_pb2.REJECTION_REASON_INVALID_SEVERITY
 EARLIEST_SECONDS = int(datetime(2001, 1, 1, tzinfo=UTC).timestamp())
 _SEVERITIES = frozenset(v for v in severity_pb2.Severity.values() if v)
 _CANONICAL_UUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
+_MAX_NANOS = 999_999_999
+# Characters each bounded column holds (PostgreSQL refuses longer text, whatever its bytes).
+_COLUMN_CHARS = (
+    ("source.node", FIELD_LIMITS["source_node"]),
+    ("source.component", FIELD_LIMITS["source_component"]),
+    ("object.kind", FIELD_LIMITS["object_kind"]),
+    ("object.namespace", FIELD_LIMITS["object_namespace"]),
+    ("object.name", FIELD_LIMITS["object_name"]),
+)
 
 
 class MalformedBatchError(ValueError):
@@ -62,6 +72,19 @@ def _utf8_len_over(text: str, limit: int) -> bool:
     """Whether `text` takes more than `limit` bytes in UTF-8 (encoding only when it may)."""
     n = len(text)
     return n > limit or (n * 4 > limit and len(text.encode()) > limit)
+
+
+_SHORTEST_COLUMN = min(limit for _, limit in _COLUMN_CHARS)
+
+
+def _over_column(node: str, component: str, event: event_pb2.Event) -> str | None:
+    """The source or object field longer than its database column, named with the limit."""
+    obj = event.object
+    values = (node, component, obj.kind, obj.namespace, obj.name)
+    for (name, limit), value in zip(_COLUMN_CHARS, values, strict=True):
+        if len(value) > limit:
+            return f"{name} exceeds {limit} characters"
+    return None
 
 
 def _iso(seconds: int) -> str:
@@ -142,6 +165,9 @@ class Validator:
         if not event.HasField("time"):
             return TIME_OUT_OF_RANGE, "time is not set"
         seconds = event.time.seconds
+        nanos = event.time.nanos
+        if not 0 <= nanos <= _MAX_NANOS:
+            return TIME_OUT_OF_RANGE, f"time.nanos {nanos} is outside 0..{_MAX_NANOS}"
         if seconds < EARLIEST_SECONDS:
             return TIME_OUT_OF_RANGE, f"time {_iso(seconds)} is before 2001-01-01 (clock not set?)"
         if now is None:
@@ -164,6 +190,10 @@ class Validator:
                 f"the limit is {limits.max_attributes}",
             )
         size: int = event.ByteSize()
+        if size > _SHORTEST_COLUMN:
+            too_long = _over_column(node, component, event)
+            if too_long is not None:
+                return FIELD_TOO_LARGE, too_long
         if size > self._small:
             too_large = self._too_large(event, node, component, field_limit)
             if too_large is not None:

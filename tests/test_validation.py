@@ -102,6 +102,28 @@ CASES: list[tuple[dict[str, Any], int, str]] = [
         "attributes['nic'] key and value exceed 20 bytes",
     ),
     ({"data": big_struct()}, R.REJECTION_REASON_FIELD_TOO_LARGE, "the limit is 200"),
+    (
+        {"time": Timestamp(seconds=int(NOW), nanos=-1)},
+        R.REJECTION_REASON_TIME_OUT_OF_RANGE,
+        "time.nanos -1 is outside 0..999999999",
+    ),
+    (
+        {"time": Timestamp(seconds=int(NOW), nanos=1_000_000_000)},
+        R.REJECTION_REASON_TIME_OUT_OF_RANGE,
+        "time.nanos 1000000000 is outside 0..999999999",
+    ),
+]
+
+# Fields within the byte limit but longer than their database column (in characters).
+COLUMN_CASES: list[tuple[dict[str, Any], str]] = [
+    ({"source": event_pb2.EventSource(node="n" * 254, component="c")}, "source.node exceeds 253"),
+    (
+        {"source": event_pb2.EventSource(node="n", component="c" * 129)},
+        "source.component exceeds 128 characters",
+    ),
+    ({"object": event_pb2.ObjectRef(kind="k" * 129)}, "object.kind exceeds 128 characters"),
+    ({"object": event_pb2.ObjectRef(namespace="s" * 129)}, "object.namespace exceeds 128"),
+    ({"object": event_pb2.ObjectRef(name="é" * 254)}, "object.name exceeds 253 characters"),
 ]
 
 
@@ -114,6 +136,24 @@ def test_each_bad_event_gets_its_reason_and_detail(
     assert problem is not None
     assert problem[0] == reason, problem
     assert detail in problem[1]
+
+
+@pytest.mark.parametrize(("fields", "detail"), COLUMN_CASES)
+def test_fields_longer_than_their_column_are_too_large(fields: dict[str, Any], detail: str) -> None:
+    validator = Validator(Registry.builtin(), Limits(max_field_bytes=1024))
+    problem = validator.check(make_event(**fields), NOW)
+    assert problem is not None
+    assert problem[0] == R.REJECTION_REASON_FIELD_TOO_LARGE
+    assert detail in problem[1]
+
+
+def test_fields_as_long_as_their_column_are_accepted() -> None:
+    validator = Validator(Registry.builtin(), Limits(max_field_bytes=1024))
+    event = make_event(
+        source=event_pb2.EventSource(node="n" * 253, component="c" * 128),
+        object=event_pb2.ObjectRef(kind="k" * 128, namespace="s" * 128, name="é" * 253),
+    )
+    assert validator.check(event, NOW) is None
 
 
 def test_missing_time_is_out_of_range(validator: Validator) -> None:
