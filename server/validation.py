@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import math
 import re
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TypeAlias
+
+from google.protobuf import struct_pb2
 
 from protoevents.v1 import event_pb2, proxy_service_pb2, severity_pb2
 from recorder.registry import Registry
@@ -24,11 +28,15 @@ MISSING_SOURCE = proxy_service_pb2.REJECTION_REASON_MISSING_SOURCE
 TIME_OUT_OF_RANGE = proxy_service_pb2.REJECTION_REASON_TIME_OUT_OF_RANGE
 FIELD_TOO_LARGE = proxy_service_pb2.REJECTION_REASON_FIELD_TOO_LARGE
 INVALID_SEVERITY = proxy_service_pb2.REJECTION_REASON_INVALID_SEVERITY
+INVALID_VALUE = proxy_service_pb2.REJECTION_REASON_INVALID_VALUE
 
 EARLIEST_SECONDS = int(datetime(2001, 1, 1, tzinfo=UTC).timestamp())
 _SEVERITIES = frozenset(v for v in severity_pb2.Severity.values() if v)
 _CANONICAL_UUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
 _MAX_NANOS = 999_999_999
+# Value.number_value on the wire: tag 0x11, then a little-endian double; NaN and the
+# infinities have every exponent bit set (the top 12 bits but the sign).
+_NON_FINITE_DOUBLE = re.compile(rb"\x11[\x00-\xff]{6}[\xf0-\xff][\x7f\xff]")
 # Characters each bounded column holds (PostgreSQL refuses longer text, whatever its bytes).
 _COLUMN_CHARS = (
     ("source.node", FIELD_LIMITS["source_node"]),
@@ -84,6 +92,74 @@ def _over_column(node: str, component: str, event: event_pb2.Event) -> str | Non
     for (name, limit), value in zip(_COLUMN_CHARS, values, strict=True):
         if len(value) > limit:
             return f"{name} exceeds {limit} characters"
+    return None
+
+
+def _shown(text: str) -> str:
+    return repr(text if len(text) <= 64 else text[:64] + "...")
+
+
+def _nul_field(message: str, node: str, component: str, event: event_pb2.Event) -> str | None:
+    """The string field holding a NUL character (PostgreSQL text cannot), if any."""
+    if "\x00" in message:
+        return "message"
+    if "\x00" in node:
+        return "source.node"
+    if "\x00" in component:
+        return "source.component"
+    if event.HasField("object"):
+        obj = event.object
+        for name, value in (("kind", obj.kind), ("namespace", obj.namespace), ("name", obj.name)):
+            if "\x00" in value:
+                return f"object.{name}"
+    attributes = event.attributes
+    if attributes:
+        for key, value in attributes.items():
+            if "\x00" in key or "\x00" in value:
+                return f"attributes[{_shown(key)}]"
+    return None
+
+
+def _bad_data(struct: struct_pb2.Struct) -> str | None:
+    """Why `data` cannot be stored as JSON (a NUL character, NaN or an infinity), if it cannot.
+
+    Walking a Struct is slow: its wire form is searched first for what either would leave
+    there (a zero byte; a double whose exponent bits are all set), and walked only on a hit.
+    """
+    wire = struct.SerializeToString()
+    if b"\x00" not in wire and _NON_FINITE_DOUBLE.search(wire) is None:
+        return None
+    found = _find_bad(struct.fields.items())
+    if found is None:
+        return None
+    path, problem = found
+    return "data" + "".join(reversed(path)) + problem
+
+
+_Found: TypeAlias = tuple[list[str], str]  # the path to the bad value, innermost first
+
+
+def _find_bad(items: Iterable[tuple[str | int, struct_pb2.Value]]) -> _Found | None:
+    """The first bad value among `items` (keys or list indexes), fast when there is none."""
+    for key, value in items:
+        found: _Found | None = None
+        kind = value.WhichOneof("kind")
+        if kind == "string_value":
+            if "\x00" in value.string_value:
+                found = [], " holds a NUL character"
+        elif kind == "number_value":
+            number = value.number_value
+            if not math.isfinite(number):
+                found = [], f" is {number}: JSON has no NaN or infinity"
+        elif kind == "struct_value":
+            found = _find_bad(value.struct_value.fields.items())
+        elif kind == "list_value":
+            found = _find_bad(enumerate(value.list_value.values))
+        if found is None and isinstance(key, str) and "\x00" in key:
+            found = [], ": the key holds a NUL character"
+        if found is not None:
+            found[0].append(f"[{_shown(key)}]" if isinstance(key, str) else f"[{key}]")
+            return found
     return None
 
 
@@ -198,6 +274,13 @@ class Validator:
             too_large = self._too_large(event, node, component, field_limit)
             if too_large is not None:
                 return FIELD_TOO_LARGE, too_large
+        nul = _nul_field(event.message, node, component, event)
+        if nul is not None:
+            return INVALID_VALUE, f"{nul} holds a NUL character"
+        if event.HasField("data"):
+            bad = _bad_data(event.data)
+            if bad is not None:
+                return INVALID_VALUE, bad
         event.category = event_type.category
         return size
 

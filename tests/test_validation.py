@@ -8,6 +8,8 @@ from typing import Any
 import pytest
 from google.protobuf.struct_pb2 import Struct
 from google.protobuf.timestamp_pb2 import Timestamp
+from hypothesis import given
+from hypothesis import strategies as st
 
 from protoevents.v1 import event_pb2, proxy_service_pb2, severity_pb2
 from recorder.registry import Registry
@@ -156,6 +158,44 @@ def test_fields_as_long_as_their_column_are_accepted() -> None:
     assert validator.check(event, NOW) is None
 
 
+def struct_of(value: Any) -> Struct:
+    data = Struct()
+    data.update(value)
+    return data
+
+
+# Values JSON or PostgreSQL text cannot hold: refused here, not by the SQL writer later.
+UNSTORABLE_CASES: list[tuple[dict[str, Any], str]] = [
+    ({"message": "a\x00b"}, "message holds a NUL character"),
+    (
+        {"source": event_pb2.EventSource(node="n\x00", component="c")},
+        "source.node holds a NUL character",
+    ),
+    (
+        {"source": event_pb2.EventSource(node="n", component="\x00")},
+        "source.component holds a NUL character",
+    ),
+    ({"object": event_pb2.ObjectRef(kind="K", name="x\x00")}, "object.name holds a NUL character"),
+    ({"attributes": {"nic": "eth\x000"}}, "attributes['nic'] holds a NUL character"),
+    ({"attributes": {"n\x00ic": "eth0"}}, "attributes['n\\x00ic'] holds a NUL character"),
+    ({"data": struct_of({"a": "x\x00"})}, "data['a'] holds a NUL character"),
+    ({"data": struct_of({"a\x00": 1})}, "data['a\\x00']: the key holds a NUL character"),
+    ({"data": struct_of({"a": float("nan")})}, "data['a'] is nan: JSON has no NaN or infinity"),
+    (
+        {"data": struct_of({"a": {"b": [1, float("-inf")]}})},
+        "data['a']['b'][1] is -inf: JSON has no NaN or infinity",
+    ),
+]
+
+
+@pytest.mark.parametrize(("fields", "detail"), UNSTORABLE_CASES)
+def test_values_the_store_cannot_hold_are_invalid(
+    validator: Validator, fields: dict[str, Any], detail: str
+) -> None:
+    problem = validator.check(make_event(**fields), NOW)
+    assert problem == (R.REJECTION_REASON_INVALID_VALUE, detail)
+
+
 def test_missing_time_is_out_of_range(validator: Validator) -> None:
     event = make_event()
     event.ClearField("time")
@@ -178,3 +218,42 @@ def test_malformed_batches(validator: Validator) -> None:
     with pytest.raises(MalformedBatchError, match="the batch has 11 events; the limit is 10"):
         validator.check_batch(11)
     validator.check_batch(10)
+
+
+# JSON-like values as a Struct holds them: numbers are doubles.
+def json_values(text: st.SearchStrategy[str], numbers: st.SearchStrategy[float]) -> Any:
+    leaves = st.none() | st.booleans() | numbers | text
+    return st.recursive(
+        leaves,
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(text, inner, max_size=4),
+        max_leaves=12,
+    )
+
+
+STORABLE = json_values(
+    st.text(st.characters(exclude_characters="\x00", exclude_categories=["Cs"]), max_size=8),
+    st.floats(allow_nan=False, allow_infinity=False),
+)
+
+
+@given(st.dictionaries(st.text(max_size=8).filter(lambda k: "\x00" not in k), STORABLE))
+def test_data_without_nul_nan_or_infinity_is_accepted(data: dict[str, Any]) -> None:
+    validator = Validator(Registry.builtin())
+    assert validator.check(make_event(data=struct_of(data)), NOW) is None
+
+
+@given(
+    st.dictionaries(st.text(max_size=8), STORABLE, max_size=3),
+    st.sampled_from([float("nan"), float("inf"), float("-inf"), "a\x00b"]),
+    st.lists(st.text(max_size=4), min_size=1, max_size=3),
+)
+def test_a_nul_nan_or_infinity_anywhere_in_data_is_invalid(
+    data: dict[str, Any], bad: Any, path: list[str]
+) -> None:
+    nested: Any = bad
+    for key in reversed(path):
+        nested = {key: [nested]} if len(key) % 2 else {key: nested}
+    data = {**data, "bad": nested}
+    problem = Validator(Registry.builtin()).check(make_event(data=struct_of(data)), NOW)
+    assert problem is not None
+    assert problem[0] == R.REJECTION_REASON_INVALID_VALUE

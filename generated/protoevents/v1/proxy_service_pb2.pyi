@@ -42,6 +42,10 @@ class _RejectionReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Rejec
     """A field exceeds its size limit; the detail names the field and the limit."""
     REJECTION_REASON_INVALID_SEVERITY: _RejectionReason.ValueType  # 7
     """The severity is not one of the defined values."""
+    REJECTION_REASON_INVALID_VALUE: _RejectionReason.ValueType  # 8
+    """A field holds a value the event store cannot keep: a NUL character in a string, or a
+    number in `data` that is NaN or infinite (JSON has neither).
+    """
 
 class RejectionReason(_RejectionReason, metaclass=_RejectionReasonEnumTypeWrapper):
     """Why the proxy rejected one event of a batch. A rejected event is not stored; resending
@@ -64,6 +68,10 @@ REJECTION_REASON_FIELD_TOO_LARGE: RejectionReason.ValueType  # 6
 """A field exceeds its size limit; the detail names the field and the limit."""
 REJECTION_REASON_INVALID_SEVERITY: RejectionReason.ValueType  # 7
 """The severity is not one of the defined values."""
+REJECTION_REASON_INVALID_VALUE: RejectionReason.ValueType  # 8
+"""A field holds a value the event store cannot keep: a NUL character in a string, or a
+number in `data` that is NaN or infinite (JSON has neither).
+"""
 Global___RejectionReason: _TypeAlias = RejectionReason  # noqa: Y015
 
 @_typing.final
