@@ -13,7 +13,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from sqlalchemy.engine import Engine
 
-from protoevents.v1 import proxy_service_pb2, proxy_service_pb2_grpc
+from protoevents.v1 import proxy_service_pb2
 from recorder.registry import Registry
 from server.changes import Writer
 from server.config import Settings
@@ -24,7 +24,7 @@ from server.ingest import Deduplicator as IngestDeduplicator
 from server.ingest import Ingest
 from server.jsonl_writer import JsonLinesWriter
 from server.metrics import Metrics
-from server.proxy_service import EventProxyServicer
+from server.proxy_service import EventProxyServicer, add_proxy_service
 from server.validation import Limits, Validator
 from server.wal import WriteAheadLog
 from server.writers.sql import SqlWriter
@@ -138,9 +138,7 @@ async def start_proxy(
         ],
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
     )
-    proxy_service_pb2_grpc.add_EventProxyServiceServicer_to_server(
-        EventProxyServicer(ingest, settings.max_inflight_batches), server
-    )
+    add_proxy_service(EventProxyServicer(ingest, settings.max_inflight_batches), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.message import DecodeError, Message
 
 from protoevents.v1 import proxy_service_pb2, proxy_service_pb2_grpc
 from server.ingest import Ingest
@@ -32,6 +34,50 @@ class _Batch:
 
 
 _END = object()
+_Request = TypeVar("_Request", bound=Message)
+
+
+@dataclass(frozen=True, slots=True)
+class MalformedRequest:
+    """What a request that does not parse is handed to the servicer as."""
+
+    detail: str
+
+
+def _lenient(message_class: type[_Request]) -> Callable[[bytes], _Request | MalformedRequest]:
+    """A deserializer that hands bad bytes to the servicer (grpc would answer UNKNOWN)."""
+    name = message_class.DESCRIPTOR.full_name
+
+    def parse(data: bytes) -> _Request | MalformedRequest:
+        try:
+            return message_class.FromString(data)
+        except DecodeError:
+            return MalformedRequest(
+                f"the request is not a valid {name}: corrupt wire format, "
+                "or a string field that is not UTF-8"
+            )
+
+    return parse
+
+
+def add_proxy_service(servicer: EventProxyServicer, server: grpc.aio.Server) -> None:
+    """Serve EventProxyService; a request that does not parse gets INVALID_ARGUMENT."""
+    R = proxy_service_pb2  # noqa: N806
+    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
+        "Record": grpc.stream_stream_rpc_method_handler(
+            servicer.Record,
+            request_deserializer=_lenient(R.RecordRequest),
+            response_serializer=R.RecordResponse.SerializeToString,
+        ),
+        "RecordBatch": grpc.unary_unary_rpc_method_handler(
+            servicer.RecordBatch,
+            request_deserializer=_lenient(R.RecordBatchRequest),
+            response_serializer=R.RecordBatchResponse.SerializeToString,
+        ),
+    }
+    name = R.DESCRIPTOR.services_by_name["EventProxyService"].full_name
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
+    server.add_registered_method_handlers(name, handlers)
 
 
 def status_of(exc: Exception) -> tuple[grpc.StatusCode, str]:
@@ -53,11 +99,13 @@ class EventProxyServicer(proxy_service_pb2_grpc.EventProxyServiceServicer):
 
     async def RecordBatch(
         self,
-        request: proxy_service_pb2.RecordBatchRequest,
+        request: proxy_service_pb2.RecordBatchRequest | MalformedRequest,
         context: grpc.aio.ServicerContext[
             proxy_service_pb2.RecordBatchRequest, proxy_service_pb2.RecordBatchResponse
         ],
     ) -> proxy_service_pb2.RecordBatchResponse:
+        if isinstance(request, MalformedRequest):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.detail)
         try:
             result = await self.ingest.record(request)
         except Exception as exc:
@@ -67,7 +115,7 @@ class EventProxyServicer(proxy_service_pb2_grpc.EventProxyServiceServicer):
 
     async def Record(
         self,
-        request_iterator: AsyncIterable[proxy_service_pb2.RecordRequest],
+        request_iterator: AsyncIterable[proxy_service_pb2.RecordRequest | MalformedRequest],
         context: grpc.aio.ServicerContext[
             proxy_service_pb2.RecordRequest, proxy_service_pb2.RecordResponse
         ],
@@ -80,6 +128,10 @@ class EventProxyServicer(proxy_service_pb2_grpc.EventProxyServiceServicer):
         async def pump() -> None:
             try:
                 async for request in request_iterator:
+                    if isinstance(request, MalformedRequest):
+                        code = grpc.StatusCode.INVALID_ARGUMENT
+                        queue.put_nowait(_Failure(code, request.detail))
+                        return
                     await slots.acquire()
                     try:
                         result, persisted = self.ingest.submit(request)

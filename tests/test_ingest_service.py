@@ -347,3 +347,46 @@ def test_health_turns_not_serving_when_the_proxy_stops(folder: Path) -> None:
             await channel.close()
 
     run(main())
+
+
+def not_utf8_batch() -> bytes:
+    """A RecordBatchRequest whose one event's message is not UTF-8 (no client would build it)."""
+    event = make_event(message="XXXX").SerializeToString().replace(b"XXXX", b"\xff\xfe\xfd\xfc")
+    return b"\x0a" + len(event).to_bytes(1, "little") + event
+
+
+def test_requests_that_do_not_parse_get_invalid_argument(folder: Path) -> None:
+    async def main() -> None:
+        async with run_proxy(proxy_settings(folder)) as proxy:
+            channel = grpc.aio.insecure_channel(proxy.address)
+            raw_batch = channel.unary_unary(
+                "/protoevents.v1.EventProxyService/RecordBatch",
+                request_serializer=bytes,
+                response_deserializer=R.RecordBatchResponse.FromString,
+            )
+            for garbage in (not_utf8_batch(), b"\xff\xff\xff\xff"):
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    await raw_batch(garbage)
+                assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+                assert caught.value.details() == (
+                    "the request is not a valid protoevents.v1.RecordBatchRequest: corrupt "
+                    "wire format, or a string field that is not UTF-8"
+                )
+            raw_stream = channel.stream_stream(
+                "/protoevents.v1.EventProxyService/Record",
+                request_serializer=bytes,
+                response_deserializer=R.RecordResponse.FromString,
+            )
+            good = R.RecordRequest(sequence=1, events=make_events(1)).SerializeToString()
+            call = raw_stream(iter([good, b"\x12\x05\xff\xff\xff\xff\xff"]))
+            assert (await call.read()).sequence == 1  # type: ignore[union-attr]
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await call.read()
+            assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "not a valid protoevents.v1.RecordRequest" in (caught.value.details() or "")
+            _, stub = stub_of(proxy)
+            ok = await stub.RecordBatch(R.RecordBatchRequest(events=make_events(1)))
+            assert ok.result.accepted_count == 1
+            await channel.close()
+
+    run(main())
