@@ -161,10 +161,7 @@ class Ingest:
         wal = self.wal
         if good and size > wal.free_bytes():
             metrics.wal_full.inc()
-            raise LogFull(
-                f"write-ahead log is full ({wal.size} of {wal.max_bytes} bytes used): "
-                "a writer is behind; retry later"
-            )
+            raise LogFull(wal.full_message())
         decision = self._decide(good, now)
         accepted = decision.accepted
         duplicates = len(good) - len(accepted)

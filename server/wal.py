@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import errno
 import logging
 import os
 import re
@@ -35,6 +36,8 @@ HEADER = struct.Struct("<II")
 MAX_RECORD_BYTES = 1 << 30
 _SEGMENT = re.compile(r"^(\d{20})\.wal$")
 _READER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+_ROOM_RETRY_MAX_S = 1.0
 
 
 class LogFull(Exception):  # noqa: N818 - the name says what the caller must handle
@@ -43,6 +46,16 @@ class LogFull(Exception):  # noqa: N818 - the name says what the caller must han
 
 class LogCorrupt(Exception):  # noqa: N818
     """A record in the middle of the log fails its check."""
+
+
+class _DiskFullError(Exception):
+    """The file system refused a write for want of space; `written` records went in whole
+    before it (the torn rest was cut off)."""
+
+    def __init__(self, written: int, error: OSError) -> None:
+        super().__init__(str(error))
+        self.written = written
+        self.error = error
 
 
 @dataclass(slots=True)
@@ -132,6 +145,8 @@ class WriteAheadLog:
         self._advanced = asyncio.Event()
         self._closing = False
         self._failed: BaseException | None = None
+        self._disk_full: OSError | None = None  # set while a group waits for room on disk
+        self._room = asyncio.Event()  # set when segments were deleted
         self._flusher: asyncio.Task[None] | None = None
         self._ticker: asyncio.Task[None] | None = None
         self.fsyncs = 0
@@ -220,7 +235,20 @@ class WriteAheadLog:
         return self._reserved_end - self._segments[0].start
 
     def free_bytes(self) -> int:
-        return self.max_bytes - self.size
+        """Bytes that may still be submitted (none while the disk is full)."""
+        return 0 if self._disk_full is not None else self.max_bytes - self.size
+
+    def full_message(self) -> str:
+        """Why the log takes no more records: its disk or its size cap is full."""
+        if self._disk_full is not None:
+            return (
+                f"the disk of the write-ahead log is full ({self._disk_full.strerror}): "
+                "a writer is behind; retry later"
+            )
+        return (
+            f"write-ahead log is full ({self.size} of {self.max_bytes} bytes used): "
+            "a writer is behind; retry later"
+        )
 
     def submit(self, payload: bytes) -> asyncio.Future[int]:
         """Queue one record; the future gives the position after it once it is persisted.
@@ -234,11 +262,8 @@ class WriteAheadLog:
         record = frame(payload)
         if len(payload) > MAX_RECORD_BYTES:
             raise ValueError(f"record of {len(payload)} bytes exceeds {MAX_RECORD_BYTES}")
-        if self.size + len(record) > self.max_bytes:
-            raise LogFull(
-                f"write-ahead log is full ({self.size} of {self.max_bytes} bytes used): "
-                "a writer is behind; retry later"
-            )
+        if self._disk_full is not None or self.size + len(record) > self.max_bytes:
+            raise LogFull(self.full_message())
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._pending.append((record, future))
         self._reserved_end += len(record)
@@ -270,9 +295,13 @@ class WriteAheadLog:
             group, self._pending = self._pending, []
             sync = self.fsync_policy == "batch"
             try:
-                end = await loop.run_in_executor(
-                    self._io, self._write_group, [r for r, _ in group], sync
-                )
+                end = await self._write_until_room(loop, group, sync)
+            except LogFull as exc:  # closing while the disk is full: nothing is acknowledged
+                for _, future in group + self._pending + self._barriers:
+                    if not future.done():
+                        future.set_exception(LogFull(str(exc)))
+                self._pending, self._barriers = [], []
+                return
             except BaseException as exc:  # an I/O error: nothing after it can be trusted
                 log.exception("write-ahead log: append failed")
                 self._failed = exc
@@ -298,21 +327,67 @@ class WriteAheadLog:
                 self._barriers = waiting
             self._notify()
 
+    async def _write_until_room(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        group: list[tuple[bytes, asyncio.Future[int]]],
+        sync: bool,
+    ) -> int:
+        """Write a group; while the disk is full, hold it (refusing new records) and retry
+        as segments are released. Raises LogFull if the log closes meanwhile."""
+        written = 0
+        delay = 0.05
+        while True:
+            try:
+                end: int = await loop.run_in_executor(
+                    self._io, self._write_group, [r for r, _ in group[written:]], sync
+                )
+            except _DiskFullError as full:
+                written += full.written
+                if self._disk_full is None:
+                    log.warning(
+                        "write-ahead log: the disk is full (%s); refusing new batches and "
+                        "holding %d until there is room",
+                        full.error.strerror,
+                        len(group) - written,
+                    )
+                self._disk_full = full.error
+                if self._closing:
+                    raise LogFull(self.full_message()) from None
+                self._room.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await self._room.wait()
+                delay = min(delay * 2, _ROOM_RETRY_MAX_S)
+                continue
+            if self._disk_full is not None:
+                log.warning("write-ahead log: room on disk again; accepting batches")
+                self._disk_full = None
+            return end
+
     def _write_group(self, records: list[bytes], sync: bool) -> int:
-        """Write records to the last segment, rolling over when it is full (I/O thread)."""
+        """Write records to the last segment, rolling over when it is full (I/O thread).
+        Raises _DiskFullError, with the torn record cut off, when the disk is full."""
         last = self._segments[-1]
         chunk: list[bytes] = []
         chunk_bytes = 0
-        for record in records:
-            if last.size + chunk_bytes + len(record) > self.segment_bytes and (
-                last.size + chunk_bytes
-            ):
-                self._write(chunk, chunk_bytes)
-                last = self._roll()
-                chunk, chunk_bytes = [], 0
-            chunk.append(record)
-            chunk_bytes += len(record)
-        self._write(chunk, chunk_bytes)
+        written = 0
+        try:
+            for record in records:
+                if last.size + chunk_bytes + len(record) > self.segment_bytes and (
+                    last.size + chunk_bytes
+                ):
+                    self._write(chunk, chunk_bytes)
+                    written += len(chunk)
+                    last = self._roll()
+                    chunk, chunk_bytes = [], 0
+                chunk.append(record)
+                chunk_bytes += len(record)
+            self._write(chunk, chunk_bytes)
+        except OSError as exc:
+            if exc.errno not in _DISK_FULL:
+                raise
+            raise _DiskFullError(written, exc) from exc
         if sync and self._file is not None:
             os.fdatasync(self._file)
             self._count_fsync()
@@ -325,22 +400,28 @@ class WriteAheadLog:
             return
         data = b"".join(chunk)
         view = memoryview(data)
-        while view:
-            written = os.write(self._file, view)
-            view = view[written:]
+        try:
+            while view:
+                written = os.write(self._file, view)
+                view = view[written:]
+        except OSError:
+            os.ftruncate(self._file, self._segments[-1].size)  # no torn record stays behind
+            raise
         self._segments[-1].size += chunk_bytes
         self.bytes_written += chunk_bytes
 
     def _roll(self) -> _Segment:
         """Close the full segment (fsynced unless fsync=off) and start the next one."""
         assert self._file is not None
+        start = self._segments[-1].end
+        segment = _Segment(start, _segment_path(self.directory, start), 0)
+        # Opened first: when the disk refuses the new file, the full segment stays current.
+        new_file = os.open(segment.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         if self.fsync_policy != "off":
             os.fdatasync(self._file)
             self._count_fsync()
         os.close(self._file)
-        start = self._segments[-1].end
-        segment = _Segment(start, _segment_path(self.directory, start), 0)
-        self._file = os.open(segment.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._file = new_file
         if self.fsync_policy != "off":
             _fsync_dir(self.directory)
         self._segments.append(segment)
@@ -462,9 +543,16 @@ class WriteAheadLog:
         segments every registered reader has passed."""
         if name not in self._readers:
             raise KeyError(f"reader {name!r} is not registered")
-        await asyncio.to_thread(self._write_bookmark, name, position)
+        # Segments go first, so that a full disk gets room for the bookmark file. Safe: the
+        # reader is done with them, and after a crash it resumes from the oldest retained.
         self._bookmarks[name] = position
         await self._release()
+        try:
+            await asyncio.to_thread(self._write_bookmark, name, position)
+        except OSError as exc:
+            if exc.errno not in _DISK_FULL:
+                raise
+            log.warning("write-ahead log: bookmark %s not saved, the disk is full", name)
 
     def _write_bookmark(self, name: str, position: int) -> None:
         folder = self.directory / "bookmarks"
@@ -491,6 +579,7 @@ class WriteAheadLog:
         # Drop them from the list first: readers and the cap then ignore them at once.
         self._segments = self._segments[len(doomed) :]
         await asyncio.to_thread(self._delete, doomed)
+        self._room.set()
 
     def _delete(self, segments: list[_Segment]) -> None:
         for segment in segments:
@@ -508,6 +597,7 @@ class WriteAheadLog:
             return
         self._closing = True
         self._wake.set()
+        self._room.set()
         if self._flusher is not None:
             await self._flusher
         if self._ticker is not None:

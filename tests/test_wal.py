@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
 from collections.abc import Awaitable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 
+from server import wal as wal_module
 from server.wal import HEADER, LogFull, WriteAheadLog
 from tests.ingest_helpers import wait_until
 
@@ -211,5 +214,69 @@ def test_a_bookmark_past_a_lost_tail_is_brought_back_to_the_end(tmp_path: Path) 
         await wal.append(b"new")
         assert await read_all(wal, wal.bookmark("w")) == [b"new"]
         await wal.close()
+
+    run(main())
+
+
+class SmallDisk:
+    """`os` for the log, on a disk with `free` bytes left: a write takes what fits, then
+    fails with ENOSPC, as a real file system does."""
+
+    def __init__(self, free: int) -> None:
+        self.free = free
+
+    def write(self, fd: int, data: Any) -> int:
+        if self.free <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        written = os.write(fd, bytes(data[: self.free]))
+        self.free -= written
+        return written
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(os, name)
+
+
+def test_a_full_disk_holds_the_torn_write_refuses_new_records_then_resumes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def main() -> None:
+        disk = SmallDisk(free=250)
+        monkeypatch.setattr(wal_module, "os", disk)
+        wal = await WriteAheadLog.open(tmp_path, segment_bytes=4096, max_bytes=65536)
+        await wal.append(b"a" * 100)  # 108 bytes with its header
+        held = wal.submit(b"b" * 200)  # 142 of its 208 bytes fit
+        await wait_until(lambda: wal.free_bytes() == 0)
+        with pytest.raises(LogFull, match=r"the disk of the write-ahead log is full \(No space"):
+            wal.submit(b"refused")
+        assert not held.done()  # never acknowledged while not whole on disk
+        (segment,) = segments(tmp_path)
+        assert segment.stat().st_size == 108  # the torn record was cut off
+
+        disk.free = 10_000  # a writer caught up and its segments went
+        await asyncio.wait_for(held, 10)
+        await wal.append(b"c")
+        await wal.close()
+        again = await WriteAheadLog.open(tmp_path)
+        assert await read_all(again) == [b"a" * 100, b"b" * 200, b"c"]
+        await again.close()
+
+    run(main())
+
+
+def test_closing_while_the_disk_is_full_acknowledges_nothing_held(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def main() -> None:
+        monkeypatch.setattr(wal_module, "os", SmallDisk(free=50))
+        wal = await WriteAheadLog.open(tmp_path)
+        held = wal.submit(b"x" * 100)
+        await wait_until(lambda: wal.free_bytes() == 0)
+        await wal.close()
+        with pytest.raises(LogFull):
+            await held
+        monkeypatch.undo()
+        again = await WriteAheadLog.open(tmp_path)
+        assert await read_all(again) == []
+        await again.close()
 
     run(main())
