@@ -5,7 +5,6 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -61,44 +60,6 @@ def test_recorders_to_database_store_each_event_once(
             assert recorder.drain(60)
     assert proxy.stop(signal.SIGTERM) == 0
     assert stored_counts(database_url) == dict.fromkeys(recorded, 1)
-
-
-def test_proxy_sigkilled_under_load_loses_nothing(
-    database_url: str, tmp_path: Path, processes: list[ServeProcess]
-) -> None:
-    data, spool = tmp_path / "data", tmp_path / "spool"
-    proxy = serve(processes, data, database_url, "--fsync", "batch")
-    port = int(proxy.address.rsplit(":", 1)[1])
-    recorders = [make_recorder(proxy.address, spool, f"component-{n}") for n in range(3)]
-    recorded: list[list[str]] = [[] for _ in recorders]
-    stop = threading.Event()
-
-    def load(n: int) -> None:
-        while not stop.is_set():
-            recorded[n] += [recorders[n].record(ELECTED, f"{n}:{len(recorded[n])}")]
-            if len(recorded[n]) % 100 == 0:
-                stop.wait(0.005)
-
-    threads = [threading.Thread(target=load, args=(n,)) for n in range(len(recorders))]
-    for thread in threads:
-        thread.start()
-    kills = 3
-    for _ in range(kills):
-        # Let some batches be acknowledged by this proxy, then kill it without warning.
-        assert recorders[0].flush(30)
-        assert proxy.stop(signal.SIGKILL) == -signal.SIGKILL
-        proxy = serve(processes, data, database_url, "--fsync", "batch", port=port)
-    stop.set()
-    for thread in threads:
-        thread.join()
-    for recorder in recorders:
-        assert recorder.drain(60), recorder.stats()
-        assert recorder.stats().dropped == {}
-    assert proxy.stop(signal.SIGTERM) == 0
-
-    everything = [event_id for ids in recorded for event_id in ids]
-    assert len(everything) > 300
-    assert stored_counts(database_url) == dict.fromkeys(everything, 1)
 
 
 def test_repeats_collapse_into_one_row_with_their_count(

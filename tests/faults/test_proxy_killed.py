@@ -1,0 +1,54 @@
+"""`protoevents serve` SIGKILLed again and again under load from several recorder processes."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.faults.harness import Load, poll, row_count
+from tests.long_variants import scaled
+from tests.serve_process import ServeProcess
+from tests.test_pipeline import serve, stored_counts
+
+KILLS = scaled(10, 40)
+RECORDERS = scaled(3, 6)
+RATE = scaled(1500, 3000)  # events per second, per recorder
+
+
+@pytest.fixture
+def loads() -> Iterator[list[Load]]:
+    started: list[Load] = []
+    yield started
+    for load in started:
+        load.kill()
+
+
+def test_proxy_sigkilled_under_load_stores_each_recorded_event_once(
+    database_url: str, tmp_path: Path, processes: list[ServeProcess], loads: list[Load]
+) -> None:
+    data = tmp_path / "data"
+    proxy = serve(processes, data, database_url, "--fsync", "batch")
+    port = int(proxy.address.rsplit(":", 1)[1])
+    load = Load(proxy.address, tmp_path / "spool", RECORDERS, RATE)
+    loads.append(load)
+    for kill in range(KILLS):
+        if kill % 2 == 0:
+            # This proxy acknowledged batches and its writer stored some: kill it mid-stream.
+            stored = row_count(database_url)
+            poll(lambda s=stored: row_count(database_url) > s, 60, "the proxy to store events")
+        # Odd kills come as soon as the proxy listens: while it replays its log to the
+        # writer and the recorders replay their spools.
+        assert proxy.stop(signal.SIGKILL) == -signal.SIGKILL
+        proxy = serve(processes, data, database_url, "--fsync", "batch", port=port)
+
+    outcome = load.finish()
+    assert proxy.stop(signal.SIGTERM) == 0
+    for report in outcome.reports:
+        assert report["drained"], report
+        assert report["stats"]["dropped"] == {}, report
+        assert report["stats"]["rejected"] == {}, report
+    assert len(outcome.ids) > KILLS * 100
+    assert stored_counts(database_url) == dict.fromkeys(outcome.ids, 1)
