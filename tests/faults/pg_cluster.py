@@ -55,9 +55,11 @@ class PostgresCluster:
         if self._as_user:
             shutil.chown(self.root, "postgres", "postgres")
         self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
+        # fsync=off is safe here: a stop kills the server, not the machine, so what it wrote
+        # is in the page cache. synchronous_commit must stay on: a commit could be lost.
         options = (
             f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off"
+            "-c full_page_writes=off"
         )
         (self.root / "options").write_text(options)
         self.start()

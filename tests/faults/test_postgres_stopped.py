@@ -1,0 +1,79 @@
+"""PostgreSQL stopped under load and started again: ingest goes on, the backlog drains."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from protoevents.v1 import proxy_service_pb2
+from tests.faults.harness import Load, poll, row_count
+from tests.faults.pg_cluster import PostgresCluster
+from tests.ingest_helpers import make_events
+from tests.long_variants import scaled
+from tests.serve_process import ServeProcess
+from tests.test_pipeline import serve, stored_counts
+
+# The log's cap: what the proxy takes in while the database is down, before it refuses.
+WAL_CAP = scaled(2, 64) << 20
+RECORDERS = 2
+RATE = scaled(1000, 2000)
+
+
+@pytest.fixture
+def loads() -> Iterator[list[Load]]:
+    started: list[Load] = []
+    yield started
+    for load in started:
+        load.kill()
+
+
+def test_postgres_stopped_under_load_then_started_loses_nothing(
+    postgres_cluster: PostgresCluster,
+    tmp_path: Path,
+    processes: list[ServeProcess],
+    loads: list[Load],
+) -> None:
+    url = postgres_cluster.create_database()
+    caps = ("--wal-segment-bytes", "65536", "--wal-max-bytes", str(WAL_CAP))
+    proxy = serve(processes, tmp_path / "data", url, *caps)
+    load = Load(proxy.address, tmp_path / "spool", RECORDERS, RATE)
+    loads.append(load)
+    poll(lambda: row_count(url) > 0, 60, "the first events to be stored")
+
+    postgres_cluster.stop()
+    try:
+        # The proxy goes on acknowledging into its log, up to the log's cap.
+        acked: list[str] = []
+        with pytest.raises(grpc.RpcError) as refused:
+            while True:
+                batch = make_events(100)
+                request = proxy_service_pb2.RecordBatchRequest(events=batch)
+                response = proxy.stub.RecordBatch(request, timeout=30)
+                assert response.result.accepted_count == 100
+                acked += [event.id for event in batch]
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "write-ahead log is full" in (refused.value.details() or "")
+        assert len(acked) * 300 > WAL_CAP // 2  # most of the log's room was used
+        # The other writer is not held up by the stopped database.
+        poll(lambda: set(acked) <= set(proxy.written_ids()), 60, "the JSON lines writer")
+        health = health_pb2_grpc.HealthStub(proxy.channel)
+        status = health.Check(health_pb2.HealthCheckRequest(), timeout=10).status
+        assert status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        postgres_cluster.start()
+
+    outcome = load.finish()  # the recorders spooled what was refused and replay it now
+    expected = dict.fromkeys([*outcome.ids, *acked], 1)
+    poll(lambda: row_count(url) == len(expected), 120, "the backlog to drain into PostgreSQL")
+    assert proxy.stop(signal.SIGTERM) == 0
+    assert proxy.process.stderr is not None
+    assert "writer sql failed a batch" in proxy.process.stderr.read()
+    for report in outcome.reports:
+        assert report["drained"], report
+        assert report["stats"]["dropped"] == {}, report
+    assert stored_counts(url) == expected
