@@ -6,17 +6,21 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Coroutine
+import uuid
+from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
 
 import grpc
+import pytest
 import sqlalchemy as sa
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from sqlalchemy.engine import Engine
 
 from protoevents.v1 import proxy_service_pb2, proxy_service_pb2_grpc
-from server.app import Proxy, start_proxy
+from server.app import DedupFactory, Proxy, default_dedup, start_proxy
 from server.config import Settings
-from tests.ingest_helpers import make_events
+from tests.db_fixtures import postgres_url
+from tests.ingest_helpers import make_events, proxy_settings
 
 T = TypeVar("T")
 
@@ -24,11 +28,11 @@ T = TypeVar("T")
 class LiveProxy:
     """`start_proxy(settings)` on an event loop of its own thread; `stub` talks to it."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, dedup: DedupFactory | None = default_dedup) -> None:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        self.proxy: Proxy = self.run(start_proxy(settings))
+        self.proxy: Proxy = self.run(start_proxy(settings, dedup=dedup))
         self.address = self.proxy.address
         self.channel = grpc.insecure_channel(self.address)
         self.stub = proxy_service_pb2_grpc.EventProxyServiceStub(self.channel)
@@ -83,3 +87,32 @@ class LiveProxy:
                 return
             assert time.monotonic() < deadline, "the SQL writer did not catch up"
             time.sleep(0.01)
+
+
+BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+
+
+def serve_live(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    dedup: DedupFactory | None = default_dedup,
+    **changes: Any,
+) -> Iterator[LiveProxy]:
+    """The body of a module fixture parametrized with BACKENDS: a LiveProxy on a fresh
+    database of `request.param` (dropped afterwards), settings changed by `changes`."""
+    folder = tmp_path_factory.mktemp("live-proxy")
+    url = f"sqlite:///{folder}/events.db"
+    admin: Engine | None = None
+    name = f"protoevents_live_{uuid.uuid4().hex[:12]}"
+    if request.param == "postgresql":
+        admin = request.getfixturevalue("postgres_admin")
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        url = sa.make_url(postgres_url()).set(database=name).render_as_string(False)
+    settings = proxy_settings(folder / "data", db=url, writer_batch_interval_ms=10, **changes)
+    proxy = LiveProxy(settings, dedup)
+    yield proxy
+    proxy.stop()
+    if admin is not None:
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

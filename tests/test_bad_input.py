@@ -16,15 +16,12 @@ from typing import Any
 
 import grpc
 import pytest
-import sqlalchemy as sa
 from google.protobuf.struct_pb2 import Struct
 from google.protobuf.timestamp_pb2 import Timestamp
-from sqlalchemy.engine import Engine
 
 from protoevents.v1 import event_pb2, proxy_service_pb2
-from tests.db_fixtures import postgres_url
-from tests.ingest_helpers import make_event, make_events, proxy_settings
-from tests.live_proxy import LiveProxy
+from tests.ingest_helpers import make_event, make_events
+from tests.live_proxy import BACKENDS, LiveProxy, serve_live
 
 R = proxy_service_pb2
 RECORD = "/protoevents.v1.EventProxyService/Record"
@@ -35,36 +32,18 @@ MAX_CONCURRENT_RPCS = 8
 YEAR_3000 = 32_503_680_000
 
 
-@pytest.fixture(
-    scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
-)
+@pytest.fixture(scope="module", params=BACKENDS)
 def live(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LiveProxy]:
     """A proxy on each backend, shared by the module's cases (each checks it still serves)."""
-    folder = tmp_path_factory.mktemp("bad-input")
-    url = f"sqlite:///{folder}/events.db"
-    admin: Engine | None = None
-    if request.param == "postgresql":
-        admin = request.getfixturevalue("postgres_admin")
-        name = f"protoevents_bad_{uuid.uuid4().hex[:12]}"
-        with admin.connect() as connection:
-            connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
-        url = sa.make_url(postgres_url()).set(database=name).render_as_string(False)
-    settings = proxy_settings(
-        folder / "data",
-        db=url,
-        writer_batch_interval_ms=10,
+    yield from serve_live(
+        request,
+        tmp_path_factory,
         max_message_bytes=MAX_MESSAGE_BYTES,
         max_concurrent_rpcs=MAX_CONCURRENT_RPCS,
         max_inflight_batches=4,
     )
-    proxy = LiveProxy(settings)
-    yield proxy
-    proxy.stop()
-    if admin is not None:
-        with admin.connect() as connection:
-            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def struct_of(value: dict[str, Any]) -> Struct:
