@@ -14,16 +14,28 @@ from typing import Any
 import sqlalchemy as sa
 
 from tests.conftest import ROOT
+from tests.test_pipeline import stored_counts
 
 
-def poll(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    """Wait until `condition()` holds, checking every 20 ms; fail naming `what` after
+def poll(condition: Callable[[], bool], timeout: float, what: str, every: float = 0.02) -> None:
+    """Wait until `condition()` holds, checking `every` seconds; fail naming `what` after
     `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
+        time.sleep(every)
+
+
+def assert_each_stored_once(url: str, ids: list[str]) -> None:
+    """The database holds exactly `ids`, each once (a short summary when it does not: a diff
+    of a million ids would take longer than the test)."""
+    stored = stored_counts(url)
+    missing = sorted(set(ids) - set(stored))
+    extra = sorted(set(stored) - set(ids))
+    repeated = {event_id: count for event_id, count in stored.items() if count != 1}
+    summary = f"{len(missing)} missing {missing[:5]}, {len(extra)} not recorded {extra[:5]}"
+    assert (missing, extra, repeated) == ([], [], {}), f"{summary}, counts not 1: {repeated}"
 
 
 def row_count(url: str) -> int:

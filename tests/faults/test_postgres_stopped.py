@@ -11,12 +11,12 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from protoevents.v1 import proxy_service_pb2
-from tests.faults.harness import Load, poll, row_count
+from tests.faults.harness import Load, assert_each_stored_once, poll, row_count
 from tests.faults.pg_cluster import PostgresCluster
 from tests.ingest_helpers import make_events
 from tests.long_variants import scaled
 from tests.serve_process import ServeProcess
-from tests.test_pipeline import serve, stored_counts
+from tests.test_pipeline import serve
 
 # The log's cap: what the proxy takes in while the database is down, before it refuses.
 WAL_CAP = scaled(2, 64) << 20
@@ -32,6 +32,7 @@ def loads() -> Iterator[list[Load]]:
         load.kill()
 
 
+@pytest.mark.timeout(scaled(300, 1200))
 def test_postgres_stopped_under_load_then_started_loses_nothing(
     postgres_cluster: PostgresCluster,
     tmp_path: Path,
@@ -60,7 +61,9 @@ def test_postgres_stopped_under_load_then_started_loses_nothing(
         assert "write-ahead log is full" in (refused.value.details() or "")
         assert len(acked) * 300 > WAL_CAP // 2  # most of the log's room was used
         # The other writer is not held up by the stopped database.
-        poll(lambda: set(acked) <= set(proxy.written_ids()), 60, "the JSON lines writer")
+        last = acked[-1].encode()  # written in log order: all before it are written too
+        poll(lambda: last in proxy.jsonl.read_bytes(), 120, "the JSON lines writer", every=0.2)
+        assert set(acked) <= set(proxy.written_ids())
         health = health_pb2_grpc.HealthStub(proxy.channel)
         status = health.Check(health_pb2.HealthCheckRequest(), timeout=10).status
         assert status == health_pb2.HealthCheckResponse.SERVING
@@ -76,4 +79,4 @@ def test_postgres_stopped_under_load_then_started_loses_nothing(
     for report in outcome.reports:
         assert report["drained"], report
         assert report["stats"]["dropped"] == {}, report
-    assert stored_counts(url) == expected
+    assert_each_stored_once(url, list(expected))

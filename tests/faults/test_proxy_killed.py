@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.harness import Load, poll, row_count
+from tests.faults.harness import Load, assert_each_stored_once, poll, row_count
 from tests.long_variants import scaled
 from tests.serve_process import ServeProcess
-from tests.test_pipeline import serve, stored_counts
+from tests.test_pipeline import serve
 
 KILLS = scaled(10, 40)
 RECORDERS = scaled(3, 6)
@@ -26,6 +26,7 @@ def loads() -> Iterator[list[Load]]:
         load.kill()
 
 
+@pytest.mark.timeout(scaled(300, 1800))
 def test_proxy_sigkilled_under_load_stores_each_recorded_event_once(
     database_url: str, tmp_path: Path, processes: list[ServeProcess], loads: list[Load]
 ) -> None:
@@ -51,4 +52,4 @@ def test_proxy_sigkilled_under_load_stores_each_recorded_event_once(
         assert report["stats"]["dropped"] == {}, report
         assert report["stats"]["rejected"] == {}, report
     assert len(outcome.ids) > KILLS * 100
-    assert stored_counts(database_url) == dict.fromkeys(outcome.ids, 1)
+    assert_each_stored_once(database_url, outcome.ids)
