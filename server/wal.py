@@ -475,6 +475,8 @@ class WriteAheadLog:
         end = self._visible_end
         taken = 0
         for segment in self._segments_from(position):
+            if segment.start >= end:
+                break  # rolled to by a write not visible yet: records before it come first
             position = max(position, segment.start)
             stop = min(end, segment.end)
             if position >= stop:
@@ -506,9 +508,10 @@ class WriteAheadLog:
         return payloads, position
 
     def _segments_from(self, position: int) -> Iterator[_Segment]:
-        starts = [s.start for s in self._segments]
+        segments = list(self._segments)  # one snapshot: other threads add and release
+        starts = [s.start for s in segments]
         index = max(bisect.bisect_right(starts, position) - 1, 0)
-        yield from list(self._segments[index:])
+        yield from segments[index:]
 
     async def read_async(self, position: int, max_bytes: int = 4 << 20) -> tuple[list[bytes], int]:
         return await asyncio.to_thread(self.read, position, max_bytes)
@@ -576,8 +579,9 @@ class WriteAheadLog:
         doomed = [s for s in self._segments[:-1] if s.end <= mark]
         if not doomed:
             return
-        # Drop them from the list first: readers and the cap then ignore them at once.
-        self._segments = self._segments[len(doomed) :]
+        # Drop them from the list first: readers and the cap then ignore them at once. In
+        # place: the I/O thread may be appending a new segment to this very list.
+        del self._segments[: len(doomed)]
         await asyncio.to_thread(self._delete, doomed)
         self._room.set()
 

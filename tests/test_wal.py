@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import threading
 from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -278,5 +279,35 @@ def test_closing_while_the_disk_is_full_acknowledges_nothing_held(
         again = await WriteAheadLog.open(tmp_path)
         assert await read_all(again) == []
         await again.close()
+
+    run(main())
+
+
+def test_a_reader_never_skips_records_of_a_write_that_rolled_to_a_new_segment(
+    tmp_path: Path,
+) -> None:
+    async def main() -> None:
+        wal = await WriteAheadLog.open(tmp_path, segment_bytes=4096, max_bytes=1 << 20)
+        wal.register_reader("r")
+        await wal.append(b"a" * 100)
+        visible = wal.end
+        written, release = threading.Event(), threading.Event()
+        write_group = wal._write_group
+
+        def held_write(records: list[bytes], sync: bool) -> int:
+            end = write_group(records, sync)  # written, rolled into a second segment...
+            written.set()
+            release.wait(10)  # ...and not visible to readers yet
+            return end
+
+        wal._write_group = held_write  # type: ignore[method-assign]
+        pending = [wal.submit(b"b" * 3000), wal.submit(b"c" * 3000)]
+        assert await asyncio.to_thread(written.wait, 10)
+        assert len(wal.segment_starts()) == 2
+        assert await wal.read_async(visible) == ([], visible)
+        release.set()
+        await asyncio.gather(*pending)
+        assert await read_all(wal, visible) == [b"b" * 3000, b"c" * 3000]
+        await wal.close()
 
     run(main())
