@@ -176,6 +176,7 @@ def test_a_connection_the_collector_closed_while_idle_is_replaced_before_sending
         collector = await TcpCollector().start()
         syslog = writer(collector.port, transport="tcp")
         await syslog.write(changes(1))
+        await wait_until(lambda: len(collector.messages) == 1)
         await collector.stop()
         await collector.start()
         await syslog.write(changes(2))
