@@ -18,9 +18,7 @@ class UdpCollector(asyncio.DatagramProtocol):
     @classmethod
     async def start(cls) -> UdpCollector:
         loop = asyncio.get_running_loop()
-        transport, collector = await loop.create_datagram_endpoint(
-            cls, local_addr=("127.0.0.1", 0)
-        )
+        transport, collector = await loop.create_datagram_endpoint(cls, local_addr=("127.0.0.1", 0))
         collector.port = transport.get_extra_info("sockname")[1]
         return collector
 

@@ -21,13 +21,16 @@ def created(**fields: str) -> Change:
 
 def test_rfc5424_message_carries_the_event_in_structured_data() -> None:
     frame = Rfc5424(LOCAL0).format(created())
-    assert frame == (
-        f"<134>1 {T0} node-0 protoevents - CLUSTER_EVENT_TYPE_LEADER_ELECTE "
-        f'[event@32473 id="{EVENT_ID}" change="created" type="{TYPE}" severity="INFO" '
-        'category="cluster" node="node-0" component="cluster-controller" object_kind="Node" '
-        f'object_name="node-0" count="1" time="{T0}" first_time="{T0}" last_time="{T0}"]'
-        '[attributes@32473 term="0"] node-0 was elected leader'
-    ).encode()
+    assert (
+        frame
+        == (
+            f"<134>1 {T0} node-0 protoevents - CLUSTER_EVENT_TYPE_LEADER_ELECTE "
+            f'[event@32473 id="{EVENT_ID}" change="created" type="{TYPE}" severity="INFO" '
+            'category="cluster" node="node-0" component="cluster-controller" object_kind="Node" '
+            f'object_name="node-0" count="1" time="{T0}" first_time="{T0}" last_time="{T0}"]'
+            '[attributes@32473 term="0"] node-0 was elected leader'
+        ).encode()
+    )
 
 
 def test_an_update_reports_its_count_at_the_latest_occurrence() -> None:

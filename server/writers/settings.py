@@ -45,7 +45,8 @@ class WriterConfigError(ValueError):
     """A writer option has a bad value."""
 
     def __init__(self, key: str, value: object, why: str) -> None:
-        super().__init__(f"{key} = {value!r}: {why}")
+        shown = str(value) if isinstance(value, Path) else value
+        super().__init__(f"{key} = {shown!r}: {why}")
         self.key = key
 
 
