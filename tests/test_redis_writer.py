@@ -14,6 +14,8 @@ from typing import TypeVar
 import pytest
 import redis
 import redis.asyncio as aioredis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from protoevents.v1 import event_pb2, query_service_pb2
 from server.changes import CREATED, UPDATED, Change
@@ -137,7 +139,7 @@ def spare_redis_port(tmp_path: Path) -> Iterator[int]:
         pytest.skip(reason)
     port = _free_port()
     yield port
-    client = redis.Redis(port=port, socket_connect_timeout=1)
+    client = redis.Redis(port=port, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0))
     try:
         client.shutdown(nosave=True)
     except redis.RedisError:
