@@ -22,12 +22,12 @@ from server.dedup import Deduplicator
 from server.dispatcher import Dispatcher
 from server.ingest import Deduplicator as IngestDeduplicator
 from server.ingest import Ingest
-from server.jsonl_writer import JsonLinesWriter
 from server.metrics import Metrics
 from server.proxy_service import EventProxyServicer
 from server.validation import Limits, Validator
 from server.wal import WriteAheadLog
-from server.writers.sql import SqlWriter
+from server.writers.build import build_writers
+from server.writers.settings import effective_writers
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +38,9 @@ PROXY_SERVICE = proxy_service_pb2.DESCRIPTOR.services_by_name["EventProxyService
 
 
 def default_writers(settings: Settings, engine: Engine) -> list[Writer]:
-    """The writers the settings ask for: SQL always, JSON lines when given a path."""
-    writers: list[Writer] = [SqlWriter(engine)]
-    if settings.jsonl_path is not None:
-        writers.append(JsonLinesWriter(settings.jsonl_path))
-    return writers
+    """The writers the settings ask for: the `[[writers]]` of the config file (SQL alone when
+    there are none), plus JSON lines when given `jsonl_path`."""
+    return build_writers(effective_writers(settings.writers, settings.jsonl_path), engine)
 
 
 def default_dedup(settings: Settings) -> IngestDeduplicator:

@@ -19,6 +19,7 @@ from server.cli.types import add_module_arguments, load_registry
 from server.config import Settings, SettingsError
 from server.db.migrate import DatabaseRevisionError
 from server.db.setup import DatabaseUnavailableError
+from server.writers.settings import check_types
 
 
 def register(sub: Any) -> None:
@@ -45,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         settings = config.from_arguments(args)
         registry = load_registry(args)
-    except (SettingsError, RegistryError) as exc:
+        check_types(settings.writers, registry)
+    except (SettingsError, RegistryError, ValueError) as exc:
         print(f"protoevents serve: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(
