@@ -33,6 +33,7 @@ from server.proxy_service import EventProxyServicer
 from server.query.page_token import PageTokens
 from server.query.service import ChangeSource, EventQueryServicer, LocalChanges
 from server.query.store import EventStore
+from server.reflection import documented_files
 from server.reflection import enable as enable_reflection
 from server.validation import Limits, Validator
 from server.wal import WriteAheadLog
@@ -192,7 +193,7 @@ async def start_proxy(
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     services = [PROXY_SERVICE, QUERY_SERVICE, health.SERVICE_NAME]
-    enable_reflection(server, services)
+    enable_reflection(server, services, await asyncio.to_thread(documented_files))
     proxy = Proxy(
         settings,
         server,

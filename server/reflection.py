@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import functools
+import logging
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
 
 import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool
 from grpc_reflection.v1alpha import reflection
 from grpc_reflection.v1alpha import reflection_pb2 as v1alpha
+from grpc_tools import protoc
+
+from server.codegen import builtin_proto_root, wellknown_root
+
+log = logging.getLogger(__name__)
 
 V1_PACKAGE = "grpc.reflection.v1"
 V1_SERVICE_NAME = f"{V1_PACKAGE}.ServerReflection"
@@ -38,13 +48,70 @@ def _add_v1_descriptor(pool: descriptor_pool.DescriptorPool) -> None:
     pool.Add(file)
 
 
-def enable(server: grpc.aio.Server, service_names: Iterable[str]) -> list[str]:
+@functools.cache
+def documented_files(root: Path | None = None) -> Mapping[str, bytes]:
+    """Serialized FileDescriptorProtos of the built-in .proto files and their imports, with
+    their comments (the generated modules leave comments out), by file name. Compiled once
+    with grpcio-tools; empty, and logged, when that fails."""
+    root = root or builtin_proto_root()
+    files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.proto"))
+    with tempfile.TemporaryDirectory(prefix="protoevents-reflection-") as tmp:
+        out = Path(tmp) / "descriptors.binpb"
+        status = protoc.main(
+            [
+                "grpc_tools.protoc",
+                f"-I{root}",
+                f"-I{wellknown_root()}",
+                "--include_source_info",
+                "--include_imports",
+                f"--descriptor_set_out={out}",
+                *files,
+            ]
+        )
+        if status != 0 or not out.exists():
+            log.warning("reflection: cannot compile %s; describe shows no comments", root)
+            return {}
+        descriptors = descriptor_pb2.FileDescriptorSet.FromString(out.read_bytes())
+    return {f.name: f.SerializeToString() for f in descriptors.file}
+
+
+class _DocumentedReflection(reflection.aio.ReflectionServicer):  # type: ignore[misc]
+    """grpcio-reflection's servicer, answering with the documented form of the files it
+    has one of (it rebuilds files from the pool, which holds no comments)."""
+
+    def __init__(self, names: list[str], pool: Any, documented: Mapping[str, bytes]) -> None:
+        super().__init__(names, pool=pool)
+        self._documented = documented
+
+    def _with_comments(self, response: Any) -> Any:
+        files = response.file_descriptor_response.file_descriptor_proto
+        for index, blob in enumerate(files):
+            name = descriptor_pb2.FileDescriptorProto.FromString(blob).name
+            if name in self._documented:
+                files[index] = self._documented[name]
+        return response
+
+    def _file_by_filename(self, request: Any, filename: str) -> Any:
+        return self._with_comments(super()._file_by_filename(request, filename))
+
+    def _file_containing_symbol(self, request: Any, name: str) -> Any:
+        return self._with_comments(super()._file_containing_symbol(request, name))
+
+    def _file_containing_extension(self, request: Any, containing: str, number: int) -> Any:
+        return self._with_comments(super()._file_containing_extension(request, containing, number))
+
+
+def enable(
+    server: grpc.aio.Server,
+    service_names: Iterable[str],
+    documented: Mapping[str, bytes] | None = None,
+) -> list[str]:
     """Serve reflection v1alpha and v1 on `server` for the given services (and reflection
-    itself); returns every name listed."""
+    itself), with the comments of the `documented` files; returns every name listed."""
     pool = descriptor_pool.Default()
     _add_v1_descriptor(pool)
     names = [*service_names, reflection.SERVICE_NAME, V1_SERVICE_NAME]
-    servicer = reflection.aio.ReflectionServicer(names, pool=pool)
+    servicer = _DocumentedReflection(names, pool, documented or {})
     reflection_handler = grpc.stream_stream_rpc_method_handler(
         servicer.ServerReflectionInfo,
         request_deserializer=v1alpha.ServerReflectionRequest.FromString,
