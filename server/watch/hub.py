@@ -17,8 +17,9 @@ Predicate = Callable[[event_pb2.Event], bool]
 
 
 class Subscription:
-    """The changes one watcher has yet to take, at most `capacity` of them. A watcher that
-    lets its queue fill is dropped: its next `get` raises WatcherTooSlowError."""
+    """The changes one watcher has yet to take. A watcher that still has `capacity` changes
+    waiting when the next batch comes is dropped: its next `get` raises WatcherTooSlowError.
+    (A batch is taken whole, so a watcher that keeps up is never dropped for a big batch.)"""
 
     def __init__(self, hub: ChangeHub, matches: Predicate, capacity: int) -> None:
         self._hub = hub
@@ -33,19 +34,17 @@ class Subscription:
         if self.failure is not None:
             return
         items = self._items
-        for change in changes:
-            if not self._matches(change.event):
-                continue
-            if len(items) >= self.capacity:
-                self.fail(
-                    WatcherTooSlowError(
-                        f"the watcher fell {self.capacity} changes behind and was dropped; "
-                        "read faster or watch with a narrower filter, then watch again "
-                        "(replay_count catches up)"
-                    )
+        if len(items) >= self.capacity:
+            self.fail(
+                WatcherTooSlowError(
+                    f"the watcher fell {len(items)} changes behind (the limit is "
+                    f"{self.capacity}) and was dropped; read faster or watch with a narrower "
+                    "filter, then watch again (replay_count catches up)"
                 )
-                return
-            items.append(change)
+            )
+            return
+        matches = self._matches
+        items.extend(change for change in changes if matches(change.event))
         if items:
             self._ready.set()
 

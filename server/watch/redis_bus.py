@@ -129,6 +129,7 @@ class RedisRelay:
         self.channel = channel
         self.hub = hub
         self.connected = asyncio.Event()
+        self.failed = asyncio.Event()  # set (and replaced) at each failed connection attempt
         self.error = "not connected yet"
         self.backoff = Backoff(initial=0.1, maximum=5.0)
         self._task: asyncio.Task[None] | None = None
@@ -143,10 +144,13 @@ class RedisRelay:
                 await self._task
 
     async def ensure_connected(self, timeout: float = 2.0) -> None:
-        """Return once subscribed, or raise UnavailableError after `timeout` seconds."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
-                await self.connected.wait()
+        """Return once subscribed; raise UnavailableError when the next connection attempt
+        fails or none succeeds within `timeout` seconds."""
+        if not self.connected.is_set():
+            waits = [asyncio.ensure_future(e.wait()) for e in (self.connected, self.failed)]
+            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            for waiting in waits:
+                waiting.cancel()
         if not self.connected.is_set():
             raise UnavailableError(
                 f"WatchEvents needs Redis at {describe(self.url)}, which is unreachable "
@@ -174,6 +178,8 @@ class RedisRelay:
                 self.error = str(exc) or type(exc).__name__
             finally:
                 await client.aclose()
+            failed, self.failed = self.failed, asyncio.Event()
+            failed.set()
             if self.connected.is_set():
                 self.connected.clear()
                 log.warning("lost Redis at %s: %s", describe(self.url), self.error)
