@@ -23,6 +23,7 @@ from server.writers.sql import SqlWriter
 from tests.ingest_helpers import LEADER_ELECTED, make_event
 
 Q = query_service_pb2
+F = Q.EventFilter
 SERVICE = Q.DESCRIPTOR.services_by_name["EventQueryService"]
 DISCONNECTED = "protoevents.nic.v1.NicEventType.NIC_EVENT_TYPE_DISCONNECTED"
 BASE = 1_700_000_000
@@ -88,7 +89,6 @@ def test_each_filter_selects_the_events_a_user_asks_for(harness: Harness) -> Non
             stored_event(3, message="c elected 100%_done", severity=3),
         ]
     )
-    F = Q.EventFilter
     assert harness.messages() == ["c elected 100%_done", "b link down", "a elected"]
     cases = {
         "types": (F(types=["NIC_EVENT_TYPE_DISCONNECTED"]), ["b link down"]),
@@ -152,7 +152,6 @@ def test_bad_requests_answer_invalid_argument_naming_the_field(harness: Harness)
     harness.store([stored_event(n, message=f"m{n}") for n in range(3)])
     first = harness.ok("ListEvents", Q.ListEventsRequest(page_size=1))
     token = first.next_page_token
-    F = Q.EventFilter
     cases = [
         (Q.ListEventsRequest(page_size=-1), "page_size"),
         (Q.ListEventsRequest(filter=F(types=["NOPE"])), "filter.types[0]"),
