@@ -5,12 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
 import pytest
+import redis
+import redis.exceptions
 
 from protoevents.v1 import (
     event_pb2,
@@ -303,5 +310,80 @@ def test_two_proxies_sharing_postgresql_and_redis_see_each_others_events(
                 assert await next_change(on_b) == expected
             on_a.cancel()
             on_b.cancel()
+
+    run(scenario())
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def start_redis(port: int) -> subprocess.Popen[bytes]:
+    """A redis-server of the test's own on `port` (so that it can be stopped), once it
+    answers."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        reason = "redis-server is not installed"
+        if os.environ.get("CI", "").lower() in {"true", "1"}:
+            pytest.fail(reason)
+        pytest.skip(reason)
+    server = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    client = redis.Redis(port=port, socket_connect_timeout=1)
+    deadline = time.monotonic() + 30
+    try:
+        while True:
+            try:
+                client.ping()
+                return server
+            except redis.exceptions.ConnectionError:
+                assert time.monotonic() < deadline, "redis-server did not start"
+                time.sleep(0.02)
+    finally:
+        client.close()
+
+
+def stop(server: subprocess.Popen[bytes]) -> None:
+    server.terminate()
+    server.wait(timeout=30)
+
+
+def test_losing_redis_ends_watches_unavailable_and_ingest_goes_on(tmp_path: Path) -> None:
+    port = free_port()
+
+    async def scenario() -> None:
+        server = start_redis(port)
+        try:
+            async with client_of(tmp_path, redis_url=f"redis://127.0.0.1:{port}/0") as client:
+                call = await client.watch(severe("marker"))
+                await client.record(severe("before"))
+                assert await read(call, 1) == [(CREATED, "before", 1)]
+
+                await asyncio.to_thread(stop, server)
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    await read(call, 1)
+                assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+                assert "lost the connection to Redis" in (caught.value.details() or "")
+                await client.record(severe("while Redis is down"))
+                assert (await client.stored(3))[0].message == "while Redis is down"
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    await client.query.WatchEvents(Q.WatchEventsRequest()).read()
+                assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+
+                server = await asyncio.to_thread(start_redis, port)
+                relay = client.proxy.relay
+                assert relay is not None
+                await asyncio.wait_for(relay.connected.wait(), 30)
+                again = await client.watch(severe("marker again"))
+                await client.record(severe("after"))
+                assert await read(again, 1) == [(CREATED, "after", 1)]
+                again.cancel()
+        finally:
+            stop(server)
 
     run(scenario())
