@@ -158,6 +158,7 @@ async def start_proxy(
             batch_interval_s=settings.writer_batch_interval_s,
             metrics=metrics,
             follows={w.name: stored_by for w in publishers} if stored_by else None,
+            live_only=[w.name for w in publishers],
         )
     except BaseException:
         await wal.close()

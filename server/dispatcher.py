@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from server import changelog
@@ -170,7 +170,8 @@ class Dispatcher:
 
     `follows` maps a writer's name to the name of another writer: the follower is handed a
     change only once the other has committed it (say, publishing to watchers only what the
-    SQL writer has stored, so that what a watcher sees can be queried).
+    SQL writer has stored, so that what a watcher sees can be queried). Writers named in
+    `live_only` start at the end of the log rather than at their bookmark.
     """
 
     def __init__(
@@ -184,6 +185,7 @@ class Dispatcher:
         metrics: Metrics | None = None,
         read_bytes: int = 1 << 20,
         follows: Mapping[str, str] | None = None,
+        live_only: Collection[str] = (),
     ) -> None:
         names = [w.name for w in writers]
         if len(set(names)) != len(names):
@@ -202,6 +204,9 @@ class Dispatcher:
         self.feeds = [_WriterFeed(self, w) for w in writers]
         for follower, leader in (follows or {}).items():
             self.feed(follower).leader = self.feed(leader)
+        for name in live_only:  # they pass changes on as they come: no history at start
+            feed = self.feed(name)
+            feed.read_position = feed.pending_end = max(feed.bookmark, wal.end)
 
     def start(self) -> None:
         for feed in self.feeds:

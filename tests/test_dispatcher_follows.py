@@ -55,3 +55,22 @@ def test_a_follower_of_a_failing_leader_gives_up_at_stop(tmp_path: Path) -> None
         await wal.close()
 
     asyncio.run(scenario())
+
+
+def test_a_live_only_writer_starts_at_the_end_of_the_log(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        wal = await WriteAheadLog.open(tmp_path / "wal")
+        history = make_events(2)
+        await wal.append(changelog.encode((e.SerializeToString() for e in history), [], []))
+        keeper = MemoryWriter("sql")
+        live = MemoryWriter("watch")
+        dispatcher = Dispatcher(wal, [keeper, live], batch_interval_s=0.01, live_only=["watch"])
+        dispatcher.start()
+        new = make_events(1)
+        await wal.append(changelog.encode((e.SerializeToString() for e in new), [], []))
+        await wait_until(lambda: len(keeper.changes) == 3 and len(live.changes) == 1)
+        assert live.ids == [new[0].id]
+        assert await dispatcher.stop(timeout=5)
+        await wal.close()
+
+    asyncio.run(scenario())
