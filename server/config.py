@@ -15,6 +15,7 @@ from server.writers.settings import WriterConfig, effective_writers, parse_write
 
 ENV_PREFIX = "PROTOEVENTS_"
 FSYNC_POLICIES = ("batch", "interval", "off")
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -91,6 +92,23 @@ class Settings:
             "file_only": True,
         },
     )
+    redis_url: str | None = field(
+        default=None,
+        metadata=_help("redis:// URL: WatchEvents fans out through it across proxies"),
+    )
+    redis_channel: str = field(
+        default="protoevents:changes", metadata=_help("Redis channel of WatchEvents changes")
+    )
+    watch_queue_size: int = field(
+        default=10_000, metadata=_help("changes a watcher may fall behind before it is dropped")
+    )
+    page_token_secret: str | None = field(
+        default=None,
+        metadata=_help(
+            "key signing ListEvents page tokens; the same on proxies behind one "
+            "address (default: random at each start)"
+        ),
+    )
 
     @property
     def fsync_interval_s(self) -> float:
@@ -134,6 +152,7 @@ class Settings:
             "max_field_bytes",
             "max_future_s",
             "idempotency_cache_size",
+            "watch_queue_size",
         )
         for name in positive:
             if getattr(self, name) <= 0:
@@ -149,6 +168,12 @@ class Settings:
                 "must be at least two segments "
                 f"(2 x wal_segment_bytes = {2 * self.wal_segment_bytes})",
             )
+        if self.redis_url is not None and not self.redis_url.startswith(REDIS_SCHEMES):
+            _bad(
+                "redis_url", self.redis_url, f"expected a URL starting {' or '.join(REDIS_SCHEMES)}"
+            )
+        if not self.redis_channel:
+            _bad("redis_channel", self.redis_channel, "expected a channel name")
         if self.max_message_bytes < 1 * KiB:
             _bad("max_message_bytes", self.max_message_bytes, "must be at least 1024")
         try:
