@@ -51,8 +51,7 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         prog="python -m bench",
         description="Run the benchmark suite: protoevents and its peers in the same run, "
         "medians of several runs, ratios measured side by side, targets checked.",
-        epilog="scenarios: "
-        + ", ".join(f"{s.name} ({s.title})" for s in SCENARIOS),
+        epilog="scenarios: " + ", ".join(f"{s.name} ({s.title})" for s in SCENARIOS),
     )
     parser.add_argument(
         "--quick", action="store_true", help="small sizes and a 30 s soak: a smoke run"

@@ -127,9 +127,10 @@ def storm_through_proxy(url: str, events: int, batch: int = 1000, timeout: float
     requests = build_requests(events, batch)
     engine = create_engine(url)
     try:
-        with tempfile.TemporaryDirectory() as data, proxy(
-            url, Path(data), ["--dedup-window-s", "86400"]
-        ) as address:
+        with (
+            tempfile.TemporaryDirectory() as data,
+            proxy(url, Path(data), ["--dedup-window-s", "86400"]) as address,
+        ):
             started = time.perf_counter()
             asyncio.run(stream(address, requests))
             deadline = time.monotonic() + timeout

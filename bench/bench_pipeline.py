@@ -227,7 +227,11 @@ def table_rows(label: str, result: PipelineResult) -> list[tuple[str, str, str]]
     if result.unary:
         unary = statistics.median(result.unary)
         rows.append(
-            (f"{label}: one unary call per event", f"{unary:,.0f} events/s", f"{unary / naive:.0f}x")
+            (
+                f"{label}: one unary call per event",
+                f"{unary:,.0f} events/s",
+                f"{unary / naive:.0f}x",
+            )
         )
     return [
         *rows,

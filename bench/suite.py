@@ -29,6 +29,7 @@ class Target:
 
     limit: float
     at_least: bool
+    unit: str
     text: str
 
     def verdict(self, value: float) -> str:
@@ -41,7 +42,7 @@ class Target:
             return f"missed by {self.limit / value:.2f}x ({value / self.limit:.0%} of the target)"
         if value <= self.limit:
             return "met" if value <= 0 else f"met ({self.limit / value:.1f}x under)"
-        return f"missed by {value / self.limit:.2f}x ({value - self.limit:,.3g} over)"
+        return f"missed by {value / self.limit:.2f}x ({value - self.limit:,.3g} {self.unit} over)"
 
 
 @dataclass
@@ -118,9 +119,7 @@ class Outcome:
     seconds: float = 0.0
 
 
-def run_all(
-    scenarios: Sequence[Scenario], context: Context, console: Console
-) -> list[Outcome]:
+def run_all(scenarios: Sequence[Scenario], context: Context, console: Console) -> list[Outcome]:
     """Run `scenarios` in order under a progress bar (on `console`)."""
     outcomes = []
     estimate = [s.seconds[0] if context.quick else s.seconds[1] for s in scenarios]

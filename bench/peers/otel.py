@@ -19,7 +19,7 @@ MISSING = "OpenTelemetry SDK not installed: pip install -e '.[bench]'"
 
 def available() -> bool:
     try:
-        import opentelemetry.exporter.otlp.proto.grpc._log_exporter  # noqa: F401
+        import opentelemetry.exporter.otlp.proto.grpc._log_exporter
         import opentelemetry.sdk._logs  # noqa: F401
     except ImportError:
         return False
@@ -44,7 +44,9 @@ def otlp_sink(counter: Counter, conn: Connection) -> None:
             return logs_service_pb2.ExportLogsServiceResponse()
 
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    logs_service_pb2_grpc.add_LogsServiceServicer_to_server(CountingLogsService(), server)
+    logs_service_pb2_grpc.add_LogsServiceServicer_to_server(  # type: ignore[no-untyped-call]
+        CountingLogsService(), server
+    )
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     conn.send(port)

@@ -6,9 +6,12 @@ import multiprocessing
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from multiprocessing.connection import Connection
-from multiprocessing.sharedctypes import Synchronized
+from typing import TYPE_CHECKING, TypeAlias
 
-Counter = Synchronized  # a shared 64-bit integer: counter.value
+if TYPE_CHECKING:
+    from multiprocessing.sharedctypes import Synchronized
+
+Counter: TypeAlias = "Synchronized[int]"  # a shared 64-bit integer: counter.value
 
 # A sink's main: bind a loopback port, send it on the connection, count into the counter.
 SinkMain = Callable[[Counter, Connection], None]
@@ -23,7 +26,7 @@ def add(counter: Counter, count: int) -> None:
 def counting_sink(main: SinkMain, start_timeout: float = 60) -> Iterator[tuple[int, Counter]]:
     """Run `main` in a fresh (spawned) process; yields its port and its counter."""
     context = multiprocessing.get_context("spawn")
-    counter: Counter = context.Value("q", 0)  # type: ignore[assignment]
+    counter: Counter = context.Value("q", 0)
     parent, child = context.Pipe()
     process = context.Process(target=main, args=(counter, child), daemon=True)
     process.start()
