@@ -230,7 +230,7 @@ def table_rows(label: str, result: PipelineResult) -> list[tuple[str, str, str]]
             (
                 f"{label}: one unary call per event",
                 f"{unary:,.0f} events/s",
-                f"{unary / naive:.0f}x",
+                f"{unary / naive:.2f}x",
             )
         )
     return [
