@@ -115,7 +115,12 @@ def main(argv: list[str] | None = None) -> int:
     if str(args.json) != "-":
         path = args.json or RESULTS / f"{mode}.json"
         write_json(path, to_json(outcomes, command_line(), args.quick, started, seconds, load))
-        print(f"\nresults written to {path}")
+        shown = (
+            path.resolve().relative_to(Path.cwd())
+            if path.resolve().is_relative_to(Path.cwd())
+            else path
+        )
+        print(f"\nresults written to {shown}")
     return 1 if any(outcome.error for outcome in outcomes) else 0
 
 
