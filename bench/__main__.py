@@ -95,6 +95,7 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_arguments(argv)
+    command = command_line(argv)
     # Peers that drop records say so in warnings; the suite counts the drops instead.
     logging.getLogger("opentelemetry").setLevel(logging.ERROR)
     load = os.getloadavg()
@@ -106,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     seconds = time.monotonic() - clock
     mode = "quick" if args.quick else "full"
     print(
-        f"\n`{command_line()}`: {mode} mode, medians of {args.runs} runs, {seconds:.0f} s, "
+        f"\n`{command}`: {mode} mode, median of {args.runs} run{'s' * (args.runs != 1)}, "
+        f"{seconds:.0f} s, "
         f"{os.cpu_count()} CPUs, load average at start {load[0]:.1f}\n"
     )
     print(markdown(table(outcomes)))
@@ -114,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         print(line)
     if str(args.json) != "-":
         path = args.json or RESULTS / f"{mode}.json"
-        write_json(path, to_json(outcomes, command_line(), args.quick, started, seconds, load))
+        write_json(path, to_json(outcomes, command, args.quick, started, seconds, load))
         shown = (
             path.resolve().relative_to(Path.cwd())
             if path.resolve().is_relative_to(Path.cwd())

@@ -65,7 +65,9 @@ def record_cost(context: Context) -> list[Row]:
             samples=[ns / 1000 for ns in costs["logging"]],
         ),
     ]
-    if costs["otel"]:
+    if not costs["otel"]:
+        rows.append(Row(f"peer: OpenTelemetry SDK {otel.MISSING}", 0.0, "", "skipped"))
+    else:
         emit = statistics.median(costs["otel"])
         rows.append(
             Row(
@@ -139,7 +141,7 @@ def delivery(context: Context) -> list[Row]:
         row.ratio = f"protoevents {times(ours_median, row.value)} this"
         rows.append(row)
     if not otel.available():
-        rows.append(Row(f"peer: OpenTelemetry SDK: skipped, {otel.MISSING}", 0.0, "", "skipped"))
+        rows.append(Row(f"peer: OpenTelemetry SDK {otel.MISSING}", 0.0, "", "skipped"))
     return rows
 
 
@@ -153,10 +155,11 @@ def end_to_end(backend: str) -> Callable[[Context], list[Row]]:
 
     def scenario(context: Context) -> list[Row]:
         database = fresh_postgres(context) if backend == "PostgreSQL" else sqlite_database()
+        events = context.size(10_000, 100_000)
         with database as url:
             result = bench_pipeline.run_backend(
                 url,
-                events=context.size(10_000, 100_000),
+                events=events,
                 runs=context.runs,
                 latency_samples=context.size(8, 50),
                 naive_events=context.size(100, 2_000),
@@ -171,7 +174,7 @@ def end_to_end(backend: str) -> Callable[[Context], list[Row]]:
         bound = 2e6 / total_us
         return [
             rate_row(
-                "recorder -> `serve` -> committed",
+                f"recorder -> `serve` -> committed, {events:,} events",
                 result.rates,
                 f"{times(ours, naive)} naive, {times(ours, unary)} unary",
                 target,
@@ -245,7 +248,7 @@ def storm(context: Context) -> list[Row]:
                 engine.dispose()
     per_event = statistics.median(single)
     rows = [
-        rate_row("peer: `Deduplicator.observe` per event", single, "1x"),
+        rate_row(f"peer: `Deduplicator.observe` per event, {count:,} events", single, "1x"),
         rate_row(
             "deduplicator alone (`observe_many`, batches of 1,000)",
             many,
@@ -262,7 +265,7 @@ def storm(context: Context) -> list[Row]:
     for row in rows:
         row.detail["events"] = count
     if not writers["PostgreSQL"]:
-        rows.append(Row(f"PostgreSQL: skipped, {context.postgres_missing}", 0.0, "", "skipped"))
+        rows.append(Row(f"PostgreSQL writer: {context.postgres_missing}", 0.0, "", "skipped"))
     return rows
 
 

@@ -21,6 +21,7 @@ from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ class Target:
                 return f"met ({value / self.limit:.2f}x the target)"
             if value <= 0:
                 return "missed (nothing measured)"
-            return f"missed by {self.limit / value:.2f}x ({value / self.limit:.0%} of the target)"
+            return f"missed by {self.limit / value:.2f}x ({value / self.limit:.1%} of the target)"
         if value <= self.limit:
             return "met" if value <= 0 else f"met ({self.limit / value:.1f}x under)"
         return f"missed by {value / self.limit:.2f}x ({value - self.limit:,.3g} {self.unit} over)"
@@ -164,9 +165,8 @@ def table(outcomes: Sequence[Outcome]) -> Table:
     for outcome in outcomes:
         for row in outcome.rows:
             target = row.target.text if row.target else ""
-            result.add_row(
-                outcome.scenario.name, row.measure, row.shown, row.ratio, target, row.verdict
-            )
+            cells = (outcome.scenario.name, row.measure, row.shown, row.ratio, target, row.verdict)
+            result.add_row(*(Text(cell) for cell in cells))  # as is: "[bench]" is no markup
     return result
 
 
@@ -254,5 +254,5 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-def command_line() -> str:
-    return " ".join(["python -m bench", *sys.argv[1:]])
+def command_line(argv: Sequence[str] | None = None) -> str:
+    return " ".join(["python -m bench", *(sys.argv[1:] if argv is None else argv)])

@@ -49,8 +49,9 @@ def test_an_unknown_scenario_is_refused_with_the_known_names() -> None:
 
 def test_targets_say_met_or_missed_and_by_how_much() -> None:
     into_postgres = Target(100_000, at_least=True, unit="events/s", text=">= 100,000 events/s")
-    assert into_postgres.verdict(38_200) == "missed by 2.62x (38% of the target)"
+    assert into_postgres.verdict(38_200) == "missed by 2.62x (38.2% of the target)"
     assert into_postgres.verdict(125_000) == "met (1.25x the target)"
+    assert into_postgres.verdict(99_600) == "missed by 1.00x (99.6% of the target)"
     record_cost = Target(5.0, at_least=False, unit="µs", text="<= 5 µs")
     assert record_cost.verdict(1.07) == "met (4.7x under)"
     assert record_cost.verdict(6.0) == "missed by 1.20x (1 µs over)"

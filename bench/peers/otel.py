@@ -14,7 +14,7 @@ from typing import Any
 
 from bench.peers.sink import Counter, add
 
-MISSING = "OpenTelemetry SDK not installed: pip install -e '.[bench]'"
+MISSING = "not installed (pip install -e '.[bench]')"
 
 
 def available() -> bool:
