@@ -357,7 +357,7 @@ SCENARIOS = [
         end_to_end("PostgreSQL"),
         (15, 50),
     ),
-    Scenario("storm", "dedup storm: identical events -> one row counting them", storm, (15, 90)),
+    Scenario("storm", "dedup storm: identical events -> one row counting them", storm, (15, 150)),
     Scenario("soak", "serve RSS over a long run", soak, (32, 620)),
     Scenario("recorders", "throughput by number of recorder processes", recorders, (10, 120)),
     Scenario("batch_size", "throughput by recorder batch size", batch_size, (10, 90)),
