@@ -18,6 +18,8 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -33,9 +35,23 @@ ELECTED = ClusterEventType.CLUSTER_EVENT_TYPE_LEADER_ELECTED
 MIB = 1 << 20
 
 
-def soak(url: str, args: argparse.Namespace, folder: Path) -> dict[str, object]:
-    os.environ["PROTOEVENTS_IDEMPOTENCY_CACHE_SIZE"] = str(args.id_cache)
-    with proxy(url, folder / "data") as address:
+@dataclass(frozen=True)
+class SoakConfig:
+    """How long and how fast to record, and the proxy's recent-id cache size."""
+
+    minutes: float = 10.0
+    rate: int = 10_000
+    id_cache: int = 1_000_000
+    sample_s: float = 10.0
+    min_warmup_s: float = 60.0
+
+
+def soak(
+    url: str, args: SoakConfig, folder: Path, status: Callable[[str], None] = lambda _: None
+) -> dict[str, object]:
+    """Record at `args.rate` for `args.minutes` into a fresh `serve` on `url`, sampling its
+    RSS; returns the growth figures (MiB) and the samples."""
+    with proxy(url, folder / "data", ["--idempotency-cache-size", str(args.id_cache)]) as address:
         serve = next(
             child for child in psutil.Process().children() if "serve" in " ".join(child.cmdline())
         )
@@ -63,6 +79,7 @@ def soak(url: str, args: argparse.Namespace, folder: Path) -> dict[str, object]:
             if now >= next_sample:
                 samples.append((now - start, serve.memory_info().rss / MIB))
                 next_sample += args.sample_s
+                status(f"{now - start:.0f} of {args.minutes * 60:.0f} s, {samples[-1][1]:.0f} MiB")
             time.sleep(0.005)
         last_id = recorder.record(ELECTED, "the last event")  # distinct, so stored last
         distinct += 1
@@ -73,12 +90,12 @@ def soak(url: str, args: argparse.Namespace, folder: Path) -> dict[str, object]:
         wait_stored(engine, distinct + repeats, last_id, timeout=600)
         engine.dispose()
     ids_per_s = args.rate * 3 / 4
-    warmup_s = max(60.0, args.id_cache / ids_per_s + 15)
+    warmup_s = max(args.min_warmup_s, args.id_cache / ids_per_s + 15)
 
     def rss_at(second: float) -> float:
         return next((rss for at, rss in samples if at >= second), samples[-1][1])
 
-    minute, warm = rss_at(60), rss_at(warmup_s)
+    minute, warm = rss_at(min(60.0, warmup_s)), rss_at(warmup_s)
     peak_after_warmup = max((rss for at, rss in samples if at >= warmup_s), default=warm)
     last = samples[-1][1]
     return {
@@ -109,16 +126,17 @@ def main() -> None:
     )
     parser.add_argument("--json", type=Path, help="write the result and samples here")
     args = parser.parse_args()
+    config = SoakConfig(args.minutes, args.rate, args.id_cache, args.sample_s)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         if args.db == "sqlite":
             url = f"sqlite:///{folder}/events.db"
             migrate.upgrade(url)
-            result = soak(url, args, folder)
+            result = soak(url, config, folder)
         else:
             with postgres_database(args.postgres) as url:
                 migrate.upgrade(url)
-                result = soak(url, args, folder)
+                result = soak(url, config, folder)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
     samples = result.pop("samples")
