@@ -41,6 +41,7 @@ class AioBridge:
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
+        self.cleanups: list[Callable[[], Coroutine[Any, Any, object]]] = []
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._thread.start()
 
@@ -52,6 +53,9 @@ class AioBridge:
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop)
 
     def close(self) -> None:
+        """Run the cleanups (last added first) on the loop, then stop it."""
+        for cleanup in reversed(self.cleanups):
+            self.run(cleanup())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
         self.loop.close()

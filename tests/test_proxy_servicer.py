@@ -36,6 +36,7 @@ def bridge() -> Iterator[AioBridge]:
 def open_ingest(bridge: AioBridge, folder: Path, **wal_options: int) -> Ingest:
     async def open_() -> Ingest:
         wal = await WriteAheadLog.open(folder, **wal_options)
+        bridge.cleanups.append(wal.close)
         validator = Validator(Registry.builtin(), Limits(max_batch_events=100))
         return Ingest(wal, validator, Deduplicator())
 
