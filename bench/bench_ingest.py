@@ -2,6 +2,8 @@
 
 The proxy runs in a child process with a counting no-op writer; the client streams batches of
 pre-built events (unique ids) and times from the first request to the last acknowledgement.
+`storm_through_proxy` streams the same requests to `protoevents serve` with dedup on: a storm of
+identical events that must end as one stored row counting them all.
 
     python -m bench.bench_ingest [--events 200000] [--batch 1000] [--runs 5]
 """
@@ -20,11 +22,13 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 import grpc
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from protoevents.v1 import event_pb2, proxy_service_pb2, proxy_service_pb2_grpc
 from server.changes import Change, Writer
 from server.config import Settings
+from server.db.engine import create_engine
 
 
 class CountingWriter:
@@ -62,6 +66,7 @@ def _proxy_main(settings: Settings, conn: Connection) -> None:
 
 
 def build_requests(events: int, batch: int) -> list[proxy_service_pb2.RecordRequest]:
+    """`events` events that differ only in their ids, in requests of `batch` events."""
     now = time.time()
     template = event_pb2.Event(
         type="protoevents.nic.v1.NicEventType.NIC_EVENT_TYPE_DISCONNECTED",
@@ -102,6 +107,40 @@ async def stream(address: str, requests: list[proxy_service_pb2.RecordRequest]) 
     if acked != expected:
         raise SystemExit(f"acknowledged {acked} of {expected} events")
     return elapsed
+
+
+def stored_count(engine: sa.Engine) -> int | None:
+    """The count of the one row a storm makes (None before it is stored)."""
+    with engine.connect() as connection:
+        counts = connection.execute(sa.text("SELECT count FROM events")).scalars().all()
+    if len(counts) > 1:
+        raise AssertionError(f"the storm made {len(counts)} rows, not one")
+    return int(counts[0]) if counts else None
+
+
+def storm_through_proxy(url: str, events: int, batch: int = 1000, timeout: float = 600) -> float:
+    """Events/s of a dedup storm end to end: `events` identical events (unique ids, the same
+    content), pre-built in batches of `batch`, streamed to `protoevents serve` on a migrated
+    database `url`, timed from the first request until the stored row's count is `events`."""
+    from bench.bench_pipeline import proxy
+
+    requests = build_requests(events, batch)
+    engine = create_engine(url)
+    try:
+        with (
+            tempfile.TemporaryDirectory() as data,
+            proxy(url, Path(data), ["--dedup-window-s", "86400"]) as address,
+        ):
+            started = time.perf_counter()
+            asyncio.run(stream(address, requests))
+            deadline = time.monotonic() + timeout
+            while stored_count(engine) != events:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"stored count {stored_count(engine)} of {events}")
+                time.sleep(0.01)
+            return events / (time.perf_counter() - started)
+    finally:
+        engine.dispose()
 
 
 def one_run(fsync: str, events: int, batch: int, folder: Path) -> tuple[float, int]:

@@ -34,6 +34,7 @@ from server.db.engine import create_engine
 from server.db.models import EventRow, events
 from server.db.rows import event_to_copy_line, event_to_row, event_to_sqlite_values
 from server.dedup import Deduplicator
+from server.dispatcher import coalesce
 from server.writers.sql import SqlWriter
 
 LEADER_ELECTED = "protoevents.cluster.v1.ClusterEventType.CLUSTER_EVENT_TYPE_LEADER_ELECTED"
@@ -114,15 +115,25 @@ def storm_events(count: int, start_ns: int) -> list[event_pb2.Event]:
 
 
 def bench_storm(engine: Engine, count: int, batch: int, start_ns: int) -> float:
-    """Events/s of `count` identical events through the deduplicator and the writer."""
+    """Events/s of `count` identical events, arriving in batches of `batch`, through the
+    deduplicator and the SQL writer, the changes batched as the dispatcher does (a write
+    at 1,000 changes or 200 ms after the first pending one, repeated updates coalesced)."""
     pool = storm_events(batch, start_ns)
     empty(engine)
     writer = SqlWriter(engine, name="storm")
     dedup = Deduplicator()
 
     async def run() -> None:
+        pending: list[Change] = []
+        first_pending = 0.0
         for at in range(0, count, batch):
-            await writer.write(dedup.observe_many(pool[: count - at], start_ns + at))
+            if not pending:
+                first_pending = time.monotonic()
+            pending += dedup.observe_many(pool[: count - at], start_ns + at)
+            if len(pending) >= 1000 or time.monotonic() - first_pending >= 0.2:
+                await writer.write(coalesce(pending))
+                pending = []
+        await writer.write(coalesce(pending))
         await writer.close()
 
     rate = per_second(count, lambda: asyncio.run(run()))

@@ -5,15 +5,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from sqlalchemy.engine import Engine
 
-from protoevents.v1 import proxy_service_pb2
+from protoevents.v1 import proxy_service_pb2, query_service_pb2, query_service_pb2_grpc
 from recorder.registry import Registry
 from server.changes import Writer
 from server.config import Settings
@@ -22,11 +22,20 @@ from server.dedup import Deduplicator
 from server.dispatcher import Dispatcher
 from server.ingest import Deduplicator as IngestDeduplicator
 from server.ingest import Ingest
-from server.jsonl_writer import JsonLinesWriter
 from server.metrics import Metrics
 from server.proxy_service import EventProxyServicer, add_proxy_service
+from server.query.page_token import PageTokens
+from server.query.service import ChangeSource, EventQueryServicer, LocalChanges
+from server.query.store import EventStore
+from server.reflection import documented_files
+from server.reflection import enable as enable_reflection
 from server.validation import Limits, Validator
 from server.wal import WriteAheadLog
+from server.watch.hub import ChangeHub, HubWriter
+from server.watch.redis_bus import RedisRelay, RedisWatchWriter
+from server.writers.build import build_writers
+from server.writers.filters import FilteredWriter
+from server.writers.settings import effective_writers
 from server.writers.sql import SqlWriter
 
 log = logging.getLogger(__name__)
@@ -35,14 +44,35 @@ WriterFactory = Callable[[Settings, Engine], Sequence[Writer]]
 DedupFactory = Callable[[Settings], IngestDeduplicator]
 
 PROXY_SERVICE = proxy_service_pb2.DESCRIPTOR.services_by_name["EventProxyService"].full_name
+QUERY_SERVICE = query_service_pb2.DESCRIPTOR.services_by_name["EventQueryService"].full_name
+# Threads running the query service's unary RPCs (their database calls).
+QUERY_THREADS = 8
 
 
 def default_writers(settings: Settings, engine: Engine) -> list[Writer]:
-    """The writers the settings ask for: SQL always, JSON lines when given a path."""
-    writers: list[Writer] = [SqlWriter(engine)]
-    if settings.jsonl_path is not None:
-        writers.append(JsonLinesWriter(settings.jsonl_path))
-    return writers
+    """The writers the settings ask for: the `[[writers]]` of the config file (SQL alone when
+    there are none), plus JSON lines when given `jsonl_path`."""
+    return build_writers(effective_writers(settings.writers, settings.jsonl_path), engine)
+
+
+def watch_publishers(settings: Settings, hub: ChangeHub) -> list[Writer]:
+    """The writers that hand stored changes to watchers: to this proxy's hub, or to Redis
+    (whose relay feeds the hub of every proxy subscribed) when `redis_url` is set."""
+    if settings.redis_url is not None:
+        return [RedisWatchWriter(settings.redis_url, settings.redis_channel)]
+    return [HubWriter(hub)]
+
+
+def storing_writer(writers: Sequence[Writer]) -> str | None:
+    """The name of the first SQL writer that stores every event: watchers are handed a
+    change only after it has stored it, so whatever a watcher sees, GetEvent finds."""
+    for writer in writers:
+        if isinstance(writer, SqlWriter):
+            return writer.name
+    for writer in writers:
+        if isinstance(writer, FilteredWriter) and isinstance(writer.writer, SqlWriter):
+            return writer.name
+    return None
 
 
 def default_dedup(settings: Settings) -> IngestDeduplicator:
@@ -63,6 +93,9 @@ class Proxy:
     health: health.aio.HealthServicer
     metrics: Metrics
     engine: Engine
+    hub: ChangeHub
+    query_threads: ThreadPoolExecutor
+    relay: RedisRelay | None = None
     stopped: bool = False
 
     @property
@@ -78,6 +111,9 @@ class Proxy:
         grace = self.settings.shutdown_grace_s if grace is None else grace
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
+        if self.relay is not None:
+            await self.relay.stop()
+        self.query_threads.shutdown(wait=False, cancel_futures=True)
         await self.wal.barrier()
         caught_up = await self.dispatcher.stop(timeout=grace)
         await self.wal.close()
@@ -118,20 +154,35 @@ async def start_proxy(
             metrics=metrics,
         )
         restored = await ingest.restore()
+        hub = ChangeHub(settings.watch_queue_size)
+        chosen = list(writers(settings, engine))
+        publishers = watch_publishers(settings, hub)
+        stored_by = storing_writer(chosen)
         dispatcher = Dispatcher(
             wal,
-            writers(settings, engine),
+            [*chosen, *publishers],
             batch_events=settings.writer_batch_events,
             batch_interval_s=settings.writer_batch_interval_s,
             metrics=metrics,
+            follows={w.name: stored_by for w in publishers} if stored_by else None,
+            live_only=[w.name for w in publishers],
         )
     except BaseException:
         await wal.close()
         engine.dispose()
         raise
     dispatcher.start()
+    relay = None
+    changes: ChangeSource = LocalChanges(hub)
+    if settings.redis_url is not None:
+        relay = RedisRelay(settings.redis_url, hub, settings.redis_channel)
+        relay.start()
+        changes = relay
     limit = settings.max_message_bytes
+    query_threads = ThreadPoolExecutor(QUERY_THREADS, thread_name_prefix="query")
     server = grpc.aio.server(
+        # Runs the query service's plain-function RPCs, off the event loop.
+        migration_thread_pool=query_threads,
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
@@ -139,22 +190,42 @@ async def start_proxy(
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
     )
     add_proxy_service(EventProxyServicer(ingest, settings.max_inflight_batches), server)
+    query_service_pb2_grpc.add_EventQueryServiceServicer_to_server(
+        EventQueryServicer(
+            EventStore(engine), registry, PageTokens(settings.page_token_secret), changes
+        ),
+        server,
+    )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        [PROXY_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+    services = [PROXY_SERVICE, QUERY_SERVICE, health.SERVICE_NAME]
+    enable_reflection(server, services, await asyncio.to_thread(documented_files))
+    proxy = Proxy(
+        settings,
+        server,
+        0,
+        wal,
+        ingest,
+        dispatcher,
+        health_servicer,
+        metrics,
+        engine,
+        hub,
+        query_threads,
+        relay,
     )
-    proxy = Proxy(settings, server, 0, wal, ingest, dispatcher, health_servicer, metrics, engine)
     try:
         proxy.port = server.add_insecure_port(settings.listen)
         await server.start()
     except BaseException:
         proxy.stopped = True
+        if relay is not None:
+            await relay.stop()
         await dispatcher.stop(timeout=0)
         await wal.close()
         engine.dispose()
         raise
-    for name in ("", PROXY_SERVICE):
+    for name in ("", *services):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info(
         "serving on %s (log %s, %d bytes retained, %d recent ids restored, writers: %s)",

@@ -53,7 +53,8 @@ def builtin_proto_root() -> Path:
     return package.parent
 
 
-def _wellknown_root() -> Path:
+def wellknown_root() -> Path:
+    """The folder of the well-known .proto files (google/protobuf/*.proto)."""
     return Path(str(resources.files("grpc_tools"))) / "_proto"
 
 
@@ -78,7 +79,7 @@ def generate(protos: Path, out: Path, includes: Iterable[Path] = ()) -> None:
     files = _proto_files(protos)
     include_args = [f"-I{protos}"]
     include_args += [f"-I{inc}" for inc in includes if inc.resolve() != protos.resolve()]
-    include_args.append(f"-I{_wellknown_root()}")
+    include_args.append(f"-I{wellknown_root()}")
     args = [
         "grpc_tools.protoc",
         *include_args,

@@ -11,8 +11,11 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from server.writers.settings import WriterConfig, effective_writers, parse_writers
+
 ENV_PREFIX = "PROTOEVENTS_"
 FSYNC_POLICIES = ("batch", "interval", "off")
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -82,6 +85,30 @@ class Settings:
     jsonl_path: Path | None = field(
         default=None, metadata=_help("also write every change as a JSON line to this file")
     )
+    writers: tuple[WriterConfig, ...] = field(
+        default=(),
+        metadata={
+            "help": "[[writers]] tables of the config file (default: the SQL writer alone)",
+            "file_only": True,
+        },
+    )
+    redis_url: str | None = field(
+        default=None,
+        metadata=_help("redis:// URL: WatchEvents fans out through it across proxies"),
+    )
+    redis_channel: str = field(
+        default="protoevents:changes", metadata=_help("Redis channel of WatchEvents changes")
+    )
+    watch_queue_size: int = field(
+        default=10_000, metadata=_help("changes a watcher may fall behind before it is dropped")
+    )
+    page_token_secret: str | None = field(
+        default=None,
+        metadata=_help(
+            "key signing ListEvents page tokens; the same on proxies behind one "
+            "address (default: random at each start)"
+        ),
+    )
 
     @property
     def fsync_interval_s(self) -> float:
@@ -125,6 +152,7 @@ class Settings:
             "max_field_bytes",
             "max_future_s",
             "idempotency_cache_size",
+            "watch_queue_size",
         )
         for name in positive:
             if getattr(self, name) <= 0:
@@ -140,8 +168,18 @@ class Settings:
                 "must be at least two segments "
                 f"(2 x wal_segment_bytes = {2 * self.wal_segment_bytes})",
             )
+        if self.redis_url is not None and not self.redis_url.startswith(REDIS_SCHEMES):
+            _bad(
+                "redis_url", self.redis_url, f"expected a URL starting {' or '.join(REDIS_SCHEMES)}"
+            )
+        if not self.redis_channel:
+            _bad("redis_channel", self.redis_channel, "expected a channel name")
         if self.max_message_bytes < 1 * KiB:
             _bad("max_message_bytes", self.max_message_bytes, "must be at least 1024")
+        try:
+            effective_writers(parse_writers(self.writers), self.jsonl_path)
+        except ValueError as exc:
+            raise SettingsError(f"setting writers: {exc}", "writers") from None
 
     @property
     def host(self) -> str:
@@ -157,11 +195,17 @@ def _bad(key: str, value: object, why: str) -> None:
 
 
 _FIELDS = {f.name: f for f in fields(Settings)}
+_COMMAND_LINE_FIELDS = [f.name for f in fields(Settings) if not f.metadata.get("file_only")]
 
 
 def _convert(key: str, raw: object, source: str) -> object:
     """The value of `raw` for field `key`, converted to the field's type."""
     kind = str(_FIELDS[key].type)
+    if key == "writers":
+        try:
+            return parse_writers(raw)
+        except ValueError as exc:
+            raise SettingsError(f"setting {exc} (from {source})", key) from None
     try:
         if raw is None or (kind.endswith("| None") and raw == ""):
             if kind.endswith("| None"):
@@ -210,7 +254,7 @@ def from_sources(
             values[key] = _convert(key, raw, str(config_file))
             origin[key] = str(config_file)
     env = os.environ if environ is None else environ
-    for key in _FIELDS:
+    for key in _COMMAND_LINE_FIELDS:
         name = ENV_PREFIX + key.upper()
         if name in env:
             values[key] = _convert(key, env[name], name)
@@ -232,6 +276,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """One flag per setting, plus --config FILE; unset flags leave lower sources in force."""
     parser.add_argument("--config", type=Path, metavar="FILE", help="TOML file of settings")
     for f in fields(Settings):
+        if f.metadata.get("file_only"):
+            continue
         flag = "--" + f.name.replace("_", "-")
         default = f.default
         parser.add_argument(
@@ -246,5 +292,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def from_arguments(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> Settings:
     """Settings from parsed `add_arguments` flags, the file they name and the environment."""
-    overrides = {f.name: getattr(args, f.name, None) for f in fields(Settings)}
+    overrides = {name: getattr(args, name, None) for name in _COMMAND_LINE_FIELDS}
     return from_sources(args.config, environ, overrides)

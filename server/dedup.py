@@ -36,16 +36,16 @@ def dedup_key(event: event_pb2.Event) -> DedupKey:
 
 @dataclass(slots=True)
 class _Entry:
-    first: event_pb2.Event  # the stored event as CREATED; never mutated
-    event_id: str  # first.id
+    first: bytes  # the stored event as CREATED, serialized: compact, and it does not keep
+    # the arena of the request it came in alive
+    event_id: str
     window_end_ns: int  # received time of the first occurrence + window
     count: int
     last_ns: int  # latest event time seen, in nanoseconds
 
     def update(self) -> event_pb2.Event:
         """The first event as it now stands: its count and latest last time."""
-        update = event_pb2.Event()
-        update.CopyFrom(self.first)
+        update = event_pb2.Event.FromString(self.first)
         update.count = self.count
         last = update.last_time
         last.seconds, last.nanos = divmod(self.last_ns, 1_000_000_000)
@@ -63,7 +63,9 @@ class Deduplicator:
     repeats still makes a new event every window). Time comes only from the `received_at`
     arguments, so replaying the same input gives the same changes. Keys live in an LRU of
     `max_entries`; `evictions` counts keys pushed out while their window was still open
-    (each costs a merge: the next repeat becomes a new event). `window` 0 disables merging.
+    (each costs a merge: the next repeat becomes a new event). Keys whose window has closed
+    are dropped as they reach the old end of the LRU, so memory follows the traffic of one
+    window rather than `max_entries`. `window` 0 disables merging.
     """
 
     def __init__(
@@ -92,6 +94,7 @@ class Deduplicator:
         """
         if self._window_ns == 0:
             return Change(CREATED, _created(event, received_at))
+        self._expire(received_at)
         key = dedup_key(event)
         entries = self._entries
         entry = entries.get(key)
@@ -151,6 +154,8 @@ class Deduplicator:
             latest = None
             changes.append(Change(CREATED, self._create(key, event, received_at, completed)))
         self.merged += merged
+        if changes or merged:
+            self._expire(received_at)  # as `observe` would have, had there been a call
         changes.extend(Change(UPDATED, entry.update()) for entry in updated.values())
         return changes
 
@@ -160,12 +165,25 @@ class Deduplicator:
         created = event if completed else _created(event, received_at)
         entries = self._entries
         entries[key] = _Entry(
-            created, created.id, received_at + self._window_ns, 1, _ns(created.time)
+            created.SerializeToString(),
+            created.id,
+            received_at + self._window_ns,
+            1,
+            _ns(created.time),
         )
         entries.move_to_end(key)
         if len(entries) > self.max_entries:
             self._evict(received_at)
         return created
+
+    def _expire(self, now_ns: int) -> None:
+        """Drop least recently used keys whose window has closed by `now_ns`."""
+        entries = self._entries
+        while entries:
+            oldest = next(iter(entries.values()))
+            if oldest.window_end_ns > now_ns:
+                return
+            entries.popitem(last=False)
 
     def _evict(self, now_ns: int) -> None:
         entries = self._entries

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from server import changelog
@@ -61,6 +61,8 @@ class _WriterFeed:
         self.written = 0
         self.failures = 0
         self.task: asyncio.Task[None] | None = None
+        self.leader: _WriterFeed | None = None  # the feed whose commits this one waits for
+        self.committed = asyncio.Event()  # set (and replaced) at each bookmark commit
 
     async def run(self) -> None:
         d = self.dispatcher
@@ -103,6 +105,7 @@ class _WriterFeed:
                 await self._commit(self.pending_end)
             return
         d = self.dispatcher
+        await self._leader_caught_up()
         batch = coalesce(self.pending)
         attempt = 0
         while True:
@@ -132,10 +135,26 @@ class _WriterFeed:
         self.pending = []
         await self._commit(self.pending_end)
 
+    async def _leader_caught_up(self) -> None:
+        """Wait until the followed writer has committed every pending change (at stop, until
+        the dispatcher gives up)."""
+        leader = self.leader
+        give_up = self.dispatcher.give_up
+        while leader is not None and leader.bookmark < self.pending_end:
+            if give_up.is_set():
+                raise _GaveUpError
+            committed = asyncio.ensure_future(leader.committed.wait())
+            gave_up = asyncio.ensure_future(give_up.wait())
+            await asyncio.wait((committed, gave_up), return_when=asyncio.FIRST_COMPLETED)
+            committed.cancel()
+            gave_up.cancel()
+
     async def _commit(self, position: int) -> None:
         wal = self.dispatcher.wal
         await wal.commit_bookmark(self.name, position)
         self.bookmark = position
+        committed, self.committed = self.committed, asyncio.Event()
+        committed.set()
         self.dispatcher.metrics.writer_lag.labels(self.name).set(max(0, wal.end - position))
 
 
@@ -148,6 +167,11 @@ class Dispatcher:
     (`batch_interval_s` after its first pending change, also when traffic stops), advances its
     bookmark only after the writer succeeded, and retries failures with jittered backoff. A
     slow or failing writer only falls behind in the log; ingest and other writers go on.
+
+    `follows` maps a writer's name to the name of another writer: the follower is handed a
+    change only once the other has committed it (say, publishing to watchers only what the
+    SQL writer has stored, so that what a watcher sees can be queried). Writers named in
+    `live_only` start at the end of the log rather than at their bookmark.
     """
 
     def __init__(
@@ -160,10 +184,15 @@ class Dispatcher:
         backoff: Backoff | None = None,
         metrics: Metrics | None = None,
         read_bytes: int = 1 << 20,
+        follows: Mapping[str, str] | None = None,
+        live_only: Collection[str] = (),
     ) -> None:
         names = [w.name for w in writers]
         if len(set(names)) != len(names):
             raise ValueError(f"writer names must differ: {names}")
+        for follower, leader in (follows or {}).items():
+            if follower not in names or leader not in names or follower == leader:
+                raise ValueError(f"writer {follower!r} cannot follow {leader!r}: {names}")
         self.wal = wal
         self.batch_events = batch_events
         self.batch_interval_s = batch_interval_s
@@ -173,6 +202,11 @@ class Dispatcher:
         self.stopping = asyncio.Event()
         self.give_up = asyncio.Event()
         self.feeds = [_WriterFeed(self, w) for w in writers]
+        for follower, leader in (follows or {}).items():
+            self.feed(follower).leader = self.feed(leader)
+        for name in live_only:  # they pass changes on as they come: no history at start
+            feed = self.feed(name)
+            feed.read_position = feed.pending_end = max(feed.bookmark, wal.end)
 
     def start(self) -> None:
         for feed in self.feeds:

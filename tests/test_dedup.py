@@ -124,6 +124,17 @@ def test_expired_entries_pushed_out_are_not_counted_as_evictions() -> None:
     assert dedup.evictions == 1
 
 
+def test_keys_are_forgotten_once_their_window_closes() -> None:
+    # Memory follows one window of traffic, not `max_entries`.
+    dedup = Deduplicator(window=10, max_entries=1000)
+    for n in range(100):
+        dedup.observe(raw(1, message=f"early {n}"), T0)
+    assert len(dedup) == 100
+    dedup.observe_many([raw(1, message="late")], T0 + 10 * SECOND)
+    assert len(dedup) == 1
+    assert dedup.evictions == 0
+
+
 def test_window_zero_disables_dedup() -> None:
     dedup = Deduplicator(window=0)
     changes = [dedup.observe(raw(1), T0) for _ in range(3)]

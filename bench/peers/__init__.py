@@ -1,0 +1,1 @@
+"""The designs protoevents is compared against, each driven in the same run as protoevents."""

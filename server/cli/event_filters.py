@@ -1,0 +1,135 @@
+"""Filter flags shared by `query` and `tail`, event formatting, and errors of proxy calls."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from datetime import UTC, datetime, timedelta
+
+import grpc
+from google.protobuf import json_format
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from protoevents.v1 import event_pb2, query_service_pb2
+from recorder.registry import parse_severity, severity_name
+
+DEFAULT_PROXY = "127.0.0.1:50051"
+_AGO = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def add_filter_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--type",
+        dest="types",
+        action="append",
+        default=[],
+        metavar="TYPE",
+        help="event type, qualified or value name; repeatable (any of them)",
+    )
+    parser.add_argument("--min-severity", metavar="SEVERITY", help="e.g. warning")
+    parser.add_argument(
+        "--category", dest="categories", action="append", default=[], help="repeatable"
+    )
+    parser.add_argument("--node", default="", help="source node")
+    parser.add_argument("--component", default="", help="source component")
+    parser.add_argument(
+        "--object", metavar="KIND[/[NAMESPACE/]NAME]", help="object kind, and name, and namespace"
+    )
+    parser.add_argument(
+        "--since",
+        metavar="TIME",
+        help="events at or after: ISO 8601 (UTC unless given) or 15m, 2h, 1d ago",
+    )
+    parser.add_argument("--until", metavar="TIME", help="events before: as --since")
+    parser.add_argument("--contains", default="", metavar="TEXT", help="message substring")
+    parser.add_argument("--json", action="store_true", help="print JSON lines")
+    parser.add_argument("--proxy", default=DEFAULT_PROXY, metavar="HOST:PORT")
+
+
+def build_filter(args: argparse.Namespace) -> query_service_pb2.EventFilter:
+    """The EventFilter of the flags; ValueError naming the flag when one is malformed."""
+    message = query_service_pb2.EventFilter(
+        types=args.types,
+        categories=args.categories,
+        node=args.node,
+        component=args.component,
+        message_contains=args.contains,
+    )
+    if args.min_severity:
+        try:
+            message.min_severity = parse_severity(args.min_severity)  # type: ignore[assignment]
+        except ValueError as exc:
+            raise ValueError(f"--min-severity: {exc}") from None
+    if args.object:
+        parts = args.object.split("/")
+        if len(parts) > 3 or not all(parts):
+            raise ValueError(f"--object {args.object!r}: expected KIND, KIND/NAME or KIND/NS/NAME")
+        message.object_kind = parts[0]
+        if len(parts) == 2:
+            message.object_name = parts[1]
+        elif len(parts) == 3:
+            message.object_namespace, message.object_name = parts[1], parts[2]
+    if args.since:
+        message.start_time.CopyFrom(parse_time(args.since, "--since"))
+    if args.until:
+        message.end_time.CopyFrom(parse_time(args.until, "--until"))
+    return message
+
+
+def parse_time(text: str, flag: str, now: datetime | None = None) -> Timestamp:
+    """A Timestamp from ISO 8601 (naive is UTC) or a duration ago such as 15m."""
+    ago = _AGO.match(text.strip())
+    if ago:
+        delta = timedelta(**{_UNITS[ago.group(2)]: float(ago.group(1))})
+        when = (now or datetime.now(UTC)) - delta
+    else:
+        try:
+            when = datetime.fromisoformat(text.strip())
+        except ValueError:
+            raise ValueError(
+                f"{flag} {text!r}: expected ISO 8601 (2024-05-01T12:00:00Z) or a duration "
+                "such as 30s, 15m, 2h, 1d"
+            ) from None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+    stamp = Timestamp()
+    stamp.FromDatetime(when.astimezone(UTC))
+    return stamp
+
+
+def event_json(event: event_pb2.Event) -> dict[str, object]:
+    return json_format.MessageToDict(event)
+
+
+def event_cells(event: event_pb2.Event) -> list[str]:
+    """TIME, SEVERITY, TYPE, COUNT, SOURCE, OBJECT, MESSAGE of an event."""
+    obj = event.object
+    target = "/".join(p for p in (obj.kind, obj.namespace, obj.name) if p)
+    return [
+        event.time.ToDatetime(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        severity_name(event.severity),
+        event.type.rsplit(".", 1)[-1],
+        str(event.count),
+        f"{event.source.node}/{event.source.component}",
+        target or "-",
+        event.message.replace("\n", " "),
+    ]
+
+
+EVENT_HEADER = ["TIME", "SEVERITY", "TYPE", "COUNT", "SOURCE", "OBJECT", "MESSAGE"]
+
+
+def report_rpc_error(command: str, proxy: str, error: grpc.RpcError) -> int:
+    """Print one line for a failed call to the proxy; returns the exit code (2 when the
+    proxy cannot be reached or the request was refused as invalid, else 1)."""
+    code = error.code() if isinstance(error, grpc.Call) else grpc.StatusCode.UNKNOWN
+    details = error.details() if isinstance(error, grpc.Call) else str(error)
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        print(
+            f"protoevents {command}: cannot reach the proxy at {proxy}: {details}", file=sys.stderr
+        )
+        return 2
+    print(f"protoevents {command}: {code.name}: {details}", file=sys.stderr)
+    return 2 if code == grpc.StatusCode.INVALID_ARGUMENT else 1

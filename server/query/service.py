@@ -1,0 +1,188 @@
+"""EventQueryService: listing, getting and watching stored events, and the event types."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+import grpc
+
+from protoevents.v1 import query_service_pb2, query_service_pb2_grpc
+from recorder.registry import Registry
+from server.changes import CREATED, Change
+from server.db.models import FIELD_LIMITS
+from server.query.errors import InvalidArgumentError, NotFoundError, grpc_errors
+from server.query.filters import EventQuery, parse_filter
+from server.query.page_token import PageTokens
+from server.query.store import EventStore
+from server.watch.hub import ChangeHub, Subscription
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 1000
+MAX_REPLAY = 1000
+# Events whose last sent count a watch remembers, to skip a change it already sent (from the
+# replay, or published twice to Redis by two publishers).
+_SENT_MEMORY = 10_000
+
+ORDERS = {
+    query_service_pb2.SORT_ORDER_UNSPECIFIED: True,
+    query_service_pb2.SORT_ORDER_NEWEST_FIRST: True,
+    query_service_pb2.SORT_ORDER_OLDEST_FIRST: False,
+}
+
+
+class ChangeSource(Protocol):
+    """Where live changes come from: this proxy's hub, fed locally or through Redis."""
+
+    hub: ChangeHub
+
+    async def ensure_connected(self) -> None:
+        """Raise UnavailableError when changes cannot be received now."""
+        ...
+
+
+class LocalChanges:
+    """Changes of this proxy only (no Redis): always available."""
+
+    def __init__(self, hub: ChangeHub) -> None:
+        self.hub = hub
+
+    async def ensure_connected(self) -> None:
+        return None
+
+
+Context = grpc.ServicerContext
+
+
+class EventQueryServicer(query_service_pb2_grpc.EventQueryServiceServicer):
+    """The unary RPCs are plain functions that the grpc.aio server runs on its thread pool
+    (their database calls never block the event loop); WatchEvents is a coroutine."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        registry: Registry,
+        tokens: PageTokens,
+        changes: ChangeSource,
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.tokens = tokens
+        self.changes = changes
+
+    def _query(self, message: query_service_pb2.EventFilter) -> EventQuery:
+        return parse_filter(message, self.registry)
+
+    @grpc_errors
+    def ListEvents(
+        self, request: query_service_pb2.ListEventsRequest, context: Context
+    ) -> query_service_pb2.ListEventsResponse:
+        query = self._query(request.filter)
+        if request.page_size < 0:
+            raise InvalidArgumentError("page_size", f"{request.page_size} is negative")
+        size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        if request.order not in ORDERS:
+            raise InvalidArgumentError("order", f"unknown sort order value {request.order}")
+        newest_first = ORDERS[request.order]
+        order = int(not newest_first)
+        after = (
+            self.tokens.read(request.page_token, order, query.digest)
+            if request.page_token
+            else None
+        )
+        found, more = self.store.list_events(
+            query, newest_first=newest_first, limit=size, after=after
+        )
+        response = query_service_pb2.ListEventsResponse(events=found)
+        if more:
+            last = found[-1]
+            cursor = self.store.cursor_of(last)
+            response.next_page_token = self.tokens.issue(cursor, order, query.digest)
+        return response
+
+    @grpc_errors
+    def GetEvent(
+        self, request: query_service_pb2.GetEventRequest, context: Context
+    ) -> query_service_pb2.GetEventResponse:
+        if not request.id:
+            raise InvalidArgumentError("id", "empty event id")
+        if len(request.id) > FIELD_LIMITS["id"]:
+            raise InvalidArgumentError("id", f"longer than {FIELD_LIMITS['id']} characters")
+        event = self.store.get_event(request.id)
+        if event is None:
+            raise NotFoundError(f"no stored event has id {request.id!r}")
+        return query_service_pb2.GetEventResponse(event=event)
+
+    @grpc_errors
+    def ListEventTypes(
+        self, request: query_service_pb2.ListEventTypesRequest, context: Context
+    ) -> query_service_pb2.ListEventTypesResponse:
+        selected = self.registry.select(
+            category=request.category or None, service=request.service or None
+        )
+        return query_service_pb2.ListEventTypesResponse(
+            event_types=[
+                query_service_pb2.EventTypeInfo(
+                    name=t.name,
+                    number=t.number,
+                    severity=t.severity,  # type: ignore[arg-type]
+                    category=t.category,
+                    description=t.description,
+                    service=t.service,
+                    enum_name=t.enum_name,
+                )
+                for t in selected
+            ]
+        )
+
+    @grpc_errors
+    async def WatchEvents(
+        self,
+        request: query_service_pb2.WatchEventsRequest,
+        context: grpc.aio.ServicerContext[
+            query_service_pb2.WatchEventsRequest, query_service_pb2.WatchEventsResponse
+        ],
+    ) -> AsyncIterator[query_service_pb2.WatchEventsResponse]:
+        """Subscribe first, then read the replay from the database: a change stored in
+        between comes both ways and is sent once."""
+        query = self._query(request.filter)
+        if request.replay_count > MAX_REPLAY:
+            raise InvalidArgumentError(
+                "replay_count", f"{request.replay_count} is more than {MAX_REPLAY}"
+            )
+        await self.changes.ensure_connected()
+        subscription = self.changes.hub.subscribe(query.matches)
+        try:
+            sent: OrderedDict[str, int] = OrderedDict()
+            if request.replay_count:
+                replay = await asyncio.to_thread(self.store.recent, query, request.replay_count)
+                for event in replay:
+                    _remember(sent, event.id, event.count)
+                    yield query_service_pb2.WatchEventsResponse(
+                        kind=query_service_pb2.CHANGE_KIND_REPLAYED, event=event
+                    )
+            async for change in _changes(subscription):
+                count = change.event.count if change.kind != CREATED else 1
+                if sent.get(change.event.id, 0) >= count:
+                    continue
+                _remember(sent, change.event.id, count)
+                yield query_service_pb2.WatchEventsResponse(kind=change.kind, event=change.event)
+        finally:
+            subscription.close()
+
+
+async def _changes(subscription: Subscription) -> AsyncIterator[Change]:
+    while True:
+        yield await subscription.get()
+
+
+def _remember(sent: OrderedDict[str, int], event_id: str, count: int) -> None:
+    sent[event_id] = count
+    sent.move_to_end(event_id)
+    if len(sent) > _SENT_MEMORY:
+        sent.popitem(last=False)

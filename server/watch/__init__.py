@@ -1,0 +1,1 @@
+"""Live changes for WatchEvents: the in-process hub and its Redis fan-out."""

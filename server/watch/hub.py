@@ -1,0 +1,118 @@
+"""Fan-out of stored changes to watchers in this process, each with a bounded queue."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+
+from protoevents.v1 import event_pb2
+from server.changes import Change
+from server.query.errors import QueryError, WatcherTooSlowError
+
+log = logging.getLogger(__name__)
+
+Predicate = Callable[[event_pb2.Event], bool]
+
+
+class Subscription:
+    """The changes one watcher has yet to take. A watcher that still has `capacity` changes
+    waiting when the next batch comes is dropped: its next `get` raises WatcherTooSlowError.
+    (A batch is taken whole, so a watcher that keeps up is never dropped for a big batch.)"""
+
+    def __init__(self, hub: ChangeHub, matches: Predicate, capacity: int) -> None:
+        self._hub = hub
+        self._matches = matches
+        self.capacity = capacity
+        self._items: deque[Change] = deque()
+        self._ready = asyncio.Event()
+        self.failure: QueryError | None = None
+
+    def offer(self, changes: Iterable[Change]) -> None:
+        """Queue the matching changes; never waits."""
+        if self.failure is not None:
+            return
+        items = self._items
+        if len(items) >= self.capacity:
+            self.fail(
+                WatcherTooSlowError(
+                    f"the watcher fell {len(items)} changes behind (the limit is "
+                    f"{self.capacity}) and was dropped; read faster or watch with a narrower "
+                    "filter, then watch again (replay_count catches up)"
+                )
+            )
+            return
+        matches = self._matches
+        items.extend(change for change in changes if matches(change.event))
+        if items:
+            self._ready.set()
+
+    def fail(self, error: QueryError) -> None:
+        """End the subscription: the next `get` raises `error`."""
+        if self.failure is None:
+            self.failure = error
+            self._items.clear()
+            self._hub.unsubscribe(self)
+            self._ready.set()
+
+    async def get(self) -> Change:
+        """The next change, waiting for one."""
+        while True:
+            if self.failure is not None:
+                raise self.failure
+            if self._items:
+                return self._items.popleft()
+            self._ready.clear()
+            await self._ready.wait()
+
+    def close(self) -> None:
+        self._hub.unsubscribe(self)
+
+
+class ChangeHub:
+    """Hands each published batch of changes to every subscription, in order, without
+    waiting on any of them (ingest and the writers never slow down for watchers)."""
+
+    def __init__(self, capacity: int = 10_000) -> None:
+        self.capacity = capacity
+        self._subscriptions: set[Subscription] = set()
+        self.dropped = 0
+
+    def __len__(self) -> int:
+        return len(self._subscriptions)
+
+    def subscribe(self, matches: Predicate) -> Subscription:
+        subscription = Subscription(self, matches, self.capacity)
+        self._subscriptions.add(subscription)
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        self._subscriptions.discard(subscription)
+
+    def publish(self, changes: Sequence[Change]) -> None:
+        for subscription in list(self._subscriptions):
+            subscription.offer(changes)
+            if isinstance(subscription.failure, WatcherTooSlowError):
+                self.dropped += 1
+                log.warning("dropped a watcher: %s", subscription.failure)
+
+    def fail_all(self, error: QueryError) -> None:
+        """End every subscription with `error` (the source of changes went away)."""
+        for subscription in list(self._subscriptions):
+            subscription.fail(error)
+
+
+class HubWriter:
+    """The writer that publishes the changes handed to it to a hub (it follows the SQL
+    writer, so watchers see what can already be queried)."""
+
+    def __init__(self, hub: ChangeHub, name: str = "watch") -> None:
+        self.name = name
+        self.hub = hub
+
+    async def write(self, changes: Sequence[Change]) -> None:
+        self.hub.publish(changes)
+
+    async def close(self) -> None:
+        """Nothing to release: watch streams end with the server."""

@@ -1,0 +1,106 @@
+"""The Redis writer: the most recent events per source, and every change on a pub/sub channel."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import redis.asyncio as aioredis
+
+from protoevents.v1 import event_pb2, query_service_pb2
+from server.changes import UPDATED, Change
+from server.writers.settings import RedisOptions
+
+# One call per batch. KEYS: a stream and a hash per change, then the set of streams.
+# ARGV: channel, recent_max, publish flag, then per change: kind, id, event, message.
+_APPLY_BATCH = """
+local channel, max, publish = ARGV[1], tonumber(ARGV[2]), ARGV[3] == '1'
+local sources = KEYS[#KEYS]
+for i = 0, (#KEYS - 1) / 2 - 1 do
+  local stream, hash = KEYS[2 * i + 1], KEYS[2 * i + 2]
+  local at = 4 + 4 * i
+  local kind, id, event, message = ARGV[at], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3]
+  local known = redis.call('HEXISTS', hash, id) == 1
+  if kind == 'U' or not known then
+    redis.call('HSET', hash, id, event)
+  end
+  if not known then
+    redis.call('XADD', stream, '*', 'id', id)
+    redis.call('SADD', sources, stream)
+    local excess = redis.call('XLEN', stream) - max
+    if excess > 0 then
+      for _, entry in ipairs(redis.call('XRANGE', stream, '-', '+', 'COUNT', excess)) do
+        redis.call('HDEL', hash, entry[2][2])
+        redis.call('XDEL', stream, entry[1])
+      end
+    end
+  end
+  if publish then
+    redis.call('PUBLISH', channel, message)
+  end
+end
+return #KEYS
+"""
+
+
+def watch_message(change: Change) -> bytes:
+    """The pub/sub payload of a change: a serialized `protoevents.v1.WatchEventsResponse`."""
+    return query_service_pb2.WatchEventsResponse(
+        kind=change.kind, event=change.event
+    ).SerializeToString()
+
+
+class RedisWriter:
+    """Keeps the `recent_max` most recent events of each source (node, component) and
+    publishes every change.
+
+    Per source: the stream `{prefix}:recent:{node}:{component}` orders the events by their
+    first arrival (entries `id=<event id>`), the hash `{prefix}:recent:{node}:{component}:events`
+    maps each id to the event as it now stands (serialized `protoevents.v1.Event`): a dedup
+    update replaces the hash entry and keeps the event's place in the stream. The set
+    `{prefix}:recent:sources` lists the streams. Past `recent_max`, the oldest entries leave
+    the stream and the hash together. Every change is published on `channel` as a serialized
+    `protoevents.v1.WatchEventsResponse` (kind CREATED or UPDATED, and the event).
+
+    A batch is one script call: one round trip, applied atomically. Replays (after a crash or
+    a failed call) leave the stored state as it was, but publish again: subscribers can see a
+    change twice.
+    """
+
+    def __init__(self, options: RedisOptions, name: str = "redis") -> None:
+        self.name = name
+        self.options = options
+        self.client = aioredis.Redis.from_url(
+            options.url,
+            socket_connect_timeout=options.connect_timeout_s,
+            socket_timeout=options.timeout_s,
+        )
+        self._apply = self.client.register_script(_APPLY_BATCH)
+        self.sources_key = f"{options.key_prefix}:recent:sources"
+
+    def stream_key(self, event: event_pb2.Event) -> str:
+        prefix = self.options.key_prefix
+        return f"{prefix}:recent:{event.source.node}:{event.source.component}"
+
+    async def write(self, changes: Sequence[Change]) -> None:
+        if not changes:
+            return
+        keys: list[str] = []
+        args: list[bytes | str | int] = [
+            self.options.channel,
+            self.options.recent_max,
+            int(self.options.publish),
+        ]
+        for change in changes:
+            stream = self.stream_key(change.event)
+            keys += [stream, f"{stream}:events"]
+            args += [
+                "U" if change.kind == UPDATED else "C",
+                change.event.id,
+                change.event.SerializeToString(),
+                watch_message(change) if self.options.publish else b"",
+            ]
+        keys.append(self.sources_key)
+        await self._apply(keys=keys, args=args)
+
+    async def close(self) -> None:
+        await self.client.aclose()

@@ -1,0 +1,60 @@
+"""The benchmark suite runs (`python -m bench`), writes its JSON and judges targets right."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from bench.suite import Target
+from tests.conftest import ROOT
+
+
+def run_bench(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bench", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=180,
+        check=False,
+    )
+
+
+def test_a_slice_of_the_quick_suite_prints_the_table_and_writes_json(tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    done = run_bench("--quick", "--runs", "1", "--only", "record_cost", "--json", str(out))
+    assert done.returncode == 0, done.stderr
+    assert "| scenario" in done.stdout
+    assert "`Recorder.record()` on the caller's thread" in done.stdout
+    results = json.loads(out.read_text())
+    assert results["mode"] == "quick"
+    assert list(results["scenarios"]) == ["record_cost"]
+    rows = {row["measure"]: row for row in results["scenarios"]["record_cost"]["rows"]}
+    record = rows["`Recorder.record()` on the caller's thread"]
+    assert record["unit"] == "µs"
+    assert 0 < record["value"] < 1000
+    assert record["target"]["limit"] == 5.0
+    assert record["verdict"].startswith(("met", "missed by"))
+    assert rows["peer: `logging.info` to a NullHandler"]["value"] > 0
+
+
+def test_an_unknown_scenario_is_refused_with_the_known_names() -> None:
+    done = run_bench("--only", "record_cost,nope")
+    assert done.returncode == 2
+    assert "unknown scenario 'nope'" in done.stderr
+    assert "record_cost,delivery,e2e_sqlite" in done.stderr
+
+
+def test_targets_say_met_or_missed_and_by_how_much() -> None:
+    into_postgres = Target(100_000, at_least=True, unit="events/s", text=">= 100,000 events/s")
+    assert into_postgres.verdict(38_200) == "missed by 2.62x (38.2% of the target)"
+    assert into_postgres.verdict(125_000) == "met (1.25x the target)"
+    assert into_postgres.verdict(99_600) == "missed by 1.00x (99.6% of the target)"
+    record_cost = Target(5.0, at_least=False, unit="µs", text="<= 5 µs")
+    assert record_cost.verdict(1.07) == "met (4.7x under)"
+    assert record_cost.verdict(6.0) == "missed by 1.20x (1 µs over)"
+    rss = Target(50.0, at_least=False, unit="MiB", text="< 50 MiB")
+    assert rss.verdict(-2.0) == "met"
+    assert rss.verdict(75.0) == "missed by 1.50x (25 MiB over)"
