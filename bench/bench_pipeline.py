@@ -96,12 +96,15 @@ def cpu_seconds(processes: list[psutil.Process]) -> float:
 
 def database_processes(url: str) -> list[psutil.Process]:
     """The PostgreSQL backends serving the benchmark's database (none for SQLite, which runs
-    inside the proxy)."""
+    inside the proxy). Only `postgres` processes: the proxy's own command line names the
+    database too, and must not be billed twice."""
     if not url.startswith("postgresql"):
         return []
     name = url.rsplit("/", 1)[1]
     found = []
-    for process in psutil.process_iter(["cmdline"]):
+    for process in psutil.process_iter(["name", "cmdline"]):
+        if process.info["name"] != "postgres":
+            continue
         if name in " ".join(process.info["cmdline"] or ()):
             found.append(process)
     return found
