@@ -16,7 +16,7 @@ from tests.fake_proxy import FakeProxy
 if TYPE_CHECKING:
     from tests.serve_process import ServeProcess
 
-pytest_plugins = ["tests.db_fixtures", "tests.redis_fixtures", "tests.redis_watch_fixtures"]
+pytest_plugins = ["tests.db_fixtures", "tests.redis_fixtures"]
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,4 +1,5 @@
-"""Redis fixtures: the test server's URL and a key prefix per test, cleaned up after it."""
+"""Redis fixtures: the test server's URL, a key prefix per test (cleaned up after it) and a
+pub/sub channel per test."""
 
 from __future__ import annotations
 
@@ -45,3 +46,9 @@ def redis_prefix(redis_url: str) -> Iterator[str]:
             client.delete(*keys)
     finally:
         client.close()
+
+
+@pytest.fixture
+def redis_channel() -> str:
+    """A channel no other test publishes on (pub/sub channels are server-wide)."""
+    return f"protoevents-test:{uuid.uuid4().hex}"
