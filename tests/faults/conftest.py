@@ -1,4 +1,4 @@
-"""Fixtures of the fault-injection tests: a throwaway PostgreSQL cluster."""
+"""Fixtures of the fault-injection tests: a throwaway PostgreSQL cluster, recorder loads."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.faults.harness import Load
 from tests.faults.pg_cluster import ClusterUnavailableError, PostgresCluster
 
 
@@ -23,3 +24,12 @@ def postgres_cluster() -> Iterator[PostgresCluster]:
         pytest.skip(reason)
     yield cluster
     cluster.remove()
+
+
+@pytest.fixture
+def loads() -> Iterator[list[Load]]:
+    """Recorder load processes a test starts; killed after it."""
+    started: list[Load] = []
+    yield started
+    for load in started:
+        load.kill()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -22,14 +21,6 @@ from tests.test_pipeline import serve
 WAL_CAP = scaled(2, 64) << 20
 RECORDERS = 2
 RATE = scaled(1000, 2000)
-
-
-@pytest.fixture
-def loads() -> Iterator[list[Load]]:
-    started: list[Load] = []
-    yield started
-    for load in started:
-        load.kill()
 
 
 @pytest.mark.timeout(scaled(300, 1200))

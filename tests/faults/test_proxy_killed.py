@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,14 +15,6 @@ from tests.test_pipeline import serve
 KILLS = scaled(10, 40)
 RECORDERS = scaled(3, 6)
 RATE = scaled(1500, 3000)  # events per second, per recorder
-
-
-@pytest.fixture
-def loads() -> Iterator[list[Load]]:
-    started: list[Load] = []
-    yield started
-    for load in started:
-        load.kill()
 
 
 @pytest.mark.timeout(scaled(300, 1800))
