@@ -56,7 +56,13 @@ class Spool:
     """Ordered on-disk queue of batches with a size cap (see the module docstring)."""
 
     def __init__(
-        self, directory: Path, max_bytes: int, segment_bytes: int = 1 << 20, fsync: bool = True
+        self,
+        directory: Path,
+        max_bytes: int,
+        segment_bytes: int = 1 << 20,
+        fsync: bool = True,
+        *,
+        repair: bool = True,
     ) -> None:
         if max_bytes <= 0:
             raise ValueError(f"spool max_bytes must be positive, got {max_bytes}")
@@ -64,13 +70,16 @@ class Spool:
         self.max_bytes = max_bytes
         self.segment_bytes = max(4096, min(segment_bytes, max_bytes // 4 or 4096))
         self.fsync = fsync
+        self.repair = repair  # False: read only, a damaged or empty file is left as it is
         self.dropped_events = 0
         self.damaged_segments = 0
         self._segments: deque[_Segment] = deque()
         self._cursor: tuple[int, int] | None = None  # (segment number, record index) to read next
         self._writer: int | None = None
-        directory.mkdir(parents=True, exist_ok=True)
-        self._recover()
+        if repair:
+            directory.mkdir(parents=True, exist_ok=True)
+        if directory.is_dir():
+            self._recover()
 
     # -- state ---------------------------------------------------------------------------
 
@@ -208,7 +217,7 @@ class Spool:
             self._scan(segment)
             if segment.records:
                 self._segments.append(segment)
-            else:
+            elif self.repair:
                 path.unlink(missing_ok=True)
 
     def _scan(self, segment: _Segment) -> None:
@@ -232,8 +241,9 @@ class Spool:
                 len(data),
                 len(segment.records),
             )
-            with segment.path.open("r+b") as handle:
-                handle.truncate(offset)
+            if self.repair:
+                with segment.path.open("r+b") as handle:
+                    handle.truncate(offset)
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -109,14 +109,49 @@ class EventRejection(_message.Message):
 Global___EventRejection: _TypeAlias = EventRejection  # noqa: Y015
 
 @_typing.final
+class EventQuarantine(_message.Message):
+    """One event the proxy kept in quarantine instead of storing it: its type is not known to
+    the proxy's registry (a component built from newer protos). The event is persisted with its
+    bytes, listed by `protoevents quarantine`, and stored once the proxy knows its type; the
+    client must not resend it.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INDEX_FIELD_NUMBER: _builtins.int
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    index: _builtins.int
+    """Position of the event in its batch, from 0."""
+    event_id: _builtins.str
+    """Id of the quarantined event, as sent."""
+    detail: _builtins.str
+    """Human-readable detail, naming the unknown type."""
+    def __init__(
+        self,
+        *,
+        index: _builtins.int = ...,
+        event_id: _builtins.str = ...,
+        detail: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["detail", b"detail", "event_id", b"event_id", "index", b"index"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EventQuarantine: _TypeAlias = EventQuarantine  # noqa: Y015
+
+@_typing.final
 class BatchResult(_message.Message):
-    """Outcome of one batch: every event is either accepted, a duplicate, or rejected."""
+    """Outcome of one batch: every event is either accepted, a duplicate, quarantined or rejected."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     ACCEPTED_COUNT_FIELD_NUMBER: _builtins.int
     DUPLICATE_COUNT_FIELD_NUMBER: _builtins.int
     REJECTIONS_FIELD_NUMBER: _builtins.int
+    QUARANTINED_FIELD_NUMBER: _builtins.int
     accepted_count: _builtins.int
     """Number of events newly accepted and persisted."""
     duplicate_count: _builtins.int
@@ -127,16 +162,21 @@ class BatchResult(_message.Message):
     def rejections(self) -> _containers.RepeatedCompositeFieldContainer[Global___EventRejection]:
         """The events that were rejected, with reasons."""
 
+    @_builtins.property
+    def quarantined(self) -> _containers.RepeatedCompositeFieldContainer[Global___EventQuarantine]:
+        """The events kept in quarantine (persisted, not yet stored), with the reason."""
+
     def __init__(
         self,
         *,
         accepted_count: _builtins.int = ...,
         duplicate_count: _builtins.int = ...,
         rejections: _abc.Iterable[Global___EventRejection] | None = ...,
+        quarantined: _abc.Iterable[Global___EventQuarantine] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_count", b"accepted_count", "duplicate_count", b"duplicate_count", "rejections", b"rejections"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_count", b"accepted_count", "duplicate_count", b"duplicate_count", "quarantined", b"quarantined", "rejections", b"rejections"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
