@@ -9,6 +9,7 @@ with Recorder(component="controller", event_types=[ClusterEventType]) as events:
 
 from recorder.errors import (
     AmbiguousEventTypeError,
+    EventTooLargeError,
     EventTypeError,
     SpoolInUseError,
     UnknownEventTypeError,
@@ -22,6 +23,7 @@ from recorder.stats import RecorderStats
 __all__ = [
     "AmbiguousEventTypeError",
     "EventHandler",
+    "EventTooLargeError",
     "EventType",
     "EventTypeError",
     "Recorder",

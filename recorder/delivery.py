@@ -1,18 +1,26 @@
 """The delivery thread: batches queued events, streams them to the proxy, spools what fails.
 
 Order is kept per recorder: while the spool holds anything, new batches are appended to it and
-sent from it, oldest first, so nothing overtakes a spooled batch.
+sent from it, oldest first, so nothing overtakes a spooled batch. While the spool refuses
+writes (a full disk, an I/O error), batches wait in memory in the same order and are sent from
+there; `record()` bounds them with the queue.
+
+No batch is discarded for a status of the proxy's (see `recorder.statuses`): it is sent again,
+or, when the proxy refuses it for good, set aside in the slot's dead-letter store. The stream
+is opened when there is something to send; a stream the proxy ends while nothing is in flight
+(an idle stream) is simply opened again with the next batch.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,25 +29,20 @@ from google.protobuf import struct_pb2
 
 from protoevents.v1 import event_pb2, proxy_service_pb2
 from recorder.backoff import Backoff
+from recorder.deadletter import DeadLetter
 from recorder.registry import EventType
+from recorder.setaside import SetAsideInUseError, make_batch
 from recorder.spool import Spool, SpoolEntry
 from recorder.stats import Counters
+from recorder.statuses import SUSPECT_ATTEMPTS, Verdict, verdict
 
 log = logging.getLogger("recorder")
 
 RECORD_METHOD = "/protoevents.v1.EventProxyService/Record"
-
-# A batch refused with one of these will be refused again: it is not retried forever.
-POISON_CODES = frozenset(
-    {
-        grpc.StatusCode.INVALID_ARGUMENT,
-        grpc.StatusCode.FAILED_PRECONDITION,
-        grpc.StatusCode.OUT_OF_RANGE,
-        grpc.StatusCode.UNIMPLEMENTED,
-        grpc.StatusCode.INTERNAL,
-        grpc.StatusCode.DATA_LOSS,
-    }
-)
+_DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+_SPOOL_RETRY_S = 0.5  # how often a spool that refused a write is tried again
+_IDLE_TICK_S = 0.05  # the shortest wait of an idle thread (flush_interval 0)
+_HEADER_BYTES = 16  # a RecordRequest's sequence field, prepended to each batch
 
 # What record() enqueues: id, type, message, severity, object, attributes, data, time (ns).
 Item = tuple[
@@ -60,6 +63,8 @@ class DeliveryOptions:
 
     proxy: str
     batch_size: int = 1000
+    queue_size: int = 100_000
+    max_batch_bytes: int = 7 << 19  # 3.5 MiB
     flush_interval: float = 0.2
     max_in_flight: int = 4
     ack_timeout: float = 10.0
@@ -69,7 +74,7 @@ class DeliveryOptions:
 
 
 class StreamBrokenError(Exception):
-    """The Record stream failed; `code` says how."""
+    """The Record stream failed (or the proxy ended it: `code` OK); `code` says how."""
 
     def __init__(self, code: grpc.StatusCode, details: str) -> None:
         super().__init__(f"{code.name}: {details}")
@@ -78,11 +83,11 @@ class StreamBrokenError(Exception):
 
 
 @dataclass(slots=True)
-class _Sent:
+class _Batch:
     payload: bytes
     count: int
-    origin: SpoolEntry | None  # None: a live batch, not yet in the spool
-    sent_at: float
+    origin: SpoolEntry | None  # None: in memory (live, or held while the spool refuses writes)
+    sent_at: float = 0.0
 
 
 class _RateLimitedLog:
@@ -93,7 +98,9 @@ class _RateLimitedLog:
         self._last: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
 
-    def warning(self, key: str, message: str, *args: object) -> None:
+    def log(
+        self, level: int, key: str, message: str, *args: object, exc_info: bool = False
+    ) -> None:
         now = time.monotonic()
         if now - self._last.get(key, -self.interval) < self.interval:
             self._suppressed[key] = self._suppressed.get(key, 0) + 1
@@ -101,11 +108,44 @@ class _RateLimitedLog:
         self._last[key] = now
         suppressed = self._suppressed.pop(key, 0)
         suffix = f" ({suppressed} similar messages suppressed)" if suppressed else ""
-        log.warning(message + suffix, *args)
+        log.log(level, message + suffix, *args, exc_info=exc_info)
+
+    def warning(self, key: str, message: str, *args: object) -> None:
+        self.log(logging.WARNING, key, message, *args)
+
+    def error(self, key: str, message: str, *args: object) -> None:
+        self.log(logging.ERROR, key, message, *args)
 
 
 def _identity(payload: bytes) -> bytes:
     return payload
+
+
+def _field_bytes(size: int) -> int:
+    """Bytes of one `events` entry of `size` bytes in a RecordRequest: tag, length, event."""
+    return 1 + (size.bit_length() + 6) // 7 + size
+
+
+def build_event(item: Item, source: event_pb2.EventSource) -> event_pb2.Event:
+    """The Event message of a queued item."""
+    event_id, event_type, message, severity, obj, attributes, data, time_ns = item
+    event = event_pb2.Event(
+        id=event_id,
+        type=event_type.name,
+        severity=severity,  # type: ignore[arg-type]
+        category=event_type.category,
+        message=message,
+        source=source,
+        object=obj,
+        attributes=attributes,
+        data=data,
+    )
+    event.time.FromNanoseconds(time_ns)
+    return event
+
+
+def _events_of(payload: bytes) -> Sequence[event_pb2.Event]:
+    return proxy_service_pb2.RecordRequest.FromString(payload).events
 
 
 class Delivery:
@@ -117,6 +157,7 @@ class Delivery:
         queue: deque[Item],
         source: event_pb2.EventSource,
         spool: Spool,
+        dead_letter: DeadLetter,
         counters: Counters,
         settle: Callable[[int], None],
         spool_changed: Callable[[], None],
@@ -125,13 +166,18 @@ class Delivery:
         self._queue = queue
         self._source = source
         self._spool = spool
+        self._dead_letter = dead_letter
         self._counters = counters
         self._settle = settle
         self._spool_changed = spool_changed
         self._backoff = Backoff(options.backoff_initial, options.backoff_max)
-        self._inflight: dict[int, _Sent] = {}
+        self._inflight: dict[int, _Batch] = {}
+        self._held: deque[_Batch] = deque()  # refused by the spool, oldest first
+        self._spool_retry_at = 0.0
         self._sequence = 0
-        self._careful = False
+        self._careful = False  # one batch at a time, until one is acknowledged
+        self._suspect_attempts = 0
+        self._more_due = False  # the last batch was cut by bytes: the next one is due now
         self._stopping = False
         self._flush_requested = False
         self._last_batch = time.monotonic()
@@ -172,7 +218,7 @@ class Delivery:
     def _run_thread(self) -> None:
         try:
             asyncio.run(self._main())
-        except Exception:  # never let the thread die silently with events in memory
+        except Exception:  # a bug: never let the thread die silently with events in memory
             log.exception("recorder delivery thread failed; spooling what it holds")
             self._spool_everything()
 
@@ -188,15 +234,30 @@ class Delivery:
         )
         try:
             while not self._stopping:
-                try:
-                    await self._session(record)
-                except StreamBrokenError as broken:
-                    self._after_failure(broken)
-                    if not self._stopping:
-                        await self._offline(self._backoff.next_delay())
+                await self._step(record)
         finally:
             self._spool_everything()
+            self._dead_letter.close()
             await channel.close(grace=None)
+
+    async def _step(self, record: Any) -> None:
+        """Wait for a batch, then stream until the stream ends; never raises but to stop."""
+        try:
+            first = self._next_batch()
+            if first is None:
+                await self._idle()
+                return
+            await self._session(record, first)
+        except StreamBrokenError as broken:
+            if self._after_failure(broken) and not self._stopping:
+                await self._offline(self._backoff.next_delay())
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            raise
+        except Exception:  # an I/O error of the spool, or a bug: keep delivering
+            self._log.log(logging.ERROR, "bug", "recorder delivery failed; retrying", exc_info=True)
+            self._after_failure(StreamBrokenError(grpc.StatusCode.UNAVAILABLE, "recorder error"))
+            if not self._stopping:
+                await self._offline(self._backoff.next_delay())
 
     def _channel(self) -> grpc.aio.Channel:
         options = [
@@ -211,10 +272,11 @@ class Delivery:
             return grpc.aio.secure_channel(self.options.proxy, self.options.credentials, options)
         return grpc.aio.insecure_channel(self.options.proxy, options)
 
-    async def _session(self, record: Any) -> None:
+    async def _session(self, record: Any, first: _Batch) -> None:
         call = record(wait_for_ready=False)
         reader = asyncio.create_task(self._read_acks(call))
         try:
+            await self._send(call, reader, first)
             await self._pump(call, reader)
         finally:
             reader.cancel()
@@ -227,26 +289,29 @@ class Delivery:
             if len(self._inflight) >= window:
                 await self._wait(self._ack_wait(), reader)
                 continue
-            picked = self._next_payload()
-            if picked is None:
+            batch = self._next_batch()
+            if batch is None:
                 await self._wait(self._batch_wait(), reader)
                 continue
-            payload, count, origin = picked
-            self._sequence += 1
-            self._inflight[self._sequence] = _Sent(payload, count, origin, time.monotonic())
-            if origin is None:
-                with self._counters.lock:
-                    self._counters.sent += count
-            header = proxy_service_pb2.RecordRequest(sequence=self._sequence).SerializeToString()
-            try:
-                await call.write(header + payload)
-            except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
-                await asyncio.gather(reader, return_exceptions=True)
-                if reader.done() and not reader.cancelled():
-                    reader.result()  # raises the stream's own StreamBrokenError
-                raise StreamBrokenError(
-                    grpc.StatusCode.UNAVAILABLE, "stream closed while sending"
-                ) from None
+            await self._send(call, reader, batch)
+
+    async def _send(self, call: Any, reader: asyncio.Task[None], batch: _Batch) -> None:
+        self._sequence += 1
+        batch.sent_at = time.monotonic()
+        self._inflight[self._sequence] = batch
+        if batch.origin is None:
+            with self._counters.lock:
+                self._counters.sent += batch.count
+        header = proxy_service_pb2.RecordRequest(sequence=self._sequence).SerializeToString()
+        try:
+            await call.write(header + batch.payload)
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+            await asyncio.gather(reader, return_exceptions=True)
+            if reader.done() and not reader.cancelled():
+                reader.result()  # raises the stream's own StreamBrokenError
+            raise StreamBrokenError(
+                grpc.StatusCode.UNAVAILABLE, "stream closed while sending"
+            ) from None
 
     async def _wait(self, timeout: float, reader: asyncio.Task[None]) -> None:
         assert self._signal is not None
@@ -256,7 +321,8 @@ class Delivery:
         self._signal.clear()
         if reader.done():
             reader.result()
-            raise StreamBrokenError(grpc.StatusCode.UNAVAILABLE, "the proxy ended the stream")
+            raise StreamBrokenError(grpc.StatusCode.OK, "the proxy ended the stream")
+        self._housekeeping()
         oldest = min((s.sent_at for s in self._inflight.values()), default=None)
         if oldest is not None and time.monotonic() - oldest > self.options.ack_timeout:
             raise StreamBrokenError(
@@ -264,10 +330,24 @@ class Delivery:
                 f"no acknowledgement within {self.options.ack_timeout} s",
             )
 
+    async def _idle(self) -> None:
+        """Nothing to send and no stream: wait for a batch to form."""
+        assert self._signal is not None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._signal.wait(), self._batch_wait())
+        self._signal.clear()
+        self._housekeeping()
+
+    def _housekeeping(self) -> None:
+        self._spool_held()
+        self._dead_letter.release_if_idle()
+
     def _ack_wait(self) -> float:
         return self.options.ack_timeout / 4
 
     def _batch_wait(self) -> float:
+        if not self._queue:  # record() does not wake the thread for each event: look again
+            return max(_IDLE_TICK_S, self.options.flush_interval)
         elapsed = time.monotonic() - self._last_batch
         return max(0.001, self.options.flush_interval - elapsed)
 
@@ -277,7 +357,9 @@ class Delivery:
                 self._on_ack(response)
         except grpc.aio.AioRpcError as error:
             raise StreamBrokenError(error.code(), error.details() or "") from None
-        raise StreamBrokenError(grpc.StatusCode.UNAVAILABLE, "the proxy ended the stream")
+        raise StreamBrokenError(grpc.StatusCode.OK, "the proxy ended the stream")
+
+    # -- acknowledgements ----------------------------------------------------------------
 
     def _on_ack(self, response: proxy_service_pb2.RecordResponse) -> None:
         sent = self._inflight.pop(response.sequence, None)
@@ -285,30 +367,82 @@ class Delivery:
             self._log.warning("ack", "acknowledgement for unknown batch %d", response.sequence)
             return
         self._careful = False
+        self._suspect_attempts = 0
         self._backoff.reset()
-        rejected = len(response.result.rejections)
+        result = response.result
+        if result.rejections or result.quarantined:
+            self._sort_out(sent, result)
+        delivered = sent.count - len(result.rejections)
         with self._counters.lock:
-            for rejection in response.result.rejections:
-                reason = proxy_service_pb2.RejectionReason.Name(rejection.reason)
-                self._counters.rejected[reason.removeprefix("REJECTION_REASON_")] += 1
+            self._counters.quarantined += len(result.quarantined)
             if sent.origin is None:
-                self._counters.acknowledged += sent.count - rejected
+                self._counters.acknowledged += delivered
             else:
-                self._counters.replayed += sent.count - rejected
-        for rejection in response.result.rejections:
-            self._log.warning(
-                f"reject-{rejection.reason}",
-                "proxy rejected event %s: %s",
-                rejection.event_id,
-                rejection.detail,
-            )
-        if sent.origin is None:
-            self._settle(sent.count)
-        else:
-            self._spool.acknowledge(sent.origin)
-            self._sync_spool()
+                self._counters.replayed += delivered
+        self._done(sent)
         assert self._signal is not None
         self._signal.set()
+
+    def _sort_out(self, sent: _Batch, result: proxy_service_pb2.BatchResult) -> None:
+        """Set aside the events the proxy rejected; note those it keeps in quarantine."""
+        events = _events_of(sent.payload)
+        for kept in result.quarantined:
+            event_type = events[kept.index].type if kept.index < len(events) else "?"
+            self._log.warning(
+                f"quarantine-{event_type}",
+                "the proxy does not know event type %s yet: it keeps such events in "
+                "quarantine and stores them once it knows the type (%s)",
+                event_type,
+                kept.detail,
+            )
+        groups: dict[tuple[str, str], list[event_pb2.Event]] = {}
+        for rejection in result.rejections:
+            name = proxy_service_pb2.RejectionReason.Name(rejection.reason)
+            reason = name.removeprefix("REJECTION_REASON_")
+            event: event_pb2.Event | None = None
+            if rejection.index < len(events) and events[rejection.index].id == rejection.event_id:
+                event = events[rejection.index]
+            else:
+                event = next((e for e in events if e.id == rejection.event_id), None)
+            if event is None:
+                continue  # not an event of this batch: nothing to keep
+            groups.setdefault((reason, rejection.detail), []).append(event)
+        for (reason, detail), rejected in groups.items():
+            with self._counters.lock:
+                self._counters.rejected[reason] += len(rejected)
+            try:
+                self._dead_letter.put(make_batch("recorder", f"{reason}: {detail}", rejected))
+            except (OSError, SetAsideInUseError) as error:
+                self._counters.drop("set_aside_failed", len(rejected))
+                self._log.error(
+                    "set-aside-failed",
+                    "proxy rejected %d events (%s: %s) and the dead-letter store %s "
+                    "refused them (%s): dropped",
+                    len(rejected),
+                    reason,
+                    detail,
+                    self._dead_letter.directory,
+                    error,
+                )
+                continue
+            with self._counters.lock:
+                self._counters.set_aside[f"event:{reason}"] += len(rejected)
+            self._log.warning(
+                f"reject-{reason}",
+                "proxy rejected %d events (%s: %s): set aside in %s",
+                len(rejected),
+                reason,
+                detail,
+                self._dead_letter.directory,
+            )
+
+    def _done(self, batch: _Batch) -> None:
+        """`batch` is delivered or set aside: settle it, or release it from the spool."""
+        if batch.origin is None:
+            self._settle(batch.count)
+        else:
+            self._spool.acknowledge(batch.origin)
+            self._sync_spool()
 
     # -- choosing what to send -----------------------------------------------------------
 
@@ -317,87 +451,110 @@ class Delivery:
             return False
         return (
             len(self._queue) >= self.options.batch_size
+            or self._more_due
             or self._flush_requested
             or self._stopping
             or time.monotonic() - self._last_batch >= self.options.flush_interval
         )
 
-    def _take_batch(self) -> tuple[bytes, int]:
-        queue, events = self._queue, []
-        for _ in range(min(self.options.batch_size, len(queue))):
-            events.append(self._event(queue.popleft()))
+    def _take_batch(self) -> _Batch:
+        """Up to `batch_size` queued events, and at most `max_batch_bytes` of them."""
+        queue, events = self._queue, list[event_pb2.Event]()
+        budget = self.options.max_batch_bytes - _HEADER_BYTES
+        self._more_due = False
+        while queue and len(events) < self.options.batch_size:
+            event = build_event(queue[0], self._source)
+            size = _field_bytes(event.ByteSize())
+            if events and size > budget:
+                self._more_due = True
+                break
+            queue.popleft()
+            events.append(event)
+            budget -= size
         if not queue:
             self._flush_requested = False
         self._last_batch = time.monotonic()
         payload = proxy_service_pb2.RecordRequest(events=events).SerializeToString()
-        return payload, len(events)
+        return _Batch(payload, len(events), None)
 
-    def _event(self, item: Item) -> event_pb2.Event:
-        event_id, event_type, message, severity, obj, attributes, data, time_ns = item
-        event = event_pb2.Event(
-            id=event_id,
-            type=event_type.name,
-            severity=severity,  # type: ignore[arg-type]
-            category=event_type.category,
-            message=message,
-            source=self._source,
-            object=obj,
-            attributes=attributes,
-            data=data,
-        )
-        event.time.FromNanoseconds(time_ns)
-        return event
-
-    def _next_payload(self) -> tuple[bytes, int, SpoolEntry | None] | None:
-        """The next batch to send: from the spool while it holds anything, else live."""
-        if not self._spool.is_empty() or self._careful:
+    def _next_batch(self) -> _Batch | None:
+        """The next batch to send: from the spool (or memory, while the spool refuses
+        writes) while either holds anything, else live."""
+        if not self._spool.is_empty() or self._held or self._careful:
             while self._batch_due():
-                self._spool_batch(*self._take_batch())
+                self._hold(self._take_batch())
             entry = self._spool.next_unread()
-            return None if entry is None else (entry.payload, entry.count, entry)
+            if entry is not None:
+                return _Batch(entry.payload, entry.count, entry)
+            if self._held:
+                batch = self._held.popleft()
+                self._sync_held()
+                return batch
+            return None
         if not self._batch_due():
             return None
-        payload, count = self._take_batch()
-        return payload, count, None
+        return self._take_batch()
 
-    # -- failure and shutdown ------------------------------------------------------------
+    # -- the spool, and memory while it refuses writes -----------------------------------
 
-    def _spool_batch(self, payload: bytes, count: int) -> None:
-        dropped = self._spool.append(payload, count)
-        with self._counters.lock:
-            self._counters.spooled += count
-            if dropped:
-                self._counters.dropped["spool_full"] += dropped
-        self._sync_spool()
+    def _hold(self, batch: _Batch, *, oldest: bool = False) -> None:
+        """Keep an in-memory batch: in the spool if it takes it, else in memory."""
+        if oldest:
+            self._held.appendleft(batch)
+        else:
+            self._held.append(batch)
+        self._spool_held(force=oldest)
+
+    def _spool_held(self, *, force: bool = False) -> None:
+        """Move the batches held in memory into the spool, oldest first, as far as it takes
+        them. Not while an in-memory batch is in flight: it would come back behind them."""
+        if not self._held or any(b.origin is None for b in self._inflight.values()):
+            return
+        now = time.monotonic()
+        if not force and now < self._spool_retry_at:
+            return
+        spooled = dropped = 0
+        while self._held:
+            batch = self._held[0]
+            try:
+                dropped += self._spool.append(batch.payload, batch.count)
+            except OSError as error:
+                self._spool_refused(error)
+                self._spool_retry_at = now + _SPOOL_RETRY_S
+                break
+            self._held.popleft()
+            spooled += batch.count
+            self._settle(batch.count)
+        if spooled:
+            with self._counters.lock:
+                self._counters.spooled += spooled
+                if dropped:
+                    self._counters.dropped["spool_full"] += dropped
+            if self._counters.spool_error and not self._held:
+                log.warning("the spool %s takes writes again", self._spool.directory)
+                self._counters.spool_error = ""
         if dropped:
             self._log.warning(
                 "spool_full", "spool is full: dropped the %d oldest spooled events", dropped
             )
-        self._settle(count)
+        self._sync_held()
+        self._sync_spool()
 
-    def _after_failure(self, broken: StreamBrokenError) -> None:
-        inflight = [self._inflight[seq] for seq in sorted(self._inflight)]
-        self._inflight.clear()
-        self._spool.rewind()
-        if broken.code in POISON_CODES:
-            if self._careful and len(inflight) == 1:
-                self._drop_poison(inflight.pop(), broken)
-            self._careful = True
+    def _spool_refused(self, error: OSError) -> None:
+        reason = "disk_full" if error.errno in _DISK_FULL else "spool_write_failed"
+        self._counters.spool_error = reason
         self._log.warning(
-            "stream", "proxy %s unavailable (%s); spooling", self.options.proxy, broken
+            f"spool-{reason}",
+            "cannot write the spool %s (%s): keeping up to %d events in memory and trying "
+            "again; past that, new events are dropped as %s",
+            self._spool.directory,
+            error,
+            self.options.queue_size,
+            reason,
         )
-        for sent in inflight:
-            if sent.origin is None:
-                self._spool_batch(sent.payload, sent.count)
 
-    def _drop_poison(self, sent: _Sent, broken: StreamBrokenError) -> None:
-        self._counters.drop(f"rejected_batch_{broken.code.name.lower()}", sent.count)
-        log.error("proxy refused a batch of %d events (%s): dropped", sent.count, broken)
-        if sent.origin is None:
-            self._settle(sent.count)
-        else:
-            self._spool.acknowledge(sent.origin)
-            self._sync_spool()
+    def _sync_held(self) -> None:
+        self._counters.held = sum(b.count for b in self._held)
 
     def _sync_spool(self) -> None:
         """Publish the spool's size to other threads (only this thread touches the spool)."""
@@ -406,13 +563,75 @@ class Delivery:
             self._counters.spool_pending, self._counters.spool_bytes = pending, size
         self._spool_changed()
 
+    # -- failure and shutdown ------------------------------------------------------------
+
+    def _after_failure(self, broken: StreamBrokenError) -> bool:
+        """Take back what was in flight after the stream ended; True when the proxy failed
+        (back off before the next stream), False when it only ended an idle stream."""
+        inflight = [self._inflight[seq] for seq in sorted(self._inflight)]
+        self._inflight.clear()
+        self._spool.rewind()
+        if not inflight:
+            log.debug("proxy %s ended an idle stream (%s)", self.options.proxy, broken)
+            return False
+        judged = verdict(broken.code, broken.details)
+        if judged is not Verdict.RETRY:
+            if self._careful and len(inflight) == 1:
+                self._suspect_attempts += 1
+                if (
+                    judged is Verdict.BAD_BATCH or self._suspect_attempts >= SUSPECT_ATTEMPTS
+                ) and self._set_aside(inflight[0], broken):
+                    inflight.pop()
+                    self._suspect_attempts = 0
+            self._careful = True
+        self._log.warning(
+            "stream",
+            "stream to proxy %s failed (%s): keeping what it did not acknowledge, to send again",
+            self.options.proxy,
+            broken,
+        )
+        for batch in reversed(inflight):
+            if batch.origin is None:
+                self._held.appendleft(batch)
+        self._spool_held(force=True)
+        return True
+
+    def _set_aside(self, batch: _Batch, broken: StreamBrokenError) -> bool:
+        """Put a batch the proxy refused for good in the dead-letter store; False (the batch
+        is kept and sent again) when the store cannot take it now."""
+        reason = f"{broken.code.name}: {broken.details}"
+        try:
+            self._dead_letter.put(make_batch("recorder", reason, _events_of(batch.payload)))
+        except (OSError, SetAsideInUseError) as error:
+            self._log.error(
+                "set-aside-failed",
+                "proxy refused a batch of %d events (%s); the dead-letter store %s refused "
+                "it too (%s): keeping it",
+                batch.count,
+                reason,
+                self._dead_letter.directory,
+                error,
+            )
+            return False
+        with self._counters.lock:
+            self._counters.set_aside[f"batch:{broken.code.name}"] += batch.count
+        log.error(
+            "proxy refused a batch of %d events (%s): set aside in %s",
+            batch.count,
+            reason,
+            self._dead_letter.directory,
+        )
+        self._done(batch)
+        return True
+
     async def _offline(self, delay: float) -> None:
         """Wait `delay` before reconnecting, spooling batches as they form meanwhile."""
         assert self._signal is not None
         deadline = time.monotonic() + delay
         while not self._stopping:
             while self._batch_due():
-                self._spool_batch(*self._take_batch())
+                self._hold(self._take_batch())
+            self._housekeeping()
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
@@ -421,12 +640,22 @@ class Delivery:
             self._signal.clear()
 
     def _spool_everything(self) -> None:
-        """Put every event not acknowledged into the spool (at stop, or if the thread fails)."""
-        for seq in sorted(self._inflight):
-            sent = self._inflight[seq]
-            if sent.origin is None:
-                self._spool_batch(sent.payload, sent.count)
+        """Put every event not acknowledged into the spool (at stop, or if the thread fails);
+        what the spool refuses then is dropped and counted."""
+        for seq in sorted(self._inflight, reverse=True):
+            batch = self._inflight[seq]
+            if batch.origin is None:
+                self._held.appendleft(batch)
         self._inflight.clear()
         self._spool.rewind()
         while self._queue:
-            self._spool_batch(*self._take_batch())
+            self._held.append(self._take_batch())
+        self._spool_held(force=True)
+        lost = sum(b.count for b in self._held)
+        if lost:
+            reason = self._counters.spool_error or "spool_write_failed"
+            self._counters.drop(reason, lost)
+            log.error("stopped with %d events the spool refused (%s): dropped", lost, reason)
+            self._held.clear()
+            self._sync_held()
+            self._settle(lost)

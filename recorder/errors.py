@@ -19,5 +19,9 @@ class AmbiguousEventTypeError(EventTypeError):
     """A bare enum number matches values of several of the recorder's enums."""
 
 
+class EventTooLargeError(ValueError):
+    """The event, serialized, is over the recorder's `max_event_bytes`."""
+
+
 class SpoolInUseError(RuntimeError):
     """Another live recorder holds every spool slot this recorder could use."""

@@ -20,13 +20,18 @@ from google.protobuf.descriptor import EnumDescriptor
 from uuid_utils import uuid7
 
 from protoevents.v1 import event_pb2, severity_pb2
-from recorder.delivery import Delivery, DeliveryOptions, Item
+from recorder.deadletter import DeadLetter, dead_letter_dir
+from recorder.delivery import Delivery, DeliveryOptions, Item, build_event
+from recorder.errors import EventTooLargeError
 from recorder.registry import EnumType, Registry, parse_severity
 from recorder.resolve import EventTypeResolver
 from recorder.spool import Spool, SpoolSlot
 from recorder.stats import Counters, RecorderStats
 
 _SEVERITIES = frozenset(v for v in severity_pb2.Severity.values() if v)
+# Bytes of an event besides its message, attributes, object and data: id, type and category
+# names, time, severity, source (counted apart) and field tags, with room to spare.
+_EVENT_OVERHEAD = 512
 _live: weakref.WeakSet[Recorder] = weakref.WeakSet()
 
 
@@ -82,11 +87,19 @@ class Recorder:
     under `spool_dir` whatever the proxy has not acknowledged. The spool is replayed oldest
     first once the proxy answers again, also by a recorder started later on the same folder.
 
-    Nothing but the caller's own mistakes (unknown event type: `EventTypeError`, a ValueError;
-    wrong argument types: TypeError) ever raises from `record()`. What cannot be kept is
-    counted in `stats().dropped`: `queue_full` (more than `queue_size` events waiting),
-    `spool_full` (the oldest spooled events, past `spool_max_bytes`), `closed` (recorded after
-    `close()`), `rejected_batch_*` (a batch the proxy refused twice as malformed).
+    Batches hold at most `max_batch_bytes` (3.5 MiB: under the proxy's 16 MiB message limit
+    and gRPC's default 4 MiB one), so one event may be at most `max_event_bytes` (1 MiB).
+
+    Nothing but the caller's own mistakes (unknown event type: `EventTypeError`, an event over
+    `max_event_bytes`: `EventTooLargeError`, both ValueErrors; wrong argument types: TypeError)
+    ever raises from `record()`. What cannot be kept is counted in `stats().dropped`:
+    `queue_full` (more than `queue_size` events waiting), `disk_full` or `spool_write_failed`
+    (the same, while the spool refuses writes and events wait in memory), `spool_full` (the
+    oldest spooled events, past `spool_max_bytes`), `closed` (recorded after `close()`).
+    Nothing is dropped for a status of the proxy's: what it refuses for good (a batch, or
+    events rejected in its acknowledgement) is set aside in the dead-letter store
+    (`dead_letter_path`) and counted in `stats().set_aside`; `protoevents spool` shows and
+    replays it.
     """
 
     def __init__(
@@ -98,6 +111,8 @@ class Recorder:
         node: str | None = None,
         spool_dir: str | os.PathLike[str] | None = None,
         batch_size: int = 1000,
+        max_batch_bytes: int = 7 << 19,
+        max_event_bytes: int = 1 << 20,
         flush_interval: float = 0.2,
         queue_size: int = 100_000,
         max_in_flight: int = 4,
@@ -111,15 +126,24 @@ class Recorder:
             raise ValueError("component must be a non-empty name")
         if batch_size < 1 or queue_size < batch_size:
             raise ValueError(f"need 1 <= batch_size ({batch_size}) <= queue_size ({queue_size})")
+        if not 1024 <= max_event_bytes <= max_batch_bytes - 1024:
+            raise ValueError(
+                f"need 1024 <= max_event_bytes ({max_event_bytes}) <= max_batch_bytes "
+                f"({max_batch_bytes}) - 1024"
+            )
         self._resolver = EventTypeResolver(event_types)
         self.node = node or socket.gethostname()
         self.component = component
         self._source = event_pb2.EventSource(node=self.node, component=component)
+        self._max_event_bytes = max_event_bytes
+        self._fixed_bytes = _EVENT_OVERHEAD + self._source.ByteSize()
         self._spool_base = Path(spool_dir) if spool_dir is not None else default_spool_dir()
         self._spool_options = (spool_max_bytes, spool_fsync)
         self._options = DeliveryOptions(
             proxy=proxy,
             batch_size=batch_size,
+            queue_size=queue_size,
+            max_batch_bytes=max_batch_bytes,
             flush_interval=flush_interval,
             max_in_flight=max_in_flight,
             ack_timeout=ack_timeout,
@@ -142,6 +166,7 @@ class Recorder:
         self._slot = SpoolSlot(self._spool_base / _safe(self.node) / _safe(self.component))
         max_bytes, fsync = self._spool_options
         self._spool = Spool(self._slot.directory, max_bytes=max_bytes, fsync=fsync)
+        self._dead_letter = DeadLetter(dead_letter_dir(self._slot.directory), fsync=fsync)
         self._delivery = self._new_delivery()
         self._counters.spool_pending = self._spool.pending_events
         self._counters.spool_bytes = self._spool.size_bytes
@@ -153,6 +178,7 @@ class Recorder:
             self._queue,
             self._source,
             self._spool,
+            self._dead_letter,
             self._counters,
             self._settle,
             self._spool_changed,
@@ -167,6 +193,12 @@ class Recorder:
     def spool_path(self) -> Path:
         """The folder this recorder spools into."""
         return self._slot.directory
+
+    @property
+    def dead_letter_path(self) -> Path:
+        """The folder of the dead-letter store: batches and events the proxy refused for good
+        (a set-aside store, see `recorder.setaside`; created when first needed)."""
+        return self._dead_letter.directory
 
     # -- recording -----------------------------------------------------------------------
 
@@ -185,6 +217,7 @@ class Recorder:
         `event_type`: a value of one of the recorder's enums, or its name (qualified, or the
         value name when unambiguous). `severity`: a Severity value or name; defaults to the
         type's declared severity. `obj`: an ObjectRef or "KIND/NAME" / "KIND/NAMESPACE/NAME".
+        An event over `max_event_bytes` serialized raises `EventTooLargeError`.
         """
         resolved = self._resolver.resolve(event_type)
         if type(message) is not str:
@@ -201,20 +234,46 @@ class Recorder:
         attrs = _attributes(attributes) if attributes is not None else None
         struct = _data(data) if data is not None else None
         event_id = str(uuid7())
+        item = (event_id, resolved, message, level, ref, attrs, struct, time.time_ns())
+        if self._size_bound(message, ref, attrs, struct) > self._max_event_bytes:
+            size = build_event(item, self._source).ByteSize()
+            if size > self._max_event_bytes:
+                raise EventTooLargeError(
+                    f"event of {size} bytes is over the recorder's max_event_bytes "
+                    f"({self._max_event_bytes}): shorten its message, attributes or data"
+                )
         if self._closed:
             self._counters.drop("closed", 1)
             return event_id
-        item = (event_id, resolved, message, level, ref, attrs, struct, time.time_ns())
-        queue = self._queue
+        queue, counters = self._queue, self._counters
         with self._lock:
-            if len(queue) >= self._queue_size:
-                self._counters.drop("queue_full", 1)
+            if len(queue) + counters.held >= self._queue_size:
+                # While the spool refuses writes, memory holds what it would have taken.
+                counters.drop(counters.spool_error or "queue_full", 1)
                 return event_id
             queue.append(item)
             self._recorded += 1
             if len(queue) % self._options.batch_size == 0:
                 self._delivery.wake()
         return event_id
+
+    def _size_bound(
+        self,
+        message: str,
+        ref: event_pb2.ObjectRef | None,
+        attrs: Mapping[str, str] | None,
+        struct: struct_pb2.Struct | None,
+    ) -> int:
+        """An upper bound of the event's serialized size, cheap to compute (4 bytes a
+        character is UTF-8's most)."""
+        bound = self._fixed_bytes + 4 * len(message)
+        if attrs:
+            bound += sum(4 * (len(k) + len(v)) + 8 for k, v in attrs.items())
+        if ref is not None:
+            bound += ref.ByteSize()
+        if struct is not None:
+            bound += struct.ByteSize()
+        return bound
 
     # -- flushing and closing ------------------------------------------------------------
 
@@ -229,8 +288,8 @@ class Recorder:
 
     def flush(self, timeout: float | None = 10.0) -> bool:
         """Send what is queued now; True once every event recorded before the call is
-        acknowledged by the proxy or safely in the spool, False on timeout or if any was
-        dropped meanwhile."""
+        acknowledged by the proxy, set aside, or safely in the spool; False on timeout or if
+        any was dropped meanwhile."""
         target = self._recorded
         dropped_before = self._counters_dropped()
         self._delivery.wake(flush=True)
@@ -240,8 +299,9 @@ class Recorder:
 
     def drain(self, timeout: float | None = 30.0) -> bool:
         """Like `flush`, but also wait until the spool is replayed: True once every event
-        recorded before the call (and every spooled one) is acknowledged by the proxy; False
-        on timeout or if any was dropped meanwhile."""
+        recorded before the call (and every spooled one) is acknowledged by the proxy (stored,
+        or kept in its quarantine) or set aside in the dead-letter store; False on timeout or
+        if any was dropped meanwhile. `stats()` tells which (`set_aside`, `quarantined`)."""
         dropped_before = self._counters_dropped()
         if not self.flush(timeout):
             return False
@@ -303,9 +363,13 @@ class Recorder:
                 replayed=counters.replayed,
                 dropped=dict(counters.dropped),
                 rejected=dict(counters.rejected),
+                set_aside=dict(counters.set_aside),
+                quarantined=counters.quarantined,
                 queued=len(self._queue),
+                held=counters.held,
                 spool_pending=counters.spool_pending,
                 spool_bytes=counters.spool_bytes,
+                spool_error=counters.spool_error,
             )
 
     # -- fork ----------------------------------------------------------------------------

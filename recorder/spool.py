@@ -10,6 +10,7 @@ events counted as dropped. A damaged record ends its segment: what precedes it i
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import os
@@ -76,6 +77,7 @@ class Spool:
         self._segments: deque[_Segment] = deque()
         self._cursor: tuple[int, int] | None = None  # (segment number, record index) to read next
         self._writer: int | None = None
+        self._sealed = False  # the last segment has a torn tail: append to a new one
         if repair:
             directory.mkdir(parents=True, exist_ok=True)
         if directory.is_dir():
@@ -104,15 +106,31 @@ class Spool:
         """Append one batch of `count` events; returns how many old events the cap dropped."""
         record = _HEADER.pack(_MAGIC, len(payload), count, zlib.crc32(payload)) + payload
         active = self._segments[-1] if self._segments else None
-        if active is None or (active.size + len(record) > self.segment_bytes and active.records):
+        full = active is not None and active.size + len(record) > self.segment_bytes
+        if active is None or self._sealed or (full and active.records):
             active = self._new_segment()
         fd = self._writer_fd(active)
-        os.write(fd, record)
-        if self.fsync:
-            os.fsync(fd)
+        try:
+            _write_all(fd, record)
+            if self.fsync:
+                os.fsync(fd)
+        except OSError:
+            # A full disk, a file-size limit or an I/O error: leave no torn record behind.
+            self._truncate_back(active)
+            raise
         active.records.append((active.size + _HEADER.size, len(payload), count))
         active.size += len(record)
         return self._enforce_cap()
+
+    def _truncate_back(self, segment: _Segment) -> None:
+        """Cut `segment` back to its last whole record (after a failed append)."""
+        try:
+            os.ftruncate(self._writer_fd(segment), segment.size)
+        except OSError:
+            # The file keeps a torn tail, which the next open cuts (see `_scan`); later
+            # appends go to a new segment so that they do not land after it.
+            self._sealed = True
+            log.warning("could not cut %s back to %d bytes", segment.path, segment.size)
 
     def _new_segment(self) -> _Segment:
         self._close_writer()
@@ -122,6 +140,7 @@ class Spool:
         if self.fsync:
             _fsync_dir(self.directory)
         self._segments.append(segment)
+        self._sealed = False
         return segment
 
     def _writer_fd(self, segment: _Segment) -> int:
@@ -244,6 +263,16 @@ class Spool:
             if self.repair:
                 with segment.path.open("r+b") as handle:
                     handle.truncate(offset)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Write every byte of `data` (os.write may write fewer, on a disk that fills up)."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        if written == 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        view = view[written:]
 
 
 def _fsync_dir(directory: Path) -> None:

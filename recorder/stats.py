@@ -14,8 +14,14 @@ class RecorderStats:
     recorded: accepted by `record()`. sent: events sent live to the proxy (a batch sent again
     after a failure counts again). acknowledged: events the proxy acknowledged from live sends.
     spooled: events written to the spool. replayed: spooled events later acknowledged.
-    dropped: events lost, by reason (queue_full, spool_full, closed, rejected_batch, ...).
-    rejected: events the proxy refused, by RejectionReason name (not retried).
+    dropped: events lost, by reason (queue_full, disk_full, spool_write_failed, spool_full,
+    closed, set_aside_failed). rejected: events the proxy refused in an acknowledgement, by
+    RejectionReason name (set aside, not retried). set_aside: events put in the dead-letter
+    store, by `batch:<status code>` (a batch the proxy refused) or `event:<RejectionReason>`.
+    quarantined: events the proxy acknowledged but keeps in quarantine because it does not know
+    their type yet (also counted in acknowledged or replayed). queued: events waiting in
+    memory; held: events waiting in memory because the spool refused them (`spool_error` says
+    why: disk_full or spool_write_failed; empty while the spool takes writes).
     """
 
     recorded: int = 0
@@ -25,9 +31,13 @@ class RecorderStats:
     replayed: int = 0
     dropped: dict[str, int] = field(default_factory=dict)
     rejected: dict[str, int] = field(default_factory=dict)
+    set_aside: dict[str, int] = field(default_factory=dict)
+    quarantined: int = 0
     queued: int = 0
+    held: int = 0
     spool_pending: int = 0
     spool_bytes: int = 0
+    spool_error: str = ""
 
     @property
     def dropped_total(self) -> int:
@@ -36,6 +46,10 @@ class RecorderStats:
     @property
     def rejected_total(self) -> int:
         return sum(self.rejected.values())
+
+    @property
+    def set_aside_total(self) -> int:
+        return sum(self.set_aside.values())
 
 
 class Counters:
@@ -49,8 +63,12 @@ class Counters:
         self.replayed = 0
         self.dropped: Counter[str] = Counter()
         self.rejected: Counter[str] = Counter()
+        self.set_aside: Counter[str] = Counter()
+        self.quarantined = 0
+        self.held = 0  # written by the delivery thread only; read unlocked by record()
         self.spool_pending = 0
         self.spool_bytes = 0
+        self.spool_error = ""  # likewise
 
     def drop(self, reason: str, count: int) -> None:
         with self.lock:

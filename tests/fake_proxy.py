@@ -23,6 +23,9 @@ class FakeProxy(proxy_service_pb2_grpc.EventProxyServiceServicer):
         self.batches = 0
         self.reject_types: set[str] = set()
         self.abort_code: grpc.StatusCode | None = None
+        self.abort_details = ""  # default: "refused batch N"
+        self.aborted = 0
+        self.streams = 0
         self.hold = threading.Event()  # while clear, acks wait (a slow proxy)
         self.hold.set()
         self._changed = threading.Condition()
@@ -71,9 +74,14 @@ class FakeProxy(proxy_service_pb2_grpc.EventProxyServiceServicer):
         request_iterator: Iterator[proxy_service_pb2.RecordRequest],
         context: grpc.ServicerContext,
     ) -> Iterator[proxy_service_pb2.RecordResponse]:
+        with self._changed:
+            self.streams += 1
         for request in request_iterator:
             if self.abort_code is not None:
-                context.abort(self.abort_code, f"refused batch {request.sequence}")
+                with self._changed:
+                    self.aborted += 1
+                details = self.abort_details or f"refused batch {request.sequence}"
+                context.abort(self.abort_code, details)
             self.hold.wait()
             result = self._store(list(request.events))
             yield proxy_service_pb2.RecordResponse(sequence=request.sequence, result=result)

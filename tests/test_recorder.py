@@ -25,6 +25,7 @@ from recorder import (
     UnknownEventTypeError,
     UnspecifiedEventTypeError,
 )
+from recorder.setaside import read_batches
 from tests.conftest import ROOT
 from tests.fake_proxy import FakeProxy
 
@@ -366,35 +367,44 @@ def test_spool_cap_drops_the_oldest_and_counts_exactly(make_recorder) -> None:
     proxy.stop()
 
 
-def test_rejected_events_are_counted_not_retried(fake_proxy, make_recorder) -> None:
+def test_rejected_events_are_set_aside_not_retried(fake_proxy, make_recorder) -> None:
     fake_proxy.reject_types = {
         "protoevents.cluster.v1.ClusterEventType.CLUSTER_EVENT_TYPE_LEADER_LOST"
     }
     recorder = make_recorder(fake_proxy.address)
     kept = [recorder.record(ELECTED, "kept") for _ in range(3)]
-    for _ in range(2):
-        recorder.record(LOST, "refused")
-    assert recorder.flush(10)
+    refused = [recorder.record(LOST, "refused") for _ in range(2)]
+    assert recorder.drain(10)
     assert fake_proxy.stored_ids() == kept
     stats = recorder.stats()
     assert stats.rejected == {"UNKNOWN_TYPE": 2}
-    assert stats.acknowledged == 3
+    assert stats.set_aside == {"event:UNKNOWN_TYPE": 2}
+    assert (stats.acknowledged, stats.dropped) == (3, {})
     assert fake_proxy.arrivals == 5
+    recorder.close(5)
+    (batch,) = read_batches(recorder.dead_letter_path)
+    assert [e.id for e in batch.events] == refused
+    assert batch.stage == "recorder"
+    assert batch.reason.startswith("UNKNOWN_TYPE: unknown event type ")
 
 
-def test_a_batch_refused_as_malformed_is_dropped_after_a_second_try(
+def test_a_batch_refused_as_malformed_is_set_aside_after_a_second_try(
     fake_proxy, make_recorder
 ) -> None:
     fake_proxy.abort_code = grpc.StatusCode.INVALID_ARGUMENT
     recorder = make_recorder(fake_proxy.address, batch_size=5)
-    for i in range(5):
-        recorder.record(ELECTED, str(i))
-    assert recorder.drain(10) is False
-    assert recorder.stats().dropped == {"rejected_batch_invalid_argument": 5}
+    refused = [recorder.record(ELECTED, str(i)) for i in range(5)]
+    assert recorder.drain(10)  # set aside, not dropped
+    stats = recorder.stats()
+    assert (stats.set_aside, stats.dropped) == ({"batch:INVALID_ARGUMENT": 5}, {})
+    assert fake_proxy.batches == 0 and fake_proxy.aborted == 2  # the second time alone
     fake_proxy.abort_code = None
     event_id = recorder.record(ELECTED, "after")
     assert recorder.drain(10)
     assert fake_proxy.stored_ids() == [event_id]
+    (batch,) = read_batches(recorder.dead_letter_path)
+    assert [e.id for e in batch.events] == refused
+    assert batch.reason == "INVALID_ARGUMENT: refused batch 2"
 
 
 def test_slow_proxy_does_not_block_record(fake_proxy, make_recorder) -> None:
