@@ -16,7 +16,7 @@ from server import changelog
 from server.changes import CREATED, Change
 from server.metrics import Metrics
 from server.validation import Validator
-from server.wal import LogFull, WriteAheadLog
+from server.wal import WriteAheadLog
 
 log = logging.getLogger(__name__)
 
@@ -149,8 +149,9 @@ class Ingest:
         completes when everything the result acknowledges is persisted (None when the batch
         acknowledges nothing that needs waiting for). Accepted events are completed in place.
 
-        Raises MalformedBatchError for a malformed batch and LogFull when the log has no room;
-        in both cases nothing of the batch is decided or stored.
+        Raises MalformedBatchError for a malformed batch, LogFull when the log has no room and
+        LogUnavailable while it cannot write; in each case nothing of the batch is decided or
+        stored.
         """
         count = len(request.events)
         self.validator.check_batch(count)
@@ -161,7 +162,7 @@ class Ingest:
         wal = self.wal
         if good and size > wal.free_bytes():
             metrics.wal_full.inc()
-            raise LogFull(wal.full_message())
+            raise wal.refusal()
         decision = self._decide(good, now)
         accepted = decision.accepted
         duplicates = len(good) - len(accepted)

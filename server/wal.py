@@ -9,9 +9,19 @@ Layout of the log folder:
 
 A record is an 8-byte header, `length` (u32, little endian) and `crc32(payload)` (u32), then
 `length` payload bytes. Positions are byte offsets in the whole log, so a position names a
-record in a segment without an index. On open, each segment is scanned and cut at the first
-record that is incomplete or fails its CRC (a write torn by a crash); everything before it is
-kept. Records are visible to readers only once appended under the fsync policy.
+record in a segment without an index. Records are visible to readers only once appended under
+the fsync policy.
+
+Damage: on open, a torn tail (bytes after the last valid record of the last segment, with no
+valid record after them: a write cut short by a crash) is cut off. Any other bad bytes, found at
+open or by a reader, are contained: the log resynchronises on the next valid record (a header
+whose length fits and whose CRC checks out), keeps every intact record before and after, copies
+the bad bytes to `damaged/<segment>.<offset>.bin` and logs an error naming them. Readers skip
+the damaged range from then on; the segment itself is never rewritten.
+
+A write that fails (ENOSPC, EFBIG, EIO, a failed fsync) is held: its torn part is cut off, new
+records are refused (LogFull for a full disk, LogUnavailable otherwise) and the write is retried
+with capped backoff until it succeeds; then records are taken again.
 """
 
 from __future__ import annotations
@@ -24,6 +34,7 @@ import logging
 import os
 import re
 import struct
+import threading
 import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -37,25 +48,38 @@ MAX_RECORD_BYTES = 1 << 30
 _SEGMENT = re.compile(r"^(\d{20})\.wal$")
 _READER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
-_ROOM_RETRY_MAX_S = 1.0
+_RETRY_MAX_S = 1.0
+DAMAGED = "damaged"
 
 
 class LogFull(Exception):  # noqa: N818 - the name says what the caller must handle
-    """Appending would take the log over its size cap; nothing was appended."""
+    """Appending would take the log over its size cap, or its disk is full; nothing was
+    appended."""
 
 
-class LogCorrupt(Exception):  # noqa: N818
-    """A record in the middle of the log fails its check."""
+class LogUnavailable(Exception):  # noqa: N818
+    """The log cannot write for now (an I/O error other than a full disk); nothing was
+    appended, and the log retries by itself."""
 
 
-class _DiskFullError(Exception):
-    """The file system refused a write for want of space; `written` records went in whole
-    before it (the torn rest was cut off)."""
+class _WriteError(Exception):
+    """Writing a group failed; `written` records of it went in whole (and synced, under the
+    policy) before the error; the rest was cut off."""
 
     def __init__(self, written: int, error: OSError) -> None:
         super().__init__(str(error))
         self.written = written
         self.error = error
+
+
+@dataclass(frozen=True, slots=True)
+class Damage:
+    """Bytes of a segment that hold no valid record, set aside in `copy`."""
+
+    segment: str
+    offset: int
+    length: int
+    copy: Path
 
 
 @dataclass(slots=True)
@@ -81,23 +105,52 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def _valid_prefix(path: Path) -> tuple[int, int]:
-    """(bytes of whole valid records at the start of the file, number of those records)."""
-    good = 0
-    count = 0
-    with path.open("rb") as handle:
-        data = handle.read()
-    size = len(data)
-    while good + HEADER.size <= size:
-        length, crc = HEADER.unpack_from(data, good)
-        end = good + HEADER.size + length
-        if length > MAX_RECORD_BYTES or end > size:
+def _record_end(data: bytes | memoryview, offset: int) -> int | None:
+    """The offset after the valid record at `offset` of `data`, or None."""
+    if offset + HEADER.size > len(data):
+        return None
+    length, crc = HEADER.unpack_from(data, offset)
+    end: int = offset + HEADER.size + length
+    if length > MAX_RECORD_BYTES or end > len(data):
+        return None
+    if zlib.crc32(data[offset + HEADER.size : end]) != crc:
+        return None
+    return end
+
+
+def _resume_at(data: bytes | memoryview, offset: int) -> int | None:
+    """The offset of the first valid record after the bad one at `offset`, or None.
+
+    The record's own length is tried first (a flipped payload byte leaves it intact), then
+    every later offset."""
+    if offset + HEADER.size <= len(data):
+        length, _ = HEADER.unpack_from(data, offset)
+        after: int = offset + HEADER.size + length
+        fits = length <= MAX_RECORD_BYTES and after < len(data)
+        if fits and _record_end(data, after) is not None:
+            return after
+    for candidate in range(offset + 1, len(data) - HEADER.size + 1):
+        if _record_end(data, candidate) is not None:
+            return candidate
+    return None
+
+
+def survey(data: bytes) -> tuple[list[tuple[int, int]], int]:
+    """The damaged ranges (start, end) of a segment's bytes, each followed by a valid record,
+    and the offset after its last valid record (bytes past it hold none)."""
+    damaged: list[tuple[int, int]] = []
+    offset = last_good = 0
+    while offset < len(data):
+        end = _record_end(data, offset)
+        if end is not None:
+            offset = last_good = end
+            continue
+        resume = _resume_at(data, offset)
+        if resume is None:
             break
-        if zlib.crc32(data[good + HEADER.size : end]) != crc:
-            break
-        good = end
-        count += 1
-    return good, count
+        damaged.append((offset, resume))
+        offset = resume
+    return damaged, last_good
 
 
 def frame(payload: bytes) -> bytes:
@@ -145,14 +198,22 @@ class WriteAheadLog:
         self._advanced = asyncio.Event()
         self._closing = False
         self._failed: BaseException | None = None
-        self._disk_full: OSError | None = None  # set while a group waits for room on disk
+        self._write_error: OSError | None = None  # set while a group waits to be written
+        self._tail_unknown = False  # a cut after a failed write did not go through
         self._room = asyncio.Event()  # set when segments were deleted
         self._flusher: asyncio.Task[None] | None = None
         self._ticker: asyncio.Task[None] | None = None
+        self._holes: dict[int, int] = {}  # start -> end of damaged ranges readers skip
+        self._holes_lock = threading.Lock()
         self.fsyncs = 0
         self.bytes_written = 0
         self.recovered_truncated_bytes = 0
+        self.damage: list[Damage] = []  # found since open, oldest first
         self.on_fsync: Callable[[int], None] | None = None
+        # Called on the event loop when the log starts or stops refusing records for an I/O
+        # error, and (from any thread) when damage is found.
+        self.on_state: Callable[[], None] | None = None
+        self.on_damage: Callable[[Damage], None] | None = None
 
     # -- opening -------------------------------------------------------------------------
 
@@ -184,24 +245,29 @@ class WriteAheadLog:
     def _recover(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         (self.directory / "bookmarks").mkdir(exist_ok=True)
-        for path in sorted(self.directory.iterdir()):
-            match = _SEGMENT.match(path.name)
-            if not match:
-                continue
-            good, _ = _valid_prefix(path)
-            size = path.stat().st_size
-            if good < size:
+        paths = [p for p in sorted(self.directory.iterdir()) if _SEGMENT.match(p.name)]
+        for path in paths:
+            start = int(path.name.removesuffix(".wal"))
+            data = path.read_bytes()
+            damaged, good = survey(data)
+            for first, end in damaged:
+                self._contained(path, start, first, data[first:end])
+            if good < len(data) and path == paths[-1]:
+                # Nothing valid after it at the end of the log: a write torn by a crash.
                 log.warning(
-                    "write-ahead log %s: cut %d bytes of a torn or corrupt tail at offset %d",
+                    "write-ahead log %s: cut %d bytes of a torn tail at offset %d",
                     path.name,
-                    size - good,
+                    len(data) - good,
                     good,
                 )
                 with path.open("r+b") as handle:
                     handle.truncate(good)
                     os.fsync(handle.fileno())
-                self.recovered_truncated_bytes += size - good
-            self._segments.append(_Segment(int(match.group(1)), path, good))
+                self.recovered_truncated_bytes += len(data) - good
+                data = data[:good]
+            elif good < len(data):  # an older segment's bad end: damage, kept
+                self._contained(path, start, good, data[good:])
+            self._segments.append(_Segment(start, path, len(data)))
         for path in (self.directory / "bookmarks").iterdir():
             if _READER_NAME.match(path.name):
                 with contextlib.suppress(ValueError):
@@ -235,25 +301,42 @@ class WriteAheadLog:
         return self._reserved_end - self._segments[0].start
 
     def free_bytes(self) -> int:
-        """Bytes that may still be submitted (none while the disk is full)."""
-        return 0 if self._disk_full is not None else self.max_bytes - self.size
+        """Bytes that may still be submitted (none while a write is held)."""
+        return 0 if self._write_error is not None else self.max_bytes - self.size
+
+    @property
+    def unavailable(self) -> OSError | None:
+        """The I/O error the log is held by (it refuses records meanwhile), or None."""
+        return self._write_error
 
     def full_message(self) -> str:
         """Why the log takes no more records: its disk or its size cap is full."""
-        if self._disk_full is not None:
+        error = self._write_error
+        if error is not None and error.errno in _DISK_FULL:
             return (
-                f"the disk of the write-ahead log is full ({self._disk_full.strerror}): "
+                f"the disk of the write-ahead log is full ({error.strerror}): "
                 "a writer is behind; retry later"
             )
+        if error is not None:
+            return f"the write-ahead log cannot write ({error.strerror}): retry later"
         return (
             f"write-ahead log is full ({self.size} of {self.max_bytes} bytes used): "
             "a writer is behind; retry later"
         )
 
+    def refusal(self) -> LogFull | LogUnavailable:
+        """The error a record is refused with now: LogUnavailable while a write fails for
+        an I/O error other than a full disk, else LogFull."""
+        error = self._write_error
+        if error is not None and error.errno not in _DISK_FULL:
+            return LogUnavailable(self.full_message())
+        return LogFull(self.full_message())
+
     def submit(self, payload: bytes) -> asyncio.Future[int]:
         """Queue one record; the future gives the position after it once it is persisted.
 
-        Raises LogFull, appending nothing, when the record would exceed the size cap.
+        Raises LogFull, appending nothing, when the record would exceed the size cap or the
+        disk is full, and LogUnavailable while the log cannot write.
         """
         if self._closing:
             raise RuntimeError("the write-ahead log is closed")
@@ -262,8 +345,8 @@ class WriteAheadLog:
         record = frame(payload)
         if len(payload) > MAX_RECORD_BYTES:
             raise ValueError(f"record of {len(payload)} bytes exceeds {MAX_RECORD_BYTES}")
-        if self._disk_full is not None or self.size + len(record) > self.max_bytes:
-            raise LogFull(self.full_message())
+        if self._write_error is not None or self.size + len(record) > self.max_bytes:
+            raise self.refusal()
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._pending.append((record, future))
         self._reserved_end += len(record)
@@ -295,14 +378,14 @@ class WriteAheadLog:
             group, self._pending = self._pending, []
             sync = self.fsync_policy == "batch"
             try:
-                end = await self._write_until_room(loop, group, sync)
-            except LogFull as exc:  # closing while the disk is full: nothing is acknowledged
+                end = await self._write_retrying(loop, group, sync)
+            except (LogFull, LogUnavailable) as exc:  # closing while held: nothing is acked
                 for _, future in group + self._pending + self._barriers:
                     if not future.done():
-                        future.set_exception(LogFull(str(exc)))
+                        future.set_exception(type(exc)(str(exc)))
                 self._pending, self._barriers = [], []
                 return
-            except BaseException as exc:  # an I/O error: nothing after it can be trusted
+            except BaseException as exc:  # a bug, not an I/O error: nothing after it is trusted
                 log.exception("write-ahead log: append failed")
                 self._failed = exc
                 for _, future in group + self._pending + self._barriers:
@@ -327,14 +410,15 @@ class WriteAheadLog:
                 self._barriers = waiting
             self._notify()
 
-    async def _write_until_room(
+    async def _write_retrying(
         self,
         loop: asyncio.AbstractEventLoop,
         group: list[tuple[bytes, asyncio.Future[int]]],
         sync: bool,
     ) -> int:
-        """Write a group; while the disk is full, hold it (refusing new records) and retry
-        as segments are released. Raises LogFull if the log closes meanwhile."""
+        """Write a group; while a write fails, hold it (refusing new records) and retry with
+        capped backoff, sooner when segments are released. Raises LogFull or LogUnavailable
+        if the log closes meanwhile."""
         written = 0
         delay = 0.05
         while True:
@@ -342,33 +426,54 @@ class WriteAheadLog:
                 end: int = await loop.run_in_executor(
                     self._io, self._write_group, [r for r, _ in group[written:]], sync
                 )
-            except _DiskFullError as full:
-                written += full.written
-                if self._disk_full is None:
-                    log.warning(
-                        "write-ahead log: the disk is full (%s); refusing new batches and "
-                        "holding %d until there is room",
-                        full.error.strerror,
+            except _WriteError as failed:
+                written += failed.written
+                if self._write_error is None:
+                    level = logging.WARNING if failed.error.errno in _DISK_FULL else logging.ERROR
+                    log.log(
+                        level,
+                        "write-ahead log: cannot write (%s); refusing new batches and holding "
+                        "%d until a write succeeds",
+                        failed.error.strerror or failed.error,
                         len(group) - written,
                     )
-                self._disk_full = full.error
+                    self._write_error = failed.error
+                    self._state_changed()
+                self._write_error = failed.error
                 if self._closing:
-                    raise LogFull(self.full_message()) from None
+                    raise self.refusal() from None
                 self._room.clear()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(delay):
                         await self._room.wait()
-                delay = min(delay * 2, _ROOM_RETRY_MAX_S)
+                delay = min(delay * 2, _RETRY_MAX_S)
                 continue
-            if self._disk_full is not None:
-                log.warning("write-ahead log: room on disk again; accepting batches")
-                self._disk_full = None
+            if self._write_error is not None:
+                log.warning("write-ahead log: writing again; accepting batches")
+                self._write_error = None
+                self._state_changed()
             return end
+
+    def _state_changed(self) -> None:
+        if self.on_state is not None:
+            self.on_state()
 
     def _write_group(self, records: list[bytes], sync: bool) -> int:
         """Write records to the last segment, rolling over when it is full (I/O thread).
-        Raises _DiskFullError, with the torn record cut off, when the disk is full."""
+
+        On any OSError (in a write, an fsync or a roll), raises _WriteError after cutting the
+        current segment back to where this group began in it, so that what a retry writes is
+        never trusted to a page cache whose state is unknown: after a failed fsync Linux may
+        have marked the unwritten pages clean (the error is reported once), so a second fsync
+        would succeed without writing them. Cutting them off and writing them again makes
+        them dirty, and the next fsync writes them. Records in segments rolled before the
+        error were synced by the roll (unless fsync=off) and count as written.
+        """
         last = self._segments[-1]
+        if self._tail_unknown and self._file is not None:
+            os.ftruncate(self._file, last.size)  # raises into the caller's retry if it fails
+            self._tail_unknown = False
+        base = last.size  # the current segment's size before this group
         chunk: list[bytes] = []
         chunk_bytes = 0
         written = 0
@@ -378,35 +483,41 @@ class WriteAheadLog:
                     last.size + chunk_bytes
                 ):
                     self._write(chunk, chunk_bytes)
-                    written += len(chunk)
                     last = self._roll()
+                    written += len(chunk)
+                    base = 0
                     chunk, chunk_bytes = [], 0
                 chunk.append(record)
                 chunk_bytes += len(record)
             self._write(chunk, chunk_bytes)
+            if sync and self._file is not None:
+                os.fdatasync(self._file)
+                self._count_fsync()
+            elif self.fsync_policy == "interval":
+                self._unsynced = True
         except OSError as exc:
-            if exc.errno not in _DISK_FULL:
-                raise
-            raise _DiskFullError(written, exc) from exc
-        if sync and self._file is not None:
-            os.fdatasync(self._file)
-            self._count_fsync()
-        elif self.fsync_policy == "interval":
-            self._unsynced = True
+            self._cut(base)
+            raise _WriteError(written, exc) from exc
         return last.end
+
+    def _cut(self, size: int) -> None:
+        """Cut the current segment back to `size` bytes (what a failed write left after it)."""
+        self._segments[-1].size = size
+        if self._file is None:
+            return
+        try:
+            os.ftruncate(self._file, size)
+        except OSError:
+            self._tail_unknown = True  # cut again before the next write
 
     def _write(self, chunk: list[bytes], chunk_bytes: int) -> None:
         if not chunk or self._file is None:
             return
         data = b"".join(chunk)
         view = memoryview(data)
-        try:
-            while view:
-                written = os.write(self._file, view)
-                view = view[written:]
-        except OSError:
-            os.ftruncate(self._file, self._segments[-1].size)  # no torn record stays behind
-            raise
+        while view:
+            written = os.write(self._file, view)
+            view = view[written:]
         self._segments[-1].size += chunk_bytes
         self.bytes_written += chunk_bytes
 
@@ -417,9 +528,15 @@ class WriteAheadLog:
         segment = _Segment(start, _segment_path(self.directory, start), 0)
         # Opened first: when the disk refuses the new file, the full segment stays current.
         new_file = os.open(segment.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        if self.fsync_policy != "off":
-            os.fdatasync(self._file)
-            self._count_fsync()
+        try:
+            if self.fsync_policy != "off":
+                os.fdatasync(self._file)
+                self._count_fsync()
+        except OSError:
+            os.close(new_file)
+            with contextlib.suppress(OSError):
+                segment.path.unlink()
+            raise
         os.close(self._file)
         self._file = new_file
         if self.fsync_policy != "off":
@@ -440,8 +557,12 @@ class WriteAheadLog:
 
     def _sync_if_dirty(self) -> None:
         if self._unsynced and self._file is not None:
+            try:
+                os.fdatasync(self._file)
+            except OSError as exc:  # acknowledged already: all that is left is to say so
+                log.error("write-ahead log: fsync failed (%s); records may not be durable", exc)
+                return
             self._unsynced = False
-            os.fdatasync(self._file)
             self._count_fsync()
 
     def _notify(self) -> None:
@@ -466,7 +587,8 @@ class WriteAheadLog:
 
     def read(self, position: int, max_bytes: int = 4 << 20) -> tuple[list[bytes], int]:
         """Payloads of the whole records from `position`, about `max_bytes` of them at most
-        (at least one), up to the visible end; and the position after the last one.
+        (at least one), up to the visible end; and the position after the last one. Damaged
+        bytes on the way are contained (see the module docstring) and skipped.
 
         Blocking file I/O: call it through `read_async` from the event loop.
         """
@@ -481,31 +603,118 @@ class WriteAheadLog:
             stop = min(end, segment.end)
             if position >= stop:
                 continue
-            with segment.path.open("rb") as handle:
+            position, taken = self._read_segment(
+                segment, position, stop, max_bytes, taken, payloads
+            )
+            if taken >= max_bytes or position < stop:
+                break
+        return payloads, position
+
+    def _read_segment(
+        self,
+        segment: _Segment,
+        position: int,
+        stop: int,
+        max_bytes: int,
+        taken: int,
+        payloads: list[bytes],
+    ) -> tuple[int, int]:
+        """Add the payloads of `segment` from `position` to `stop` (while under `max_bytes`,
+        at least one); returns the position reached and the bytes taken so far."""
+        with segment.path.open("rb") as handle:
+            while position < stop and (taken < max_bytes or not payloads):
+                hole_end = self._holes.get(position)
+                if hole_end is not None:
+                    position = hole_end
+                    continue
                 handle.seek(position - segment.start)
                 data = handle.read(min(stop - position, max(max_bytes - taken, 0)) or HEADER.size)
-                offset = 0
+                offset, bad = 0, False
                 while offset + HEADER.size <= len(data):
+                    if offset and position + offset in self._holes:
+                        break
                     length, crc = HEADER.unpack_from(data, offset)
                     record_end = offset + HEADER.size + length
-                    if record_end > len(data):
-                        if offset == 0:  # a record larger than max_bytes: read it whole
-                            data += handle.read(record_end - len(data))
-                            continue
+                    if length > MAX_RECORD_BYTES or position + record_end > stop:
+                        bad = True  # a record cannot run past what was written
                         break
+                    if record_end > len(data):
+                        if offset:
+                            break
+                        data += handle.read(record_end - len(data))  # larger than max_bytes
+                        if record_end > len(data):
+                            bad = True
+                            break
                     payload = data[offset + HEADER.size : record_end]
                     if zlib.crc32(payload) != crc:
-                        raise LogCorrupt(
-                            f"{segment.path.name}: record at offset "
-                            f"{position - segment.start + offset} fails its CRC"
-                        )
+                        bad = True
+                        break
                     payloads.append(payload)
                     offset = record_end
                 position += offset
                 taken += offset
-            if taken >= max_bytes or position < stop:
-                break
-        return payloads, position
+                if bad or (not offset and stop - position < HEADER.size):
+                    position = self._contain(segment, position, stop)
+        return position, taken
+
+    def _contain(self, segment: _Segment, position: int, stop: int) -> int:
+        """Set aside the damaged bytes at `position` (up to the next valid record, or `stop`)
+        and return the position after them (reader threads)."""
+        with self._holes_lock:
+            known = self._holes.get(position)
+            if known is not None:
+                return known
+            with segment.path.open("rb") as handle:
+                handle.seek(position - segment.start)
+                data = handle.read(stop - position)
+            resume = _resume_at(data, 0)
+            bad = data if resume is None else data[:resume]
+            self._contained(segment.path, segment.start, position - segment.start, bad)
+            return position + len(bad)
+
+    def _contained(self, path: Path, start: int, offset: int, bad: bytes) -> None:
+        """Skip `bad`, at `offset` of the segment `path`, from now on; copy it aside, log it
+        and report it (once: damage already set aside is only logged as a warning)."""
+        self._holes[start + offset] = start + offset + len(bad)
+        folder = self.directory / DAMAGED
+        copy = folder / f"{path.name}.{offset}.bin"
+        if copy.exists() and copy.stat().st_size == len(bad):
+            log.warning(
+                "write-ahead log %s: %d damaged bytes at offset %d skipped (set aside before, "
+                "in %s)",
+                path.name,
+                len(bad),
+                offset,
+                copy,
+            )
+            return
+        try:
+            folder.mkdir(exist_ok=True)
+            with copy.open("wb") as handle:
+                handle.write(bad)
+                handle.flush()
+                os.fsync(handle.fileno())
+            kept = f"copied to {copy}"
+        except OSError as exc:
+            kept = f"not copied aside ({exc})"
+        log.error(
+            "write-ahead log %s: %d bytes at offset %d are damaged (no valid record); the "
+            "records before and after them are kept; the damaged bytes are lost to the "
+            "writers, %s",
+            path.name,
+            len(bad),
+            offset,
+            kept,
+        )
+        damage = Damage(path.name, offset, len(bad), copy)
+        self.damage.append(damage)
+        if self.on_damage is not None:
+            self.on_damage(damage)
+
+    def damaged_files(self) -> list[Path]:
+        """The copies of damaged bytes an operator has not cleared yet."""
+        folder = self.directory / DAMAGED
+        return sorted(folder.glob("*.bin")) if folder.is_dir() else []
 
     def _segments_from(self, position: int) -> Iterator[_Segment]:
         segments = list(self._segments)  # one snapshot: other threads add and release

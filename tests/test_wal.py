@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import pytest
 
 from server import wal as wal_module
-from server.wal import HEADER, LogFull, WriteAheadLog
+from server.wal import HEADER, LogFull, LogUnavailable, WriteAheadLog
 from tests.ingest_helpers import wait_until
 
 T = TypeVar("T")
@@ -308,6 +308,192 @@ def test_a_reader_never_skips_records_of_a_write_that_rolled_to_a_new_segment(
         release.set()
         await asyncio.gather(*pending)
         assert await read_all(wal, visible) == [b"b" * 3000, b"c" * 3000]
+        await wal.close()
+
+    run(main())
+
+
+class BrokenDisk:
+    """`os` for the log, where writes (or fsyncs) fail with `error` while it is set."""
+
+    def __init__(self, error: int, *, calls: tuple[str, ...] = ("write",)) -> None:
+        self.error: int | None = error
+        self.calls = calls
+        self.failures = 0
+
+    def _fail(self) -> None:
+        if self.error is not None:
+            self.failures += 1
+            raise OSError(self.error, os.strerror(self.error))
+
+    def write(self, fd: int, data: Any) -> int:
+        if "write" in self.calls:
+            self._fail()
+        return os.write(fd, data)
+
+    def fdatasync(self, fd: int) -> None:
+        if "fdatasync" in self.calls:
+            self._fail()
+        os.fdatasync(fd)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(os, name)
+
+
+@pytest.mark.parametrize("error", [errno.EFBIG, errno.EIO])
+def test_a_write_error_holds_the_group_refuses_as_unavailable_then_resumes_by_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: int
+) -> None:
+    async def main() -> None:
+        wal = await WriteAheadLog.open(tmp_path)
+        await wal.append(b"before")
+        disk = BrokenDisk(error)
+        monkeypatch.setattr(wal_module, "os", disk)
+        changes: list[OSError | None] = []
+        wal.on_state = lambda: changes.append(wal.unavailable)
+        held = wal.submit(b"held")
+        await wait_until(lambda: wal.unavailable is not None)
+        with pytest.raises(LogUnavailable, match=rf"cannot write \({os.strerror(error)}\)"):
+            wal.submit(b"refused")
+        assert isinstance(wal.refusal(), LogUnavailable)
+        await wait_until(lambda: disk.failures >= 3)  # retried, and still refusing
+        assert not held.done()
+        disk.error = None  # the cause went away: the next retry writes
+        await asyncio.wait_for(held, 10)
+        assert wal.unavailable is None
+        assert [c is None for c in changes] == [False, True]
+        await wal.append(b"after")
+        await wal.close()
+        monkeypatch.undo()
+        again = await WriteAheadLog.open(tmp_path)
+        assert await read_all(again) == [b"before", b"held", b"after"]
+        await again.close()
+
+    run(main())
+
+
+def test_a_failed_fsync_writes_the_group_again_rather_than_trusting_the_page_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def main() -> None:
+        wal = await WriteAheadLog.open(tmp_path)
+        await wal.append(b"synced")
+        disk = BrokenDisk(errno.EIO, calls=("fdatasync",))
+        monkeypatch.setattr(wal_module, "os", disk)
+        written: list[int] = []
+        write = disk.write
+
+        def counting_write(fd: int, data: Any) -> int:
+            written.append(len(data))
+            return write(fd, data)
+
+        disk.write = counting_write  # type: ignore[method-assign]
+        held = wal.submit(b"twice")
+        await wait_until(lambda: disk.failures >= 1)
+        disk.error = None
+        await asyncio.wait_for(held, 10)
+        assert len(written) >= 2  # the group was written again after the failed fsync
+        (segment,) = segments(tmp_path)
+        assert segment.stat().st_size == 2 * HEADER.size + len(b"synced") + len(b"twice")
+        await wal.close()
+
+    run(main())
+
+
+def records_of(segment: Path) -> list[tuple[int, int]]:
+    """(offset, length with header) of each record of a segment."""
+    data = segment.read_bytes()
+    found, offset = [], 0
+    while offset < len(data):
+        length, _ = HEADER.unpack_from(data, offset)
+        found.append((offset, HEADER.size + length))
+        offset += HEADER.size + length
+    return found
+
+
+def flip(segment: Path, offset: int) -> None:
+    with segment.open("r+b") as handle:
+        handle.seek(offset)
+        byte = handle.read(1)
+        handle.seek(offset)
+        handle.write(bytes([byte[0] ^ 0x40]))
+
+
+@pytest.mark.parametrize("where", ["payload", "length"])
+def test_a_flipped_byte_mid_segment_loses_only_its_record_and_is_set_aside_loudly(
+    tmp_path: Path, where: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def main() -> None:
+        wal = await WriteAheadLog.open(tmp_path)
+        records = [f"record {i}".encode() * 20 for i in range(9)]
+        for record in records:
+            await wal.append(record)
+        await wal.close()
+        (segment,) = segments(tmp_path)
+        offset, length = records_of(segment)[4]
+        flip(segment, offset + (HEADER.size + 3 if where == "payload" else 2))
+        wal = await WriteAheadLog.open(tmp_path)
+        assert await read_all(wal) == records[:4] + records[5:]
+        assert [(d.segment, d.offset, d.length) for d in wal.damage] == [
+            (segment.name, offset, length)
+        ]
+        assert wal.damaged_files() == [tmp_path / "damaged" / f"{segment.name}.{offset}.bin"]
+        (copy,) = wal.damaged_files()
+        assert copy.read_bytes() == segment.read_bytes()[offset : offset + length]
+        assert wal.recovered_truncated_bytes == 0
+        await wal.append(b"new")
+        await wal.close()
+        errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+        assert errors == [
+            f"write-ahead log {segment.name}: {length} bytes at offset {offset} are damaged "
+            "(no valid record); the records before and after them are kept; the damaged bytes "
+            f"are lost to the writers, copied to {copy}"
+        ]
+        again = await WriteAheadLog.open(tmp_path)  # known damage: skipped, not counted again
+        assert await read_all(again) == records[:4] + records[5:] + [b"new"]
+        assert again.damage == []
+        await again.close()
+
+    run(main())
+
+
+def test_the_bad_end_of_an_older_segment_is_damage_not_a_torn_tail(tmp_path: Path) -> None:
+    async def main() -> None:
+        wal = await WriteAheadLog.open(tmp_path, segment_bytes=1000, max_bytes=1 << 20)
+        wal.register_reader("r")
+        records = [bytes([i]) * 300 for i in range(6)]
+        for record in records:
+            await wal.append(record)
+        await wal.close()
+        first = segments(tmp_path)[0]
+        offset, _ = records_of(first)[-1]
+        flip(first, offset + HEADER.size + 10)
+        wal = await WriteAheadLog.open(tmp_path, segment_bytes=1000, max_bytes=1 << 20)
+        assert await read_all(wal) == records[:2] + records[3:]
+        assert [(d.offset, d.length) for d in wal.damage] == [(offset, 308)]
+        assert first.stat().st_size == 3 * 308  # kept whole
+        await wal.close()
+
+    run(main())
+
+
+def test_a_reader_that_meets_damage_while_running_skips_it_and_reports_it(
+    tmp_path: Path,
+) -> None:
+    async def main() -> None:
+        wal = await WriteAheadLog.open(tmp_path)
+        found: list[wal_module.Damage] = []
+        wal.on_damage = found.append
+        records = [f"record {i}".encode() * 20 for i in range(6)]
+        for record in records:
+            await wal.append(record)
+        (segment,) = segments(tmp_path)
+        offset, length = records_of(segment)[2]
+        flip(segment, offset + HEADER.size + 1)  # bit rot under a running proxy
+        assert await read_all(wal) == records[:2] + records[3:]
+        assert [(d.offset, d.length) for d in found] == [(offset, length)]
+        assert await read_all(wal) == records[:2] + records[3:]  # a second reader: same
+        assert len(found) == 1
         await wal.close()
 
     run(main())

@@ -75,6 +75,9 @@ def settle_garbage_collector() -> None:
 async def serve(settings: Settings, registry: Registry) -> int:
     """Serve until SIGTERM or SIGINT; returns the exit code."""
     loop = asyncio.get_running_loop()
+    # A file-size limit (RLIMIT_FSIZE) would kill the process; ignored, the write fails with
+    # EFBIG instead and the log holds it until it can write.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
