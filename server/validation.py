@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import re
 import time
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -15,6 +14,7 @@ from google.protobuf import struct_pb2
 
 from protoevents.v1 import event_pb2, proxy_service_pb2, severity_pb2
 from recorder.registry import Registry
+from server import ids
 from server.config import Settings
 from server.db.models import FIELD_LIMITS
 
@@ -32,7 +32,7 @@ INVALID_VALUE = proxy_service_pb2.REJECTION_REASON_INVALID_VALUE
 
 EARLIEST_SECONDS = int(datetime(2001, 1, 1, tzinfo=UTC).timestamp())
 _SEVERITIES = frozenset(v for v in severity_pb2.Severity.values() if v)
-_CANONICAL_UUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
+_CANONICAL_ID = ids.CANONICAL  # checked inline: the id check is on every event
 _MAX_NANOS = 999_999_999
 # Value.number_value on the wire: tag 0x11, then a little-endian double; NaN and the
 # infinities have every exponent bit set (the top 12 bits but the sign).
@@ -170,19 +170,6 @@ def _iso(seconds: int) -> str:
         return f"{seconds} s since the epoch"
 
 
-def valid_id(text: str) -> bool:
-    """Whether an event id parses as a UUID (canonical form checked without parsing)."""
-    if len(text) == 36 and _CANONICAL_UUID.fullmatch(text):
-        return True
-    if not text or len(text) > 45:
-        return False
-    try:
-        uuid.UUID(text)
-    except ValueError:
-        return False
-    return True
-
-
 class Validator:
     """Checks events one by one and completes the accepted ones from their type.
 
@@ -222,9 +209,8 @@ class Validator:
         limits = self.limits
         field_limit = limits.max_field_bytes
         event_id = event.id
-        if not valid_id(event_id):
-            shown = event_id if len(event_id) <= 64 else event_id[:64] + "..."
-            return INVALID_ID, f"id {shown!r} is not a UUID" if event_id else "id is empty"
+        if len(event_id) != 36 or _CANONICAL_ID.fullmatch(event_id) is None:
+            return INVALID_ID, ids.id_problem(event_id) or "id is not canonical"
         type_name = event.type
         if not type_name:
             return MISSING_TYPE, "type is empty"

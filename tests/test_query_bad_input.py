@@ -154,14 +154,22 @@ def test_get_event_answers_not_found_or_invalid_argument(
 ) -> None:
     for event_id, expected in [
         (str(uuid.uuid4()), grpc.StatusCode.NOT_FOUND),
+        (str(uuid.uuid4()).upper(), grpc.StatusCode.NOT_FOUND),
         ("", grpc.StatusCode.INVALID_ARGUMENT),
         ("x" * 10_000, grpc.StatusCode.INVALID_ARGUMENT),
+        ("not-a-uuid", grpc.StatusCode.INVALID_ARGUMENT),
+        ("1234567812345678123456781234567\n", grpc.StatusCode.INVALID_ARGUMENT),
+        ("12345678-1234-5678-1234-56781234567g", grpc.StatusCode.INVALID_ARGUMENT),
     ]:
         request = Q.GetEventRequest(id=event_id)
-        code, _ = status_of(lambda r=request: query.GetEvent(r, timeout=10))
+        code, details = status_of(lambda r=request: query.GetEvent(r, timeout=10))
         assert code is expected, event_id[:40]
+        assert details.startswith("id: " if expected is grpc.StatusCode.INVALID_ARGUMENT else "no")
     stored = live.good_ids[0]
-    assert query.GetEvent(Q.GetEventRequest(id=stored), timeout=10).event.id == stored
+    value = uuid.UUID(stored)
+    for spelling in (stored, stored.upper(), "{" + stored + "}", value.urn, value.hex):
+        found = query.GetEvent(Q.GetEventRequest(id=spelling), timeout=10).event
+        assert found.id == stored, spelling
 
 
 # -- fuzzing -----------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 
 from protoevents.v1 import event_pb2, proxy_service_pb2, severity_pb2
 from recorder.registry import Registry
+from server import ids
 from server.validation import Limits, MalformedBatchError, Validator
 from tests.ingest_helpers import LEADER_ELECTED, make_event
 
@@ -42,7 +44,21 @@ def big_struct() -> Struct:
 
 CASES: list[tuple[dict[str, Any], int, str]] = [
     ({"id": ""}, R.REJECTION_REASON_INVALID_ID, "id is empty"),
-    ({"id": "not-a-uuid"}, R.REJECTION_REASON_INVALID_ID, "id 'not-a-uuid' is not a UUID"),
+    ({"id": "not-a-uuid"}, R.REJECTION_REASON_INVALID_ID, "id 'not-a-uuid' is not a UUID: expected"),
+    (
+        {"id": "{12345678-1234-5678-1234-567812345678}"},
+        R.REJECTION_REASON_INVALID_ID,
+        "id '{12345678-1234-5678-1234-567812345678}' is not canonical: "
+        "use '12345678-1234-5678-1234-567812345678' (lower case, hyphenated)",
+    ),
+    (
+        {"id": "12345678-1234-5678-1234-56781234ABCD"},
+        R.REJECTION_REASON_INVALID_ID,
+        "use '12345678-1234-5678-1234-56781234abcd'",
+    ),
+    ({"id": "1234567812345678123456781234567\n"}, R.REJECTION_REASON_INVALID_ID, "is not a UUID"),
+    ({"id": "+1234567812345678123456781234567"}, R.REJECTION_REASON_INVALID_ID, "is not a UUID"),
+    ({"id": "1234_678123456781234567812345678"}, R.REJECTION_REASON_INVALID_ID, "is not a UUID"),
     ({"type": ""}, R.REJECTION_REASON_MISSING_TYPE, "type is empty"),
     (
         {"type": "protoevents.cluster.v1.ClusterEventType.CLUSTER_EVENT_TYPE_NO_SUCH"},
@@ -203,7 +219,7 @@ def test_missing_time_is_out_of_range(validator: Validator) -> None:
 
 
 def test_a_good_event_is_completed_from_its_type(validator: Validator) -> None:
-    event = make_event(attributes={"nic": "eth0"}, id="{12345678-1234-5678-1234-567812345678}")
+    event = make_event(attributes={"nic": "eth0"}, id="12345678-1234-5678-1234-567812345678")
     assert validator.check(event, NOW) is None
     assert event.category == "cluster"
     assert event.severity == severity_pb2.SEVERITY_INFO  # the type's default
@@ -257,3 +273,40 @@ def test_a_nul_nan_or_infinity_anywhere_in_data_is_invalid(
     problem = Validator(Registry.builtin()).check(make_event(data=struct_of(data)), NOW)
     assert problem is not None
     assert problem[0] == R.REJECTION_REASON_INVALID_VALUE
+
+
+def spellings(value: uuid.UUID) -> list[str]:
+    """The ways of writing a UUID that uuid.UUID reads, the canonical text first."""
+    text = str(value)
+    return [text, text.upper(), "{" + text + "}", value.urn, value.hex, value.hex.upper()]
+
+
+@given(st.uuids())
+def test_only_the_canonical_text_of_a_uuid_is_a_valid_id(value: uuid.UUID) -> None:
+    canonical, *others = spellings(value)
+    validator = Validator(Registry.builtin())
+    assert validator.check(make_event(id=canonical), NOW) is None
+    for other in others:
+        problem = validator.check(make_event(id=other), NOW)
+        assert problem == (
+            R.REJECTION_REASON_INVALID_ID,
+            f"id {other!r} is not canonical: use {canonical!r} (lower case, hyphenated)",
+        )
+
+
+@given(st.uuids())
+def test_every_spelling_of_a_uuid_maps_to_its_canonical_text(value: uuid.UUID) -> None:
+    assert {ids.canonical(text) for text in spellings(value)} == {str(value)}
+
+
+@given(st.text(max_size=50) | st.uuids().map(str) | st.uuids().map(lambda u: str(u).upper()))
+def test_text_is_canonical_exactly_when_it_is_what_str_of_its_uuid_gives(text: str) -> None:
+    try:
+        parsed: str | None = str(uuid.UUID(text))
+    except ValueError:
+        parsed = None
+    assert ids.is_canonical(text) == (parsed == text)
+    mapped = ids.canonical(text)
+    assert mapped is None or mapped == parsed  # never a UUID uuid.UUID would not read
+    if mapped is not None:
+        assert not any(c.isspace() or c in "+_" for c in text)

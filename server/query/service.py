@@ -12,6 +12,7 @@ import grpc
 
 from protoevents.v1 import query_service_pb2, query_service_pb2_grpc
 from recorder.registry import Registry
+from server import ids
 from server.changes import CREATED, Change
 from server.db.models import FIELD_LIMITS
 from server.query.errors import InvalidArgumentError, NotFoundError, grpc_errors
@@ -109,13 +110,20 @@ class EventQueryServicer(query_service_pb2_grpc.EventQueryServiceServicer):
     def GetEvent(
         self, request: query_service_pb2.GetEventRequest, context: Context
     ) -> query_service_pb2.GetEventResponse:
-        if not request.id:
+        spelled = request.id
+        if not spelled:
             raise InvalidArgumentError("id", "empty event id")
-        if len(request.id) > FIELD_LIMITS["id"]:
+        if len(spelled) > FIELD_LIMITS["id"]:
             raise InvalidArgumentError("id", f"longer than {FIELD_LIMITS['id']} characters")
-        event = self.store.get_event(request.id)
+        event_id = ids.canonical(spelled)
+        if event_id is None:
+            raise InvalidArgumentError("id", f"{ids.shown(spelled)} is not a UUID")
+        event = self.store.get_event(event_id)
+        if event is None and spelled != event_id:
+            # Stored before ingest accepted only the canonical form, under this spelling.
+            event = self.store.get_event(spelled)
         if event is None:
-            raise NotFoundError(f"no stored event has id {request.id!r}")
+            raise NotFoundError(f"no stored event has id {event_id!r}")
         return query_service_pb2.GetEventResponse(event=event)
 
     @grpc_errors
