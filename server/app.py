@@ -23,6 +23,7 @@ from server.dispatcher import Dispatcher
 from server.ingest import Deduplicator as IngestDeduplicator
 from server.ingest import Ingest
 from server.metrics import Metrics
+from server.ownership import address_error
 from server.proxy_service import EventProxyServicer, add_proxy_service
 from server.query.page_token import PageTokens
 from server.query.service import ChangeSource, EventQueryServicer, LocalChanges
@@ -186,6 +187,8 @@ async def start_proxy(
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
+            # One proxy per address: a second one must fail to bind, not share the port.
+            ("grpc.so_reuseport", 0),
         ],
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
     )
@@ -215,7 +218,10 @@ async def start_proxy(
         relay,
     )
     try:
-        proxy.port = server.add_insecure_port(settings.listen)
+        try:
+            proxy.port = server.add_insecure_port(settings.listen)
+        except RuntimeError:  # grpc's "Failed to bind to address"
+            raise address_error(settings.listen) from None
         await server.start()
     except BaseException:
         proxy.stopped = True

@@ -19,6 +19,7 @@ from server.cli.types import add_module_arguments, load_registry
 from server.config import Settings, SettingsError
 from server.db.migrate import DatabaseRevisionError
 from server.db.setup import DatabaseUnavailableError
+from server.ownership import DataDirLock, OwnershipError, address_error, bind_problem
 from server.writers.settings import check_types
 
 
@@ -50,6 +51,25 @@ def run(args: argparse.Namespace) -> int:
     except (SettingsError, RegistryError, ValueError) as exc:
         print(f"protoevents serve: {exc}", file=sys.stderr)
         return 2
+    lock = DataDirLock(settings.data_dir)
+    try:
+        lock.acquire()
+        if settings.port != 0 and bind_problem(settings.host.strip("[]"), settings.port):
+            raise address_error(settings.listen)
+    except OwnershipError as exc:
+        lock.release()
+        print(f"protoevents serve: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return _run_locked(args, settings, registry, lock)
+    finally:
+        lock.release()
+
+
+def _run_locked(
+    args: argparse.Namespace, settings: Settings, registry: Registry, lock: DataDirLock
+) -> int:
+    """The rest of `run`, once this process owns the data directory."""
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -60,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"protoevents serve: {exc}", file=sys.stderr)
             return 2
         logging.getLogger(__name__).info("demo: stored %d events", stored)
-    return asyncio.run(serve(settings, registry))
+    return asyncio.run(serve(settings, registry, lock))
 
 
 def settle_garbage_collector() -> None:
@@ -72,8 +92,9 @@ def settle_garbage_collector() -> None:
     gc.set_threshold(50_000, 50, 100)
 
 
-async def serve(settings: Settings, registry: Registry) -> int:
-    """Serve until SIGTERM or SIGINT; returns the exit code."""
+async def serve(settings: Settings, registry: Registry, lock: DataDirLock | None = None) -> int:
+    """Serve until SIGTERM or SIGINT; returns the exit code. `lock`, held by the caller,
+    is told the address once the proxy listens."""
     loop = asyncio.get_running_loop()
     # A file-size limit (RLIMIT_FSIZE) would kill the process; ignored, the write fails with
     # EFBIG instead and the log holds it until it can write.
@@ -84,10 +105,12 @@ async def serve(settings: Settings, registry: Registry) -> int:
     try:
         async with run_proxy(settings, registry=registry) as proxy:
             settle_garbage_collector()
+            if lock is not None:
+                lock.describe(address=proxy.address)
             print(f"listening on {proxy.address}", flush=True)
             await stop.wait()
             logging.getLogger(__name__).info("stopping: draining streams and writers")
-    except (DatabaseUnavailableError, DatabaseRevisionError) as exc:
+    except (DatabaseUnavailableError, DatabaseRevisionError, OwnershipError) as exc:
         print(f"protoevents serve: {exc}", file=sys.stderr)
         return 2
     except (OSError, RuntimeError) as exc:  # grpc reports a port it cannot bind as RuntimeError
