@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,6 +13,8 @@ from google.protobuf import json_format
 
 from protoevents.v1 import query_service_pb2
 from server.changes import Change
+
+log = logging.getLogger(__name__)
 
 
 class JsonLinesWriter:
@@ -26,12 +29,28 @@ class JsonLinesWriter:
         self.path = path
         self._seen: set[tuple[str, str, int]] = set()
         if path.exists():
-            with path.open(encoding="utf-8") as handle:
-                for line in handle:
-                    if line.strip():
-                        self._seen.add(self._key_of(json.loads(line)))
+            self._read_existing()
         path.parent.mkdir(parents=True, exist_ok=True)
         self._file = path.open("a", encoding="utf-8")
+
+    def _read_existing(self) -> None:
+        """Remember the changes already in the file. A last line without its newline is a
+        write torn by a crash, never acknowledged to the log: it is cut off (the dispatcher
+        hands those changes again from the writer's bookmark)."""
+        data = self.path.read_bytes()
+        whole = data.rfind(b"\n") + 1
+        if whole < len(data):
+            log.warning(
+                "%s: cut %d bytes of a torn last line (rewritten from the log)",
+                self.path,
+                len(data) - whole,
+            )
+            with self.path.open("r+b") as handle:
+                handle.truncate(whole)
+                os.fsync(handle.fileno())
+        for line in data[:whole].splitlines():
+            if line.strip():
+                self._seen.add(self._key_of(json.loads(line)))
 
     @staticmethod
     def _key_of(entry: dict[str, object]) -> tuple[str, str, int]:
