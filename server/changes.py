@@ -26,12 +26,19 @@ class Change:
     event: event_pb2.Event
 
 
+class PermanentWriteError(Exception):
+    """A writer refuses a batch for a reason retrying will not change (a Redis key of the
+    wrong type, a value the database refuses). The dispatcher retries it a bounded number of
+    times, then isolates the refused changes and sets them aside for that writer."""
+
+
 class Writer(Protocol):
     """A destination of batches of changes (SQL, syslog, Redis, ...).
 
     `write` must be idempotent: after a crash the dispatcher hands the same changes again
-    from the writer's bookmark. Raising means "not written"; the dispatcher retries the same
-    batch with backoff and never skips it.
+    from the writer's bookmark. Raising means "not written": PermanentWriteError for a refusal
+    that retrying will not change, anything else for a failure that may pass (a connection
+    lost), which the dispatcher retries with backoff for as long as it lasts.
     """
 
     name: str

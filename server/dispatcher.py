@@ -6,11 +6,14 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Collection, Mapping, Sequence
+import time
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
+from recorder.setaside import SetAside, make_batch
 from server import changelog
-from server.changes import UPDATED, Change, Writer
+from server.changes import CREATED, UPDATED, Change, PermanentWriteError, Writer
 from server.metrics import Metrics
 from server.wal import WriteAheadLog
 
@@ -60,9 +63,61 @@ class _WriterFeed:
         self.pending_end = self.bookmark
         self.written = 0
         self.failures = 0
+        self.restarts = 0
+        self.set_aside = 0  # changes set aside since start
+        self.failing_since: float | None = None  # monotonic time of the first failure in a row
+        self.restarting = False  # the feed failed and waits to start again
+        self.store: SetAside | None = None  # where this writer's refused changes go
         self.task: asyncio.Task[None] | None = None
         self.leader: _WriterFeed | None = None  # the feed whose commits this one waits for
         self.committed = asyncio.Event()  # set (and replaced) at each bookmark commit
+
+    async def supervise(self) -> None:
+        """Run the feed; when it fails for any reason, log it and start it again from its
+        bookmark after a backoff (ends at stop once the dispatcher gives up)."""
+        d = self.dispatcher
+        attempt = 0
+        while True:
+            start_bookmark = self.bookmark
+            try:
+                await self.run()
+                return
+            except _GaveUpError:
+                raise
+            except Exception:
+                if self.bookmark != start_bookmark:
+                    attempt = 0  # it made progress before failing: not the same failure
+                self.restarts += 1
+                d.metrics.feed_restarts.labels(self.name).inc()
+                delay = d.backoff.delay(attempt)
+                attempt += 1
+                log.exception(
+                    "writer %s: its feed failed; restarting it from its bookmark (%d) in %.2f s",
+                    self.name,
+                    self.bookmark,
+                    delay,
+                )
+                self.restarting = True
+                self._failing()
+                self.pending, self.read_position = [], self.bookmark
+                self.pending_end = self.bookmark
+                if d.give_up.is_set():
+                    raise _GaveUpError from None
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await d.give_up.wait()
+                self.restarting = False
+
+    def _failing(self) -> None:
+        if self.failing_since is None:
+            self.failing_since = self.dispatcher.clock()
+        self.dispatcher.state_changed()
+
+    def _succeeded(self) -> None:
+        if self.failing_since is not None or self.restarting:
+            self.failing_since = None
+            self.restarting = False
+            self.dispatcher.state_changed()
 
     async def run(self) -> None:
         d = self.dispatcher
@@ -104,24 +159,51 @@ class _WriterFeed:
             if self.pending_end != self.bookmark:
                 await self._commit(self.pending_end)
             return
-        d = self.dispatcher
         await self._leader_caught_up()
         batch = coalesce(self.pending)
-        attempt = 0
+        refused = await self._write(batch, isolate=False)
+        if refused is not None:
+            await self._isolate(batch, refused)
+        self.pending = []
+        await self._commit(self.pending_end)
+
+    async def _write(self, batch: list[Change], *, isolate: bool) -> PermanentWriteError | None:
+        """Write `batch`, retrying transient failures with backoff for as long as they last.
+        Returns the refusal, the batch not written, once the writer refused it permanently
+        `max_attempts` times (once when `isolate`: the batch was refused whole before); with
+        no set-aside store, refusals are retried like any failure."""
+        d = self.dispatcher
+        attempt = refusals = 0
         while True:
             try:
                 await self.writer.write(batch)
                 break
-            except Exception:
+            except Exception as exc:
                 self.failures += 1
                 d.metrics.write_failures.labels(self.name).inc()
+                permanent = isinstance(exc, PermanentWriteError) and self.store is not None
+                refusals += permanent
+                if permanent and (isolate or refusals >= d.max_attempts):
+                    assert isinstance(exc, PermanentWriteError)
+                    if not isolate:
+                        log.error(
+                            "writer %s refused a batch of %d changes %d times (%s); finding "
+                            "the changes it refuses to set them aside",
+                            self.name,
+                            len(batch),
+                            refusals,
+                            exc,
+                        )
+                    return exc
+                self._failing()
                 delay = d.backoff.delay(attempt)
                 attempt += 1
                 log.warning(
-                    "writer %s failed a batch of %d changes (attempt %d); retrying in %.2f s",
+                    "writer %s failed a batch of %d changes (attempt %d%s); retrying in %.2f s",
                     self.name,
                     len(batch),
                     attempt,
+                    ", refused" if permanent else "",
                     delay,
                     exc_info=attempt == 1,
                 )
@@ -130,10 +212,58 @@ class _WriterFeed:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(delay):
                         await d.give_up.wait()
+        self._succeeded()
         self.written += len(batch)
         d.metrics.written.labels(self.name).inc(len(batch))
-        self.pending = []
-        await self._commit(self.pending_end)
+        return None
+
+    async def _isolate(self, batch: list[Change], refused: PermanentWriteError) -> None:
+        """Write a batch the writer refuses in halves, in order, down to the single changes
+        it refuses, and set those aside."""
+        if len(batch) == 1:
+            await self._set_aside(batch[0], str(refused))
+            return
+        middle = len(batch) // 2
+        for half in (batch[:middle], batch[middle:]):
+            refusal = await self._write(half, isolate=True)
+            if refusal is not None:
+                await self._isolate(half, refusal)
+
+    async def _set_aside(self, change: Change, reason: str) -> None:
+        """Keep a refused change in this writer's set-aside store (retrying while the disk
+        refuses it: nothing is dropped), count it and log it."""
+        d = self.dispatcher
+        batch = make_batch(
+            f"writer:{self.name}",
+            reason,
+            [change.event] if change.kind == CREATED else [],
+            [change.event] if change.kind == UPDATED else [],
+        )
+        attempt = 0
+        while self.store is not None:
+            try:
+                await asyncio.to_thread(self.store.put, batch)
+                break
+            except OSError as exc:
+                self._failing()
+                delay = d.backoff.delay(attempt)
+                attempt += 1
+                log.error("writer %s: cannot set a change aside (%s)", self.name, exc)
+                if d.give_up.is_set():
+                    raise _GaveUpError from None
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await d.give_up.wait()
+        self.set_aside += 1
+        d.metrics.set_aside.labels(self.name).inc()
+        log.error(
+            "writer %s refuses the %s change of event %s (%s); set aside in %s",
+            self.name,
+            "update" if change.kind == UPDATED else "new-event",
+            change.event.id,
+            reason,
+            self.store.directory if self.store is not None else "",
+        )
 
     async def _leader_caught_up(self) -> None:
         """Wait until the followed writer has committed every pending change (at stop, until
@@ -172,6 +302,12 @@ class Dispatcher:
     change only once the other has committed it (say, publishing to watchers only what the
     SQL writer has stored, so that what a watcher sees can be queried). Writers named in
     `live_only` start at the end of the log rather than at their bookmark.
+
+    A batch a writer refuses permanently (PermanentWriteError) `max_attempts` times in a row
+    is written in halves down to the changes it refuses, which go to that writer's store in
+    `set_aside_dir/<writer>/` (a `recorder.setaside.SetAside`, held while the dispatcher
+    runs); the writer then moves on. A feed that fails for any other reason is restarted from
+    its bookmark with backoff. `on_state` is called when a writer starts or stops failing.
     """
 
     def __init__(
@@ -186,6 +322,9 @@ class Dispatcher:
         read_bytes: int = 1 << 20,
         follows: Mapping[str, str] | None = None,
         live_only: Collection[str] = (),
+        max_attempts: int = 5,
+        set_aside_dir: Path | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         names = [w.name for w in writers]
         if len(set(names)) != len(names):
@@ -199,6 +338,9 @@ class Dispatcher:
         self.backoff = backoff or Backoff()
         self.metrics = metrics or Metrics()
         self.read_bytes = read_bytes
+        self.max_attempts = max_attempts
+        self.clock = clock
+        self.on_state: Callable[[], None] | None = None
         self.stopping = asyncio.Event()
         self.give_up = asyncio.Event()
         self.feeds = [_WriterFeed(self, w) for w in writers]
@@ -207,10 +349,27 @@ class Dispatcher:
         for name in live_only:  # they pass changes on as they come: no history at start
             feed = self.feed(name)
             feed.read_position = feed.pending_end = max(feed.bookmark, wal.end)
+        if set_aside_dir is not None:
+            try:
+                for feed in self.feeds:
+                    feed.store = SetAside(set_aside_dir / feed.name)
+            except BaseException:
+                self.close_stores()
+                raise
 
     def start(self) -> None:
         for feed in self.feeds:
-            feed.task = asyncio.create_task(feed.run(), name=f"writer-{feed.name}")
+            feed.task = asyncio.create_task(feed.supervise(), name=f"writer-{feed.name}")
+
+    def state_changed(self) -> None:
+        if self.on_state is not None:
+            self.on_state()
+
+    def close_stores(self) -> None:
+        for feed in self.feeds:
+            if feed.store is not None:
+                feed.store.close()
+                feed.store = None
 
     def feed(self, name: str) -> _WriterFeed:
         return next(f for f in self.feeds if f.name == name)
@@ -242,4 +401,5 @@ class Dispatcher:
                 await feed.writer.close()
             except Exception:
                 log.exception("closing writer %s failed", feed.name)
+        self.close_stores()
         return caught_up

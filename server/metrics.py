@@ -45,3 +45,25 @@ class Metrics:
             ["writer"],
             registry=r,
         )
+        self.set_aside = Counter(
+            "protoevents_writer_set_aside_changes",
+            "Changes a writer refused for good, set aside for it",
+            ["writer"],
+            registry=r,
+        )
+        self.feed_restarts = Counter(
+            "protoevents_writer_feed_restarts",
+            "Times a writer's feed failed and was started again",
+            ["writer"],
+            registry=r,
+        )
+        self.wal_corrupt_bytes = Counter(
+            "protoevents_wal_corrupt_bytes",
+            "Damaged bytes found in the write-ahead log (skipped, copied to wal/damaged/)",
+            registry=r,
+        )
+        self.wal_unavailable = Gauge(
+            "protoevents_wal_unavailable",
+            "1 while the write-ahead log cannot write (a write error it retries)",
+            registry=r,
+        )
