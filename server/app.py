@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2_grpc
 from sqlalchemy.engine import Engine
 
 from protoevents.v1 import proxy_service_pb2, query_service_pb2, query_service_pb2_grpc
@@ -20,6 +20,7 @@ from server.config import Settings
 from server.db.setup import open_database
 from server.dedup import Deduplicator
 from server.dispatcher import Dispatcher
+from server.health import HealthReporter
 from server.ingest import Deduplicator as IngestDeduplicator
 from server.ingest import Ingest
 from server.metrics import Metrics
@@ -46,6 +47,8 @@ DedupFactory = Callable[[Settings], IngestDeduplicator]
 
 PROXY_SERVICE = proxy_service_pb2.DESCRIPTOR.services_by_name["EventProxyService"].full_name
 QUERY_SERVICE = query_service_pb2.DESCRIPTOR.services_by_name["EventQueryService"].full_name
+# Folder of the data directory holding each writer's set-aside store.
+SET_ASIDE_DIR = "set-aside"
 # Threads running the query service's unary RPCs (their database calls).
 QUERY_THREADS = 8
 
@@ -97,6 +100,7 @@ class Proxy:
     hub: ChangeHub
     query_threads: ThreadPoolExecutor
     relay: RedisRelay | None = None
+    reporter: HealthReporter | None = None
     stopped: bool = False
 
     @property
@@ -110,6 +114,8 @@ class Proxy:
             return True
         self.stopped = True
         grace = self.settings.shutdown_grace_s if grace is None else grace
+        if self.reporter is not None:
+            await self.reporter.stop()
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
         if self.relay is not None:
@@ -167,6 +173,8 @@ async def start_proxy(
             metrics=metrics,
             follows={w.name: stored_by for w in publishers} if stored_by else None,
             live_only=[w.name for w in publishers],
+            max_attempts=settings.writer_max_attempts,
+            set_aside_dir=settings.data_dir / SET_ASIDE_DIR,
         )
     except BaseException:
         await wal.close()
@@ -231,8 +239,7 @@ async def start_proxy(
         await wal.close()
         engine.dispose()
         raise
-    for name in ("", *services):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    await _report_health(proxy)
     log.info(
         "serving on %s (log %s, %d bytes retained, %d recent ids restored, writers: %s)",
         proxy.address,
@@ -242,6 +249,24 @@ async def start_proxy(
         ", ".join(f.name for f in dispatcher.feeds) or "none",
     )
     return proxy
+
+
+async def _report_health(proxy: Proxy) -> None:
+    """Set every health status now, and keep them true from then on (server.health)."""
+    reporter = HealthReporter(
+        proxy.health,
+        proxy.wal,
+        proxy.dispatcher,
+        ingest_services=[PROXY_SERVICE],
+        other_services=[QUERY_SERVICE, health.SERVICE_NAME],
+        stuck_after_s=proxy.settings.writer_stuck_after_s,
+        clock=proxy.dispatcher.clock,
+    )
+    statuses, _ = reporter.statuses()
+    for name, status in statuses.items():  # before `start_proxy` returns: no window
+        await proxy.health.set(name, status)
+    reporter.start()
+    proxy.reporter = reporter
 
 
 @asynccontextmanager

@@ -82,6 +82,15 @@ class Settings:
     shutdown_grace_s: float = field(
         default=10.0, metadata=_help("time streams get to finish and writers to flush at stop")
     )
+    writer_max_attempts: int = field(
+        default=5,
+        metadata=_help("times a writer may refuse a batch for good before its refused changes "
+        "are set aside"),
+    )
+    writer_stuck_after_s: float = field(
+        default=30.0,
+        metadata=_help("a writer failing this long makes health NOT_SERVING"),
+    )
     jsonl_path: Path | None = field(
         default=None, metadata=_help("also write every change as a JSON line to this file")
     )
@@ -153,6 +162,8 @@ class Settings:
             "max_future_s",
             "idempotency_cache_size",
             "watch_queue_size",
+            "writer_max_attempts",
+            "writer_stuck_after_s",
         )
         for name in positive:
             if getattr(self, name) <= 0:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import redis.asyncio as aioredis
 
 from protoevents.v1 import event_pb2, query_service_pb2
-from server.changes import UPDATED, Change
+from server.changes import UPDATED, Change, PermanentWriteError
 from server.writers.settings import RedisOptions
 
 # One call per batch. KEYS: a stream and a hash per change, then the set of streams.
@@ -40,6 +40,13 @@ for i = 0, (#KEYS - 1) / 2 - 1 do
 end
 return #KEYS
 """
+
+
+# Errors Redis answers that pass by themselves (memory, a busy script, loading, failover);
+# any other error reply (WRONGTYPE, a bad argument) answers the same batch the same way.
+_PASSING_ERRORS = (
+    "OOM", "BUSY", "LOADING", "READONLY", "MASTERDOWN", "NOREPLICAS", "TRYAGAIN", "CLUSTERDOWN"
+)
 
 
 def watch_message(change: Change) -> bytes:
@@ -100,7 +107,12 @@ class RedisWriter:
                 watch_message(change) if self.options.publish else b"",
             ]
         keys.append(self.sources_key)
-        await self._apply(keys=keys, args=args)
+        try:
+            await self._apply(keys=keys, args=args)
+        except aioredis.ResponseError as exc:
+            if str(exc).startswith(_PASSING_ERRORS):
+                raise
+            raise PermanentWriteError(f"Redis refused the batch: {exc}") from exc
 
     async def close(self) -> None:
         await self.client.aclose()

@@ -17,7 +17,7 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from protoevents.v1 import event_pb2
-from server.changes import UPDATED, Change
+from server.changes import UPDATED, Change, PermanentWriteError
 from server.db.models import events
 from server.db.rows import (
     COLUMNS,
@@ -232,7 +232,10 @@ class SqlWriter:
         if not changes:
             return
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, self.write_blocking, changes)
+        try:
+            await loop.run_in_executor(self._executor, self.write_blocking, changes)
+        except sa.exc.DataError as exc:  # a value the database refuses: the same every time
+            raise PermanentWriteError(f"the database refused the batch: {exc.orig}") from exc
 
     async def close(self) -> None:
         """Wait for the batch in progress, then stop the thread (the engine stays open)."""

@@ -1,0 +1,126 @@
+"""What grpc.health.v1 says about the proxy, kept true as the log and the writers change.
+
+Service names and what NOT_SERVING means for each:
+
+- `""` and `protoevents.v1.EventProxyService`: the proxy cannot persist (the log is held by a
+  write error) or a writer has been failing for longer than `writer_stuck_after_s`.
+- `protoevents.wal`: the write-ahead log cannot write; it retries by itself.
+- `protoevents.wal.integrity`: damaged bytes were found in the log and copied to
+  `wal/damaged/`; the records around them were kept. It stays NOT_SERVING until an operator
+  has looked at and removed those copies (or the proxy restarts with none left).
+- `protoevents.writer.NAME`: the writer NAME has been failing for longer than
+  `writer_stuck_after_s`, or its feed is being restarted.
+
+The query service and health itself stay SERVING whatever the writers do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+
+from grpc_health.v1 import health, health_pb2
+
+from server.dispatcher import Dispatcher
+from server.wal import WriteAheadLog
+
+log = logging.getLogger(__name__)
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+WAL = "protoevents.wal"
+WAL_INTEGRITY = "protoevents.wal.integrity"
+WRITER_PREFIX = "protoevents.writer."
+
+
+class HealthReporter:
+    """Sets the statuses from the log's and the dispatcher's state each time one changes, and
+    once more when a failing writer crosses the `stuck_after_s` threshold."""
+
+    def __init__(
+        self,
+        servicer: health.aio.HealthServicer,
+        wal: WriteAheadLog,
+        dispatcher: Dispatcher,
+        *,
+        ingest_services: Sequence[str],
+        other_services: Sequence[str],
+        stuck_after_s: float,
+        clock: Callable[[], float],
+    ) -> None:
+        self.servicer = servicer
+        self.wal = wal
+        self.dispatcher = dispatcher
+        self.ingest_services = ("", *ingest_services)
+        self.other_services = tuple(other_services)
+        self.stuck_after_s = stuck_after_s
+        self.clock = clock
+        self._changed = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        self._task: asyncio.Task[None] | None = None
+        self._shown: dict[str, int] = {}
+
+    def start(self) -> None:
+        self.wal.on_state = self.changed
+        self.wal.on_damage = lambda _damage: self.changed()
+        self.dispatcher.on_state = self.changed
+        self._task = asyncio.create_task(self._run(), name="health")
+
+    def changed(self) -> None:
+        """Re-evaluate soon (safe from any thread: damage is found by readers in threads)."""
+        with contextlib.suppress(RuntimeError):  # the loop closed at exit
+            self._loop.call_soon_threadsafe(self._changed.set)
+
+    def statuses(self) -> tuple[dict[str, int], float | None]:
+        """Every service's status now, and in how many seconds a failing writer becomes
+        stuck (None when none is about to)."""
+        now = self.clock()
+        wal_ok = self.wal.unavailable is None
+        statuses = {WAL: SERVING if wal_ok else NOT_SERVING}
+        statuses[WAL_INTEGRITY] = NOT_SERVING if self.wal.damaged_files() else SERVING
+        next_check: float | None = None
+        writers_ok = True
+        for feed in self.dispatcher.feeds:
+            failing = feed.failing_since
+            stuck = failing is not None and now - failing >= self.stuck_after_s
+            if failing is not None and not stuck:
+                wait = failing + self.stuck_after_s - now
+                next_check = wait if next_check is None else min(next_check, wait)
+            ok = not stuck and not feed.restarting
+            writers_ok = writers_ok and not stuck
+            statuses[WRITER_PREFIX + feed.name] = SERVING if ok else NOT_SERVING
+        overall = SERVING if wal_ok and writers_ok else NOT_SERVING
+        for name in self.ingest_services:
+            statuses[name] = overall
+        for name in self.other_services:
+            statuses[name] = SERVING
+        return statuses, next_check
+
+    async def _run(self) -> None:
+        while True:
+            statuses, next_check = self.statuses()
+            for name, status in statuses.items():
+                if self._shown.get(name) != status:
+                    if name in self._shown or status != SERVING:
+                        log.log(
+                            logging.INFO if status == SERVING else logging.WARNING,
+                            "health: %s is %s",
+                            name or "the proxy",
+                            health_pb2.HealthCheckResponse.ServingStatus.Name(status),
+                        )
+                    self._shown[name] = status
+                    await self.servicer.set(name, status)
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(None if next_check is None else next_check + 0.01):
+                    await self._changed.wait()
+
+    async def stop(self) -> None:
+        """Stop updating (before the servicer enters its graceful shutdown)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
