@@ -84,6 +84,30 @@ def default_dedup(settings: Settings) -> IngestDeduplicator:
     return Deduplicator(window=settings.dedup_window_s, max_entries=settings.dedup_max_entries)
 
 
+def grpc_server(settings: Settings, query_threads: ThreadPoolExecutor) -> grpc.aio.Server:
+    """The gRPC server, without services: message limits, and a port of its own."""
+    limit = settings.max_message_bytes
+    return grpc.aio.server(
+        # Runs the query service's plain-function RPCs, off the event loop.
+        migration_thread_pool=query_threads,
+        options=[
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", limit),
+            # One proxy per address: a second one must fail to bind, not share the port.
+            ("grpc.so_reuseport", 0),
+        ],
+        maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
+    )
+
+
+def bind(server: grpc.aio.Server, listen: str) -> int:
+    """Listen on `listen`; the port bound. Raises AddressInUseError naming the holder."""
+    try:
+        return server.add_insecure_port(listen)
+    except RuntimeError:  # grpc's "Failed to bind to address"
+        raise address_error(listen) from None
+
+
 @dataclass
 class Proxy:
     """A running proxy. `stop` drains it; `run_proxy` does that on exit."""
@@ -187,19 +211,8 @@ async def start_proxy(
         relay = RedisRelay(settings.redis_url, hub, settings.redis_channel)
         relay.start()
         changes = relay
-    limit = settings.max_message_bytes
     query_threads = ThreadPoolExecutor(QUERY_THREADS, thread_name_prefix="query")
-    server = grpc.aio.server(
-        # Runs the query service's plain-function RPCs, off the event loop.
-        migration_thread_pool=query_threads,
-        options=[
-            ("grpc.max_receive_message_length", limit),
-            ("grpc.max_send_message_length", limit),
-            # One proxy per address: a second one must fail to bind, not share the port.
-            ("grpc.so_reuseport", 0),
-        ],
-        maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
-    )
+    server = grpc_server(settings, query_threads)
     add_proxy_service(EventProxyServicer(ingest, settings.max_inflight_batches), server)
     query_service_pb2_grpc.add_EventQueryServiceServicer_to_server(
         EventQueryServicer(
@@ -226,10 +239,7 @@ async def start_proxy(
         relay,
     )
     try:
-        try:
-            proxy.port = server.add_insecure_port(settings.listen)
-        except RuntimeError:  # grpc's "Failed to bind to address"
-            raise address_error(settings.listen) from None
+        proxy.port = bind(server, settings.listen)
         await server.start()
     except BaseException:
         proxy.stopped = True
