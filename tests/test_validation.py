@@ -44,11 +44,7 @@ def big_struct() -> Struct:
 
 CASES: list[tuple[dict[str, Any], int, str]] = [
     ({"id": ""}, R.REJECTION_REASON_INVALID_ID, "id is empty"),
-    (
-        {"id": "not-a-uuid"},
-        R.REJECTION_REASON_INVALID_ID,
-        "id 'not-a-uuid' is not a UUID: expected",
-    ),
+    ({"id": "not-a-uuid"}, R.REJECTION_REASON_INVALID_ID, "'not-a-uuid' is not a UUID: expected"),
     (
         {"id": "{12345678-1234-5678-1234-567812345678}"},
         R.REJECTION_REASON_INVALID_ID,
