@@ -84,8 +84,9 @@ class Settings:
     )
     writer_max_attempts: int = field(
         default=5,
-        metadata=_help("times a writer may refuse a batch for good before its refused changes "
-        "are set aside"),
+        metadata=_help(
+            "times a writer may refuse a batch for good before its refused changes are set aside"
+        ),
     )
     writer_stuck_after_s: float = field(
         default=30.0,

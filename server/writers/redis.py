@@ -45,7 +45,14 @@ return #KEYS
 # Errors Redis answers that pass by themselves (memory, a busy script, loading, failover);
 # any other error reply (WRONGTYPE, a bad argument) answers the same batch the same way.
 _PASSING_ERRORS = (
-    "OOM", "BUSY", "LOADING", "READONLY", "MASTERDOWN", "NOREPLICAS", "TRYAGAIN", "CLUSTERDOWN"
+    "OOM",
+    "BUSY",
+    "LOADING",
+    "READONLY",
+    "MASTERDOWN",
+    "NOREPLICAS",
+    "TRYAGAIN",
+    "CLUSTERDOWN",
 )
 
 
