@@ -503,6 +503,7 @@ class Delivery:
             self._held.appendleft(batch)
         else:
             self._held.append(batch)
+        self._sync_held()
         self._spool_held(force=oldest)
 
     def _spool_held(self, *, force: bool = False) -> None:
@@ -593,6 +594,7 @@ class Delivery:
         for batch in reversed(inflight):
             if batch.origin is None:
                 self._held.appendleft(batch)
+        self._sync_held()
         self._spool_held(force=True)
         return True
 
