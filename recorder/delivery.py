@@ -144,6 +144,13 @@ def build_event(item: Item, source: event_pb2.EventSource) -> event_pb2.Event:
     return event
 
 
+def _closed_as_idle(broken: StreamBrokenError) -> bool:
+    """The proxy ended the stream on purpose: status OK, or UNAVAILABLE saying "idle"."""
+    if broken.code is grpc.StatusCode.OK:
+        return True
+    return broken.code is grpc.StatusCode.UNAVAILABLE and "idle" in broken.details.lower()
+
+
 def _events_of(payload: bytes) -> Sequence[event_pb2.Event]:
     return proxy_service_pb2.RecordRequest.FromString(payload).events
 
@@ -173,6 +180,8 @@ class Delivery:
         self._backoff = Backoff(options.backoff_initial, options.backoff_max)
         self._inflight: dict[int, _Batch] = {}
         self._held: deque[_Batch] = deque()  # refused by the spool, oldest first
+        self._resend: deque[_Batch] = deque()  # in flight on a stream the proxy closed as idle
+        self._quiet_resends = 0  # such closes since the last acknowledgement
         self._spool_retry_at = 0.0
         self._sequence = 0
         self._careful = False  # one batch at a time, until one is acknowledged
@@ -368,6 +377,7 @@ class Delivery:
             return
         self._careful = False
         self._suspect_attempts = 0
+        self._quiet_resends = 0
         self._backoff.reset()
         result = response.result
         if result.rejections or result.quarantined:
@@ -480,6 +490,8 @@ class Delivery:
     def _next_batch(self) -> _Batch | None:
         """The next batch to send: from the spool (or memory, while the spool refuses
         writes) while either holds anything, else live."""
+        if self._resend:
+            return self._resend.popleft()
         if not self._spool.is_empty() or self._held or self._careful:
             while self._batch_due():
                 self._hold(self._take_batch())
@@ -503,12 +515,15 @@ class Delivery:
             self._held.appendleft(batch)
         else:
             self._held.append(batch)
+        self._sync_held()
         self._spool_held(force=oldest)
 
     def _spool_held(self, *, force: bool = False) -> None:
         """Move the batches held in memory into the spool, oldest first, as far as it takes
         them. Not while an in-memory batch is in flight: it would come back behind them."""
-        if not self._held or any(b.origin is None for b in self._inflight.values()):
+        if not self._held or self._resend:
+            return
+        if any(b.origin is None for b in self._inflight.values()):
             return
         now = time.monotonic()
         if not force and now < self._spool_retry_at:
@@ -574,6 +589,13 @@ class Delivery:
         if not inflight:
             log.debug("proxy %s ended an idle stream (%s)", self.options.proxy, broken)
             return False
+        idle = _closed_as_idle(broken) and self._quiet_resends == 0
+        if idle and all(b.origin is None for b in inflight):
+            # Batches sent as the proxy closed the idle stream: send them again at once.
+            self._quiet_resends += 1
+            self._resend.extendleft(reversed(inflight))
+            log.debug("proxy %s closed the stream as idle: resending", self.options.proxy)
+            return False
         judged = verdict(broken.code, broken.details)
         if judged is not Verdict.RETRY:
             if self._careful and len(inflight) == 1:
@@ -593,6 +615,7 @@ class Delivery:
         for batch in reversed(inflight):
             if batch.origin is None:
                 self._held.appendleft(batch)
+        self._sync_held()
         self._spool_held(force=True)
         return True
 
@@ -647,6 +670,8 @@ class Delivery:
             if batch.origin is None:
                 self._held.appendleft(batch)
         self._inflight.clear()
+        self._held.extendleft(reversed(self._resend))
+        self._resend.clear()
         self._spool.rewind()
         while self._queue:
             self._held.append(self._take_batch())

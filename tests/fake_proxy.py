@@ -22,9 +22,14 @@ class FakeProxy(proxy_service_pb2_grpc.EventProxyServiceServicer):
         self.arrivals = 0
         self.batches = 0
         self.reject_types: set[str] = set()
+        self.quarantine_types: set[str] = set()  # answered in `quarantined`, kept apart
+        self.quarantined: dict[str, event_pb2.Event] = {}
+        # After each acknowledgement, end the stream: OK, or UNAVAILABLE "idle" (an idle close).
+        self.end_streams: grpc.StatusCode | None = None
         self.abort_code: grpc.StatusCode | None = None
         self.abort_details = ""  # default: "refused batch N"
         self.aborted = 0
+        self.abort_limit: int | None = None  # abort this many batches, then take them again
         self.streams = 0
         self.hold = threading.Event()  # while clear, acks wait (a slow proxy)
         self.hold.set()
@@ -61,6 +66,11 @@ class FakeProxy(proxy_service_pb2_grpc.EventProxyServiceServicer):
                         reason=proxy_service_pb2.REJECTION_REASON_UNKNOWN_TYPE,
                         detail=f"unknown event type {event.type}",
                     )
+                elif event.type in self.quarantine_types:
+                    self.quarantined[event.id] = event
+                    result.quarantined.add(
+                        index=index, event_id=event.id, detail=f"unknown event type {event.type}"
+                    )
                 elif event.id in self.events:
                     result.duplicate_count += 1
                 else:
@@ -77,7 +87,7 @@ class FakeProxy(proxy_service_pb2_grpc.EventProxyServiceServicer):
         with self._changed:
             self.streams += 1
         for request in request_iterator:
-            if self.abort_code is not None:
+            if self.abort_code is not None and self.aborted != self.abort_limit:
                 with self._changed:
                     self.aborted += 1
                 details = self.abort_details or f"refused batch {request.sequence}"
@@ -85,6 +95,10 @@ class FakeProxy(proxy_service_pb2_grpc.EventProxyServiceServicer):
             self.hold.wait()
             result = self._store(list(request.events))
             yield proxy_service_pb2.RecordResponse(sequence=request.sequence, result=result)
+            if self.end_streams is grpc.StatusCode.OK:
+                return
+            if self.end_streams is not None:
+                context.abort(self.end_streams, "idle stream closed")
 
     def RecordBatch(
         self, request: proxy_service_pb2.RecordBatchRequest, context: grpc.ServicerContext

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 
 import pytest
@@ -127,3 +129,30 @@ def test_all_slots_held_is_a_clear_error(tmp_path: Path, monkeypatch) -> None:
     with pytest.raises(SpoolInUseError, match="held by live recorders"):
         SpoolSlot(tmp_path)
     held.release()
+
+
+def test_a_failed_append_leaves_no_torn_record_and_the_spool_stays_writable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spool = Spool(tmp_path, max_bytes=1 << 20)
+    payloads = fill(spool, 3)
+    (segment,) = tmp_path.glob("*.spool")
+    size = segment.stat().st_size
+    real_write = os.write
+
+    def half_then_full(fd: int, data: bytes) -> int:
+        if len(data) > 20:
+            real_write(fd, bytes(data)[:20])  # a short write, then the disk is full
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr("recorder.spool.os.write", half_then_full)
+    with pytest.raises(OSError, match="No space left"):
+        spool.append(b"y" * 100, 1)
+    assert segment.stat().st_size == size
+    assert spool.pending_events == 3
+    monkeypatch.undo()
+    payloads += fill(spool, 1)
+    reopened = Spool(tmp_path, max_bytes=1 << 20)
+    assert reopened.damaged_segments == 0
+    assert drain(reopened) == payloads
