@@ -12,9 +12,23 @@ from server.writers.settings import RedisOptions
 
 # One call per batch. KEYS: a stream and a hash per change, then the set of streams.
 # ARGV: channel, recent_max, publish flag, then per change: kind, id, event, message.
+# Every key's type is checked before anything changes: a script that fails half-way keeps
+# what it did before the error, and a retry would then skip the event it half stored.
 _APPLY_BATCH = """
 local channel, max, publish = ARGV[1], tonumber(ARGV[2]), ARGV[3] == '1'
 local sources = KEYS[#KEYS]
+local expected = {'stream', 'hash'}
+for i = 1, #KEYS - 1 do
+  local found = redis.call('TYPE', KEYS[i])['ok']
+  if found ~= 'none' and found ~= expected[2 - i % 2] then
+    return redis.error_reply('WRONGTYPE ' .. KEYS[i] .. ' holds a ' .. found ..
+      ', not a ' .. expected[2 - i % 2])
+  end
+end
+local found = redis.call('TYPE', sources)['ok']
+if found ~= 'none' and found ~= 'set' then
+  return redis.error_reply('WRONGTYPE ' .. sources .. ' holds a ' .. found .. ', not a set')
+end
 for i = 0, (#KEYS - 1) / 2 - 1 do
   local stream, hash = KEYS[2 * i + 1], KEYS[2 * i + 2]
   local at = 4 + 4 * i
