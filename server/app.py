@@ -24,6 +24,7 @@ from server.ingest import Deduplicator as IngestDeduplicator
 from server.ingest import Ingest
 from server.metrics import Metrics
 from server.proxy_service import EventProxyServicer, add_proxy_service
+from server.quarantine import Quarantine
 from server.query.page_token import PageTokens
 from server.query.service import ChangeSource, EventQueryServicer, LocalChanges
 from server.query.store import EventStore
@@ -96,6 +97,7 @@ class Proxy:
     hub: ChangeHub
     query_threads: ThreadPoolExecutor
     relay: RedisRelay | None = None
+    quarantine: Quarantine | None = None
     stopped: bool = False
 
     @property
@@ -117,6 +119,8 @@ class Proxy:
         await self.wal.barrier()
         caught_up = await self.dispatcher.stop(timeout=grace)
         await self.wal.close()
+        if self.quarantine is not None:
+            await self.quarantine.close()
         self.engine.dispose()
         log.info("proxy stopped%s", "" if caught_up else " with writers behind in the log")
         return caught_up
@@ -144,7 +148,13 @@ async def start_proxy(
         fsync_interval_s=settings.fsync_interval_s,
     )
     wal.on_fsync = metrics.wal_fsyncs.inc
+    quarantine: Quarantine | None = None
     try:
+        quarantine = await Quarantine.open(
+            settings.data_dir / "quarantine",
+            max_bytes=settings.quarantine_max_bytes,
+            metrics=metrics,
+        )
         validator = Validator(registry, Limits.from_settings(settings))
         ingest = Ingest(
             wal,
@@ -152,8 +162,10 @@ async def start_proxy(
             dedup(settings) if dedup is not None else None,
             id_cache_size=settings.idempotency_cache_size,
             metrics=metrics,
+            quarantine=quarantine,
         )
         restored = await ingest.restore()
+        await ingest.release_quarantined()
         hub = ChangeHub(settings.watch_queue_size)
         chosen = list(writers(settings, engine))
         publishers = watch_publishers(settings, hub)
@@ -169,6 +181,8 @@ async def start_proxy(
         )
     except BaseException:
         await wal.close()
+        if quarantine is not None:
+            await quarantine.close()
         engine.dispose()
         raise
     dispatcher.start()
@@ -213,6 +227,7 @@ async def start_proxy(
         hub,
         query_threads,
         relay,
+        quarantine,
     )
     try:
         proxy.port = server.add_insecure_port(settings.listen)
@@ -223,6 +238,7 @@ async def start_proxy(
             await relay.stop()
         await dispatcher.stop(timeout=0)
         await wal.close()
+        await quarantine.close()
         engine.dispose()
         raise
     for name in ("", *services):
