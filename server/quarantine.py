@@ -113,7 +113,7 @@ class _Throttle:
 
 
 class Quarantine:
-    """The quarantine store of one proxy (see the module docstring).
+    """The quarantine store of one proxy (see the module docstring); made by `open`.
 
     State (the ids held, writes in flight) lives on the event loop; the store is touched only
     by one I/O thread, so writes land in the order they were submitted.
@@ -144,10 +144,22 @@ class Quarantine:
 
     @classmethod
     async def open(
-        cls, directory: Path, *, max_bytes: int = 1 << 30, metrics: Metrics | None = None
+        cls,
+        directory: Path,
+        *,
+        max_bytes: int = 1 << 30,
+        metrics: Metrics | None = None,
+        log_interval_s: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> Quarantine:
         """Take the store (SetAsideInUseError when another process holds it) and load it."""
-        quarantine = cls(directory, max_bytes=max_bytes, metrics=metrics)
+        quarantine = cls(
+            directory,
+            max_bytes=max_bytes,
+            metrics=metrics,
+            log_interval_s=log_interval_s,
+            clock=clock,
+        )
         await asyncio.get_running_loop().run_in_executor(quarantine._io, quarantine._load)
         return quarantine
 
