@@ -97,7 +97,6 @@ class Proxy:
     hub: ChangeHub
     query_threads: ThreadPoolExecutor
     relay: RedisRelay | None = None
-    quarantine: Quarantine | None = None
     stopped: bool = False
 
     @property
@@ -119,11 +118,39 @@ class Proxy:
         await self.wal.barrier()
         caught_up = await self.dispatcher.stop(timeout=grace)
         await self.wal.close()
-        if self.quarantine is not None:
-            await self.quarantine.close()
+        await self.ingest.close()
         self.engine.dispose()
         log.info("proxy stopped%s", "" if caught_up else " with writers behind in the log")
         return caught_up
+
+
+async def open_ingest(
+    settings: Settings,
+    registry: Registry,
+    wal: WriteAheadLog,
+    metrics: Metrics,
+    dedup: DedupFactory | None,
+) -> tuple[Ingest, int]:
+    """Ingest into `wal` with its quarantine: recent ids restored from the log, then the
+    quarantined events whose type is now known stored. Returns it and the ids restored."""
+    quarantine = await Quarantine.open(
+        settings.data_dir / "quarantine", max_bytes=settings.quarantine_max_bytes, metrics=metrics
+    )
+    try:
+        ingest = Ingest(
+            wal,
+            Validator(registry, Limits.from_settings(settings)),
+            dedup(settings) if dedup is not None else None,
+            id_cache_size=settings.idempotency_cache_size,
+            metrics=metrics,
+            quarantine=quarantine,
+        )
+        restored = await ingest.restore()
+        await ingest.release_quarantined()
+    except BaseException:
+        await quarantine.close()
+        raise
+    return ingest, restored
 
 
 async def start_proxy(
@@ -148,24 +175,7 @@ async def start_proxy(
         fsync_interval_s=settings.fsync_interval_s,
     )
     wal.on_fsync = metrics.wal_fsyncs.inc
-    quarantine: Quarantine | None = None
     try:
-        quarantine = await Quarantine.open(
-            settings.data_dir / "quarantine",
-            max_bytes=settings.quarantine_max_bytes,
-            metrics=metrics,
-        )
-        validator = Validator(registry, Limits.from_settings(settings))
-        ingest = Ingest(
-            wal,
-            validator,
-            dedup(settings) if dedup is not None else None,
-            id_cache_size=settings.idempotency_cache_size,
-            metrics=metrics,
-            quarantine=quarantine,
-        )
-        restored = await ingest.restore()
-        await ingest.release_quarantined()
         hub = ChangeHub(settings.watch_queue_size)
         chosen = list(writers(settings, engine))
         publishers = watch_publishers(settings, hub)
@@ -179,10 +189,9 @@ async def start_proxy(
             follows={w.name: stored_by for w in publishers} if stored_by else None,
             live_only=[w.name for w in publishers],
         )
+        ingest, restored = await open_ingest(settings, registry, wal, metrics, dedup)
     except BaseException:
         await wal.close()
-        if quarantine is not None:
-            await quarantine.close()
         engine.dispose()
         raise
     dispatcher.start()
@@ -227,7 +236,6 @@ async def start_proxy(
         hub,
         query_threads,
         relay,
-        quarantine,
     )
     try:
         proxy.port = server.add_insecure_port(settings.listen)
@@ -238,7 +246,7 @@ async def start_proxy(
             await relay.stop()
         await dispatcher.stop(timeout=0)
         await wal.close()
-        await quarantine.close()
+        await ingest.close()
         engine.dispose()
         raise
     for name in ("", *services):

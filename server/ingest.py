@@ -177,6 +177,11 @@ class Ingest:
         self.recent.add_many(ids)
         return len(ids)
 
+    async def close(self) -> None:
+        """Release the quarantine (the log is closed by its owner)."""
+        if self.quarantine is not None:
+            await self.quarantine.close()
+
     def submit(self, request: Batch) -> tuple[proxy_service_pb2.BatchResult, Persisted | None]:
         """Decide on a batch and queue its record. Returns the result and a future that
         completes when everything the result acknowledges is persisted (None when the batch
