@@ -26,6 +26,7 @@ from server.ingest import Ingest
 from server.metrics import Metrics
 from server.ownership import address_error
 from server.proxy_service import EventProxyServicer, add_proxy_service
+from server.quarantine import Quarantine
 from server.query.page_token import PageTokens
 from server.query.service import ChangeSource, EventQueryServicer, LocalChanges
 from server.query.store import EventStore
@@ -148,9 +149,39 @@ class Proxy:
         await self.wal.barrier()
         caught_up = await self.dispatcher.stop(timeout=grace)
         await self.wal.close()
+        await self.ingest.close()
         self.engine.dispose()
         log.info("proxy stopped%s", "" if caught_up else " with writers behind in the log")
         return caught_up
+
+
+async def open_ingest(
+    settings: Settings,
+    registry: Registry,
+    wal: WriteAheadLog,
+    metrics: Metrics,
+    dedup: DedupFactory | None,
+) -> tuple[Ingest, int]:
+    """Ingest into `wal` with its quarantine: recent ids restored from the log, then the
+    quarantined events whose type is now known stored. Returns it and the ids restored."""
+    quarantine = await Quarantine.open(
+        settings.data_dir / "quarantine", max_bytes=settings.quarantine_max_bytes, metrics=metrics
+    )
+    try:
+        ingest = Ingest(
+            wal,
+            Validator(registry, Limits.from_settings(settings)),
+            dedup(settings) if dedup is not None else None,
+            id_cache_size=settings.idempotency_cache_size,
+            metrics=metrics,
+            quarantine=quarantine,
+        )
+        restored = await ingest.restore()
+        await ingest.release_quarantined()
+    except BaseException:
+        await quarantine.close()
+        raise
+    return ingest, restored
 
 
 async def start_proxy(
@@ -176,15 +207,6 @@ async def start_proxy(
     )
     wal.on_fsync = metrics.wal_fsyncs.inc
     try:
-        validator = Validator(registry, Limits.from_settings(settings))
-        ingest = Ingest(
-            wal,
-            validator,
-            dedup(settings) if dedup is not None else None,
-            id_cache_size=settings.idempotency_cache_size,
-            metrics=metrics,
-        )
-        restored = await ingest.restore()
         hub = ChangeHub(settings.watch_queue_size)
         chosen = list(writers(settings, engine))
         publishers = watch_publishers(settings, hub)
@@ -200,6 +222,7 @@ async def start_proxy(
             max_attempts=settings.writer_max_attempts,
             set_aside_dir=settings.data_dir / SET_ASIDE_DIR,
         )
+        ingest, restored = await open_ingest(settings, registry, wal, metrics, dedup)
     except BaseException:
         await wal.close()
         engine.dispose()
@@ -247,6 +270,7 @@ async def start_proxy(
             await relay.stop()
         await dispatcher.stop(timeout=0)
         await wal.close()
+        await ingest.close()
         engine.dispose()
         raise
     await _report_health(proxy)

@@ -56,6 +56,13 @@ class Settings:
     wal_max_bytes: int = field(
         default=4 * GiB, metadata=_help("log size cap; beyond it ingest answers RESOURCE_EXHAUSTED")
     )
+    quarantine_max_bytes: int = field(
+        default=1 * GiB,
+        metadata=_help(
+            "size cap of the quarantine of unknown event types; beyond it batches holding "
+            "one answer RESOURCE_EXHAUSTED"
+        ),
+    )
     dedup_window_s: float = field(default=10.0, metadata=_help("dedup interval, from first seen"))
     dedup_max_entries: int = field(default=100_000, metadata=_help("dedup LRU size"))
     writer_batch_events: int = field(default=1000, metadata=_help("flush a writer at this size"))
@@ -147,6 +154,7 @@ class Settings:
             "fsync_interval_ms",
             "wal_segment_bytes",
             "wal_max_bytes",
+            "quarantine_max_bytes",
             "dedup_window_s",
             "dedup_max_entries",
             "writer_batch_events",

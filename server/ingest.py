@@ -1,4 +1,8 @@
-"""The ingest pipeline of one batch: validate, drop replayed ids, dedup, persist, acknowledge."""
+"""The ingest pipeline of one batch: validate, drop replayed ids, dedup, persist, acknowledge.
+
+Events of types the proxy does not know yet go to the quarantine (`server.quarantine`) instead,
+persisted before the ack like the rest.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +19,8 @@ from protoevents.v1 import event_pb2, proxy_service_pb2
 from server import changelog
 from server.changes import CREATED, Change
 from server.metrics import Metrics
-from server.validation import Validator
+from server.quarantine import Quarantine, Unknown
+from server.validation import UNKNOWN_TYPE, UnknownType, Validator
 from server.wal import WriteAheadLog
 
 log = logging.getLogger(__name__)
@@ -41,6 +46,25 @@ def _serialized_events(request: Batch) -> tuple[int, bytes]:
         return 2, request.SerializeToString()
     finally:
         request.sequence = sequence
+
+
+def _joined(first: Persisted | None, second: Persisted | None) -> Persisted | None:
+    """A future of both (either may be None), failing when either fails."""
+    if second is None:
+        return first
+    if first is None:
+        return second
+    return asyncio.ensure_future(_both(first, second))
+
+
+async def _both(first: Persisted, second: Persisted) -> int:
+    outcomes = await asyncio.gather(first, second, return_exceptions=True)
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+    position = outcomes[0]
+    assert isinstance(position, int)
+    return position
 
 
 class _Decision:
@@ -124,12 +148,21 @@ class Ingest:
         *,
         id_cache_size: int = 1_000_000,
         metrics: Metrics | None = None,
+        quarantine: Quarantine | None = None,
     ) -> None:
         self.wal = wal
         self.validator = validator
         self.dedup = dedup  # None: every event is new
         self.recent = RecentIds(id_cache_size)
         self.metrics = metrics or Metrics()
+        self.quarantine = quarantine  # None: an unknown type is rejected
+
+    async def release_quarantined(self) -> int:
+        """Store the quarantined events whose type is now known (at start, after `restore`:
+        ids already in the log are duplicates, so a repeated release stores nothing twice)."""
+        if self.quarantine is None:
+            return 0
+        return await self.quarantine.release(self.validator, self.record)
 
     async def restore(self) -> int:
         """Refill the recent-id cache from the log's retained records; returns ids read."""
@@ -144,37 +177,53 @@ class Ingest:
         self.recent.add_many(ids)
         return len(ids)
 
+    async def close(self) -> None:
+        """Release the quarantine (the log is closed by its owner)."""
+        if self.quarantine is not None:
+            await self.quarantine.close()
+
     def submit(self, request: Batch) -> tuple[proxy_service_pb2.BatchResult, Persisted | None]:
         """Decide on a batch and queue its record. Returns the result and a future that
         completes when everything the result acknowledges is persisted (None when the batch
         acknowledges nothing that needs waiting for). Accepted events are completed in place.
 
-        Raises MalformedBatchError for a malformed batch, LogFull when the log has no room and
-        LogUnavailable while it cannot write; in each case nothing of the batch is decided or
-        stored.
+        Raises MalformedBatchError for a malformed batch, LogFull when the log (or
+        QuarantineFull when the quarantine) has no room and LogUnavailable while the log
+        cannot write; in each case nothing of the batch is decided or stored. The future
+        fails with QuarantineUnavailable when the batch's events of unknown types could
+        not be persisted.
         """
         count = len(request.events)
         self.validator.check_batch(count)
         metrics = self.metrics
         metrics.received.inc(count)
         now = time.time()
-        rejections, good, size = self._validate(request, now)
+        rejections, good, size, unknown = self._validate(request, now)
         wal = self.wal
         if good and size > wal.free_bytes():
             metrics.wal_full.inc()
             raise wal.refusal()
+        quarantine = self.quarantine
+        if unknown and quarantine is not None:
+            quarantine.check_room(sum(e.ByteSize() for _, e, _ in unknown))
         decision = self._decide(good, now)
         accepted = decision.accepted
         duplicates = len(good) - len(accepted)
+        quarantined: Persisted | None = None
         result = proxy_service_pb2.BatchResult(
             accepted_count=len(accepted), duplicate_count=duplicates, rejections=rejections
         )
+        if unknown and quarantine is not None:
+            entries, repeated, quarantined = quarantine.admit(unknown, accepted, self.recent)
+            result.quarantined.extend(entries)
+            result.duplicate_count += repeated
+            duplicates += repeated
         if duplicates:
             metrics.duplicates.inc(duplicates)
         if not accepted:
             # Duplicates may be of ids still being persisted by an earlier batch: their ack
             # must not overtake that batch's.
-            return result, wal.barrier() if duplicates else None
+            return result, _joined(wal.barrier() if duplicates else None, quarantined)
         payload = decision.encode(request, count)
         future = wal.submit(payload)
         self.recent.add_many(accepted)
@@ -182,15 +231,17 @@ class Ingest:
         if decision.updated:
             metrics.dedup_merges.inc(len(accepted) - len(decision.created))
         metrics.wal_bytes.inc(len(payload))
-        return result, future
+        return result, _joined(future, quarantined)
 
     def _validate(
         self, request: Batch, now: float
-    ) -> tuple[list[proxy_service_pb2.EventRejection], list[event_pb2.Event], int]:
-        """Rejections, good events, and an upper bound of the good events' record size."""
+    ) -> tuple[list[proxy_service_pb2.EventRejection], list[event_pb2.Event], int, list[Unknown]]:
+        """Rejections, good events, an upper bound of the good events' record size, and the
+        events to quarantine."""
         inspect = self.validator.inspect
         rejections: list[proxy_service_pb2.EventRejection] = []
         good: list[event_pb2.Event] = []
+        unknown: list[Unknown] = []
         size = _RECORD_OVERHEAD
         for index, event in enumerate(request.events):
             outcome = inspect(event, now)
@@ -198,13 +249,18 @@ class Ingest:
                 good.append(event)
                 size += outcome + _GROWTH_PER_EVENT
                 continue
+            if isinstance(outcome, UnknownType):
+                if self.quarantine is not None:
+                    unknown.append((index, event, outcome.detail))
+                    continue
+                outcome = UNKNOWN_TYPE, outcome.detail
             rejections.append(
                 proxy_service_pb2.EventRejection(
                     index=index, event_id=event.id, reason=outcome[0], detail=outcome[1]
                 )
             )
             self.metrics.rejected.labels(proxy_service_pb2.RejectionReason.Name(outcome[0])).inc()
-        return rejections, good, size
+        return rejections, good, size, unknown
 
     def _decide(self, good: list[event_pb2.Event], now: float) -> _Decision:
         """Leave out replayed ids, complete the events, let dedup decide."""

@@ -67,3 +67,17 @@ class Metrics:
             "1 while the write-ahead log cannot write (a write error it retries)",
             registry=r,
         )
+        self.quarantined = Counter(
+            "protoevents_events_quarantined",
+            "Events of types the proxy does not know, quarantined",
+            ["type"],
+            registry=r,
+        )
+        self.quarantine_released = Counter(
+            "protoevents_quarantine_released",
+            "Quarantined events handed back to ingest once their type was known",
+            registry=r,
+        )
+        self.quarantine_events = Gauge(
+            "protoevents_quarantine_events", "Events held in quarantine", registry=r
+        )

@@ -14,6 +14,7 @@ from google.protobuf.message import DecodeError, Message
 
 from protoevents.v1 import proxy_service_pb2, proxy_service_pb2_grpc
 from server.ingest import Ingest
+from server.quarantine import QuarantineUnavailable
 from server.validation import MalformedBatchError
 from server.wal import LogFull, LogUnavailable
 
@@ -86,7 +87,7 @@ def status_of(exc: Exception) -> tuple[grpc.StatusCode, str]:
         return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
     if isinstance(exc, LogFull):
         return grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)
-    if isinstance(exc, LogUnavailable):
+    if isinstance(exc, LogUnavailable | QuarantineUnavailable):
         return grpc.StatusCode.UNAVAILABLE, str(exc)
     log.error("ingest failed", exc_info=exc)
     return grpc.StatusCode.INTERNAL, "the proxy could not persist the batch; retry later"

@@ -33,6 +33,8 @@ INVALID_VALUE = proxy_service_pb2.REJECTION_REASON_INVALID_VALUE
 EARLIEST_SECONDS = int(datetime(2001, 1, 1, tzinfo=UTC).timestamp())
 _SEVERITIES = frozenset(v for v in severity_pb2.Severity.values() if v)
 _CANONICAL_ID = ids.CANONICAL  # checked inline: the id check is on every event
+# A qualified event-type name: package, enum and value, each a protobuf identifier.
+_QUALIFIED_TYPE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*){2,}")
 _MAX_NANOS = 999_999_999
 # Value.number_value on the wire: tag 0x11, then a little-endian double; NaN and the
 # infinities have every exponent bit set (the top 12 bits but the sign).
@@ -45,6 +47,25 @@ _COLUMN_CHARS = (
     ("object.namespace", FIELD_LIMITS["object_namespace"]),
     ("object.name", FIELD_LIMITS["object_name"]),
 )
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownType:
+    """An event good in every respect but its type: a well-formed qualified name (package,
+    enum, value) that the registry does not know, from newer protos. Ingest quarantines it."""
+
+    detail: str
+    size: int  # serialized, as for a good event
+
+
+def quarantinable(type_name: str) -> bool:
+    """Whether an unknown type name may be one of newer protos: a qualified name that fits
+    the type column and is not a zero value (`*_UNSPECIFIED`, never an event type)."""
+    return (
+        len(type_name) <= FIELD_LIMITS["type"]
+        and not type_name.endswith("_UNSPECIFIED")
+        and _QUALIFIED_TYPE.fullmatch(type_name) is not None
+    )
 
 
 class MalformedBatchError(ValueError):
@@ -202,10 +223,15 @@ class Validator:
 
     def check(self, event: event_pb2.Event, now: float | None = None) -> Problem | None:
         outcome = self.inspect(event, now)
+        if isinstance(outcome, UnknownType):
+            return UNKNOWN_TYPE, outcome.detail
         return None if isinstance(outcome, int) else outcome
 
-    def inspect(self, event: event_pb2.Event, now: float | None = None) -> Problem | int:
-        """Like `check`, but a good event gives its serialized size (before completion)."""
+    def inspect(
+        self, event: event_pb2.Event, now: float | None = None
+    ) -> Problem | int | UnknownType:
+        """Like `check`, but a good event gives its serialized size (before completion), and
+        one whose only fault is a type of newer protos gives an UnknownType."""
         limits = self.limits
         field_limit = limits.max_field_bytes
         event_id = event.id
@@ -215,7 +241,7 @@ class Validator:
         if not type_name:
             return MISSING_TYPE, "type is empty"
         event_type = self.registry.get(type_name)
-        if event_type is None:
+        if event_type is None and not quarantinable(type_name):
             return UNKNOWN_TYPE, self._unknown_detail(type_name)
         source = event.source
         node = source.node
@@ -244,7 +270,8 @@ class Validator:
         if severity not in _SEVERITIES:
             if severity:
                 return INVALID_SEVERITY, f"severity {severity} is not a defined Severity value"
-            event.severity = event_type.severity  # type: ignore[assignment]
+            if event_type is not None:
+                event.severity = event_type.severity  # type: ignore[assignment]
         if len(event.attributes) > limits.max_attributes:
             return (
                 FIELD_TOO_LARGE,
@@ -267,6 +294,8 @@ class Validator:
             bad = _bad_data(event.data)
             if bad is not None:
                 return INVALID_VALUE, bad
+        if event_type is None:
+            return UnknownType(self._unknown_detail(type_name), size)
         event.category = event_type.category
         return size
 

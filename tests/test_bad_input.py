@@ -20,6 +20,7 @@ from google.protobuf.struct_pb2 import Struct
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from protoevents.v1 import event_pb2, proxy_service_pb2
+from server.quarantine import read_quarantine
 from tests.ingest_helpers import make_event, make_events
 from tests.live_proxy import BACKENDS, LiveProxy, serve_live
 
@@ -82,10 +83,18 @@ def timed(seconds: int, nanos: int = 0) -> Callable[[], event_pb2.Event]:
 
 # name, the bad event, its RejectionReason, text its detail holds
 REJECTED: list[tuple[str, Callable[[], event_pb2.Event], int, str]] = [
-    ("unknown type", event_with(type="acme.v1.Nope.NOPE"), R.REJECTION_REASON_UNKNOWN_TYPE,
-     "type 'acme.v1.Nope.NOPE' is not a known event type"),
     ("zero type", event_with(type=ZERO), R.REJECTION_REASON_UNKNOWN_TYPE,
      "is the zero value of protoevents.cluster.v1.ClusterEventType"),
+    ("zero value of an unknown enum", event_with(type="acme.v1.Nope.NOPE_UNSPECIFIED"),
+     R.REJECTION_REASON_UNKNOWN_TYPE, "'acme.v1.Nope.NOPE_UNSPECIFIED' is not a known"),
+    ("type without a package", event_with(type="Nope.NOPE"), R.REJECTION_REASON_UNKNOWN_TYPE,
+     "type 'Nope.NOPE' is not a known event type"),
+    ("type that is no identifier", event_with(type="acme.v1.Nope.NO PE"),
+     R.REJECTION_REASON_UNKNOWN_TYPE, "is not a known event type"),
+    ("type with an empty part", event_with(type="acme..Nope.NOPE"),
+     R.REJECTION_REASON_UNKNOWN_TYPE, "is not a known event type"),
+    ("type longer than its column", event_with(type="acme.v1.Nope." + "N" * 243),
+     R.REJECTION_REASON_UNKNOWN_TYPE, "is not a known event type"),
     ("empty type", event_with(type=""), R.REJECTION_REASON_MISSING_TYPE, "type is empty"),
     ("unqualified type", event_with(type="CLUSTER_EVENT_TYPE_LEADER_ELECTED"),
      R.REJECTION_REASON_UNKNOWN_TYPE, "must be the qualified name"),
@@ -183,6 +192,33 @@ def test_a_bad_event_is_rejected_with_its_reason_and_the_rest_of_the_batch_accep
     live.assert_still_serving()
     ids = [e.id for e in good]
     assert live.stored([*ids, event.id]) == dict.fromkeys(ids, 1)
+
+
+# -- a type of newer protos: quarantined, not stored, answered as such -------------------
+
+
+def test_an_event_of_an_unknown_type_is_quarantined_once_and_the_rest_stored(
+    live: LiveProxy,
+) -> None:
+    good = make_events(2)
+    newer = make_event(type="acme.v1.Nope.NOPE", message=f"event {uuid.uuid4()}")
+    request = R.RecordBatchRequest(events=[good[0], newer, good[1]])
+    result = live.stub.RecordBatch(request, timeout=10).result
+    assert (result.accepted_count, result.duplicate_count, len(result.rejections)) == (2, 0, 0)
+    (kept,) = result.quarantined
+    assert (kept.index, kept.event_id) == (1, newer.id)
+    assert kept.detail == "type 'acme.v1.Nope.NOPE' is not a known event type"
+
+    again = live.stub.RecordBatch(R.RecordBatchRequest(events=[newer]), timeout=10).result
+    assert [q.event_id for q in again.quarantined] == [newer.id]
+    assert again.accepted_count == 0
+
+    live.assert_still_serving()
+    quarantined = read_quarantine(live.proxy.settings.data_dir / "quarantine")
+    held = [e.id for b in quarantined for e in b.events if e.id == newer.id]
+    assert held == [newer.id]
+    ids = [e.id for e in good]
+    assert live.stored([*ids, newer.id]) == dict.fromkeys(ids, 1)
 
 
 # -- odd but good input: accepted and stored as sent -------------------------------------

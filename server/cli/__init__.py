@@ -7,9 +7,9 @@ import os
 import sys
 from collections.abc import Sequence
 
-from server.cli import db, demo, gen, query, record, serve, spool, tail, types
+from server.cli import db, demo, gen, quarantine, query, record, serve, spool, tail, types
 
-COMMANDS = (gen, types, record, spool, serve, db, demo, query, tail)
+COMMANDS = (gen, types, record, spool, serve, db, demo, query, tail, quarantine)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,401 @@
+"""The quarantine: events of types the proxy does not know yet, kept with their bytes until it does.
+
+An event whose only fault is a type of newer protos (`server.validation.UnknownType`) is put
+here, durably, before its batch is acknowledged, and answered in `BatchResult.quarantined`. At
+start the proxy hands every quarantined event whose type it now knows back to ingest, which
+stores it like any other (idempotent by id), and keeps the rest.
+
+`<data_dir>/quarantine/` holds numbered generations, each a set-aside store
+(`recorder.setaside`, stage "quarantine"). Events are appended to the newest. A release writes
+what stays into a new generation, fsyncs it, then deletes the older ones whole: a crash at any
+point leaves every event in at least one generation, and an event found twice is one event
+(listings and releases go by id). A write that fails leaves its generation behind (its torn
+tail is cut when it is next opened) and the next write starts a new one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Container, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from protoevents.v1 import event_pb2, proxy_service_pb2, set_aside_pb2
+from recorder.setaside import SetAside, make_batch, read_batches
+from server.metrics import Metrics
+from server.validation import UnknownType, Validator
+from server.wal import LogFull
+
+log = logging.getLogger(__name__)
+
+STAGE = "quarantine"
+# Distinct types counted under their own label; the rest share "other", so that a client
+# sending made-up type names cannot grow the metrics without bound.
+MAX_TYPE_LABELS = 100
+OTHER_TYPES = "other"
+
+Unknown = tuple[int, event_pb2.Event, str]  # index in the batch, the event, the detail
+Record = Callable[[proxy_service_pb2.RecordBatchRequest], Awaitable[proxy_service_pb2.BatchResult]]
+
+
+class QuarantineFull(LogFull):
+    """The quarantine is at its size cap; nothing of the batch was decided."""
+
+
+class QuarantineUnavailable(Exception):  # noqa: N818 - the name says what the caller must handle
+    """The quarantine could not be written (the disk refused it); nothing was acknowledged."""
+
+
+def generations(directory: Path) -> list[Path]:
+    """The generation folders of a quarantine, oldest first (none when it does not exist)."""
+    if not directory.is_dir():
+        return []
+    found = [p for p in directory.iterdir() if p.is_dir() and p.name.isdigit()]
+    return sorted(found, key=lambda p: int(p.name))
+
+
+def held_events(
+    batches: Iterable[set_aside_pb2.SetAsideBatch],
+) -> Iterator[tuple[set_aside_pb2.SetAsideBatch, event_pb2.Event]]:
+    """Each quarantined event once (by id, first seen), with the batch it was put in."""
+    seen: set[str] = set()
+    for batch in batches:
+        for event in batch.events:
+            if event.id not in seen:
+                seen.add(event.id)
+                yield batch, event
+
+
+def read_quarantine(directory: Path) -> list[set_aside_pb2.SetAsideBatch]:
+    """Every batch of every generation, oldest first, read-only (works while serve runs)."""
+    return [b for g in generations(directory) for b in read_batches(g)]
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _reason(details: Iterable[str]) -> str:
+    distinct = sorted(set(details))
+    if len(distinct) == 1:
+        return distinct[0]
+    return f"{len(distinct)} unknown event types: " + "; ".join(distinct)
+
+
+@dataclass
+class _Throttle:
+    """Counts per key, reported at most once per `interval_s` of `clock` per key."""
+
+    interval_s: float
+    clock: Callable[[], float]
+    _last: dict[str, float] = field(default_factory=dict)
+    _pending: Counter[str] = field(default_factory=Counter)
+
+    def add(self, key: str, count: int) -> int | None:
+        """The count to report now (everything since the last report), or None."""
+        self._pending[key] += count
+        now = self.clock()
+        last = self._last.get(key)
+        if last is not None and now - last < self.interval_s:
+            return None
+        self._last[key] = now
+        return self._pending.pop(key)
+
+
+class Quarantine:
+    """The quarantine store of one proxy (see the module docstring); made by `open`.
+
+    State (the ids held, writes in flight) lives on the event loop; the store is touched only
+    by one I/O thread, so writes land in the order they were submitted.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        max_bytes: int = 1 << 30,
+        metrics: Metrics | None = None,
+        log_interval_s: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.directory = directory
+        self.max_bytes = max_bytes
+        self.metrics = metrics or Metrics()
+        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="quarantine")
+        self._stores: list[SetAside] = []  # held generations, oldest first; the last is written
+        self._broken = False  # the last write failed: the next one starts a new generation
+        self._held: list[set_aside_pb2.SetAsideBatch] = []
+        self.ids: set[str] = set()
+        self._writing: dict[str, asyncio.Future[int]] = {}
+        self._size = 0
+        self._labels: set[str] = set()
+        self._warnings = _Throttle(log_interval_s, clock)
+        self._failures = _Throttle(log_interval_s, clock)
+
+    @classmethod
+    async def open(
+        cls,
+        directory: Path,
+        *,
+        max_bytes: int = 1 << 30,
+        metrics: Metrics | None = None,
+        log_interval_s: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> Quarantine:
+        """Take the store (SetAsideInUseError when another process holds it) and load it."""
+        quarantine = cls(
+            directory,
+            max_bytes=max_bytes,
+            metrics=metrics,
+            log_interval_s=log_interval_s,
+            clock=clock,
+        )
+        await asyncio.get_running_loop().run_in_executor(quarantine._io, quarantine._load)
+        return quarantine
+
+    @property
+    def pending_events(self) -> int:
+        return len(self.ids)
+
+    # -- ingest ----------------------------------------------------------------------------
+
+    def check_room(self, size: int) -> None:
+        """Raise QuarantineFull when `size` more bytes would take the store over its cap."""
+        if self._size + size > self.max_bytes:
+            raise QuarantineFull(
+                f"the quarantine of unknown event types is full ({self._size} of "
+                f"{self.max_bytes} bytes used; `protoevents quarantine` lists it): retry later"
+            )
+
+    def admit(
+        self, unknown: list[Unknown], accepted: Container[str], also: Container[str]
+    ) -> tuple[list[proxy_service_pb2.EventQuarantine], int, asyncio.Future[int] | None]:
+        """Quarantine a batch's events of unknown types. Returns their result entries, the
+        number of duplicates (ids in `accepted` or `also`, or repeated), and a future that
+        completes once every entry is persisted (failing with QuarantineUnavailable). An id
+        already quarantined is answered again without being written again."""
+        entries: list[proxy_service_pb2.EventQuarantine] = []
+        fresh: list[event_pb2.Event] = []
+        details: list[str] = []
+        waits: list[asyncio.Future[int]] = []
+        seen: set[str] = set()
+        duplicates = 0
+        for index, event, detail in unknown:
+            event_id = event.id
+            if event_id in accepted or event_id in also or event_id in seen:
+                duplicates += 1
+                continue
+            seen.add(event_id)
+            entries.append(
+                proxy_service_pb2.EventQuarantine(index=index, event_id=event_id, detail=detail)
+            )
+            if event_id in self.ids:
+                writing = self._writing.get(event_id)
+                if writing is not None and writing not in waits:
+                    waits.append(writing)
+                continue
+            fresh.append(event)
+            details.append(detail)
+        if fresh:
+            waits.append(self._put(fresh, _reason(details)))
+        if not waits:
+            return entries, duplicates, None
+        if len(waits) == 1:
+            return entries, duplicates, waits[0]
+        return entries, duplicates, asyncio.ensure_future(_all(waits))
+
+    def _put(self, events: list[event_pb2.Event], reason: str) -> asyncio.Future[int]:
+        batch = make_batch(STAGE, reason, events)
+        ids = [e.id for e in events]
+        self.ids.update(ids)
+        future = asyncio.get_running_loop().run_in_executor(self._io, self._write, batch)
+        for event_id in ids:
+            self._writing[event_id] = future
+        types = Counter(e.type for e in events)
+        future.add_done_callback(lambda done: self._written(done, ids, types))
+        return future
+
+    def _write(self, batch: set_aside_pb2.SetAsideBatch) -> int:
+        """Append one batch (I/O thread); returns its size."""
+        try:
+            if self._broken or not self._stores:
+                self._stores.append(SetAside(self._next_generation()))
+                _fsync_dir(self.directory)
+                self._broken = False
+            self._stores[-1].put(batch)
+        except OSError as exc:
+            self._broken = True
+            raise QuarantineUnavailable(
+                f"the proxy could not persist events of unknown types in its quarantine "
+                f"({exc.strerror or exc}); retry later"
+            ) from exc
+        return batch.ByteSize()
+
+    def _written(self, done: asyncio.Future[int], ids: list[str], types: Counter[str]) -> None:
+        for event_id in ids:
+            if self._writing.get(event_id) is done:
+                del self._writing[event_id]
+        failure = done.exception() if not done.cancelled() else asyncio.CancelledError()
+        if failure is not None:
+            self.ids.difference_update(ids)
+            self.metrics.quarantine_events.set(len(self.ids))
+            failed = self._failures.add("write", 1)
+            if failed is not None:
+                log.error("%s (%d failed write(s) since the last report)", failure, failed)
+            return
+        self._size += done.result()
+        metrics = self.metrics
+        metrics.quarantine_events.set(len(self.ids))
+        for type_name, count in types.items():
+            metrics.quarantined.labels(self._label(type_name)).inc(count)
+            reported = self._warnings.add(type_name, count)
+            if reported is not None:
+                log.warning(
+                    "quarantined %d event(s) of type %s, unknown to this proxy (%d held; "
+                    "`protoevents quarantine` lists them): they are stored once it is started "
+                    "with the type",
+                    reported,
+                    type_name,
+                    len(self.ids),
+                )
+
+    def _label(self, type_name: str) -> str:
+        labels = self._labels
+        if type_name in labels:
+            return type_name
+        if len(labels) < MAX_TYPE_LABELS:
+            labels.add(type_name)
+            return type_name
+        return OTHER_TYPES
+
+    # -- start: load and release -----------------------------------------------------------
+
+    def _next_generation(self) -> Path:
+        existing = generations(self.directory)
+        number = int(existing[-1].name) + 1 if existing else 1
+        return self.directory / f"{number:012d}"
+
+    def _load(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        for folder in generations(self.directory):
+            self._stores.append(SetAside(folder))
+        self._held = [b for s in self._stores for b in s.batches()]
+        self.ids = {e.id for _, e in held_events(self._held)}
+        self._size = sum(s.size_bytes for s in self._stores)
+        self.metrics.quarantine_events.set(len(self.ids))
+
+    async def release(self, validator: Validator, record: Record) -> int:
+        """Hand every held event whose type `validator` now knows to `record` (ingest), then
+        keep only the rest. Runs at start, before serving. Returns the events released."""
+        staying: dict[str, str] = {}  # id -> the reason it stays (a new one when rejected)
+        reasons: dict[str, str] = {}
+        releasable: list[event_pb2.Event] = []
+        for batch, event in held_events(self._held):
+            reasons[event.id] = batch.reason
+            probe = event_pb2.Event()
+            probe.CopyFrom(event)
+            outcome = validator.inspect(probe)
+            if isinstance(outcome, int):
+                releasable.append(event)
+            elif isinstance(outcome, UnknownType):
+                staying[event.id] = batch.reason
+            else:
+                staying[event.id] = f"type now known, but rejected: {outcome[1]}"
+                log.error(
+                    "quarantined event %s of type %s is still kept: %s",
+                    event.id,
+                    event.type,
+                    outcome[1],
+                )
+        if not releasable and len(self._stores) <= 1:
+            self._held = []
+            return 0
+        released = await self._ingest(releasable, validator.limits.max_batch_events, record)
+        for event in releasable[released:]:
+            staying[event.id] = reasons[event.id]
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._io, self._compact, staying)
+        self.metrics.quarantine_released.inc(released)
+        self.metrics.quarantine_events.set(len(self.ids))
+        if released:
+            log.info(
+                "released %d quarantined event(s) whose types are now known; %d stay quarantined",
+                released,
+                len(self.ids),
+            )
+        return released
+
+    async def _ingest(self, events: list[event_pb2.Event], per_batch: int, record: Record) -> int:
+        """Record `events` in batches; returns how many, from the first, are persisted."""
+        done = 0
+        while done < len(events):
+            chunk = events[done : done + per_batch]
+            try:
+                result = await record(proxy_service_pb2.RecordBatchRequest(events=chunk))
+            except Exception as exc:
+                log.warning(
+                    "release of quarantined events stopped, %d left for the next start: %s",
+                    len(events) - done,
+                    exc,
+                )
+                return done
+            if result.rejections or result.quarantined:
+                log.error("release of quarantined events: %s", result)
+                return done
+            done += len(chunk)
+        return done
+
+    def _compact(self, staying: dict[str, str]) -> None:
+        """Write what stays into a new generation, then delete the older ones (I/O thread)."""
+        kept: list[set_aside_pb2.SetAsideBatch] = []
+        for batch in self._held:
+            events = [(e, staying.pop(e.id)) for e in batch.events if e.id in staying]
+            for reason in dict.fromkeys(r for _, r in events):
+                rest = make_batch(batch.stage, reason, (e for e, r in events if r == reason))
+                rest.set_aside_time.CopyFrom(batch.set_aside_time)
+                kept.append(rest)
+        old = self._stores
+        self._stores = []
+        if kept:
+            store = SetAside(self._next_generation())
+            for batch in kept:
+                store.put(batch)
+            _fsync_dir(self.directory)
+            self._stores.append(store)
+        for store in old:
+            store.close()
+            shutil.rmtree(store.directory, ignore_errors=True)
+        _fsync_dir(self.directory)
+        self._held = []
+        self.ids = {e.id for b in kept for e in b.events}
+        self._size = sum(s.size_bytes for s in self._stores)
+
+    async def close(self) -> None:
+        """Let writes in flight finish, then release the store."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._io, self._close)
+        self._io.shutdown(wait=True)
+
+    def _close(self) -> None:
+        for store in self._stores:
+            store.close()
+        self._stores = []
+
+
+async def _all(futures: list[asyncio.Future[int]]) -> int:
+    """Wait for every future; raise the first failure (retrieving every outcome)."""
+    results = await asyncio.gather(*futures, return_exceptions=True)
+    for outcome in results:
+        if isinstance(outcome, BaseException):
+            raise outcome
+    return 0
