@@ -295,6 +295,7 @@ async def _report_health(proxy: Proxy) -> None:
         other_services=[QUERY_SERVICE, health.SERVICE_NAME],
         stuck_after_s=proxy.settings.writer_stuck_after_s,
         clock=proxy.dispatcher.clock,
+        metrics=proxy.metrics,
     )
     statuses, _ = reporter.statuses()
     for name, status in statuses.items():  # before `start_proxy` returns: no window

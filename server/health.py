@@ -24,7 +24,8 @@ from collections.abc import Callable, Sequence
 from grpc_health.v1 import health, health_pb2
 
 from server.dispatcher import Dispatcher
-from server.wal import WriteAheadLog
+from server.metrics import Metrics
+from server.wal import Damage, WriteAheadLog
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ class HealthReporter:
         other_services: Sequence[str],
         stuck_after_s: float,
         clock: Callable[[], float],
+        metrics: Metrics | None = None,
     ) -> None:
         self.servicer = servicer
         self.wal = wal
@@ -57,6 +59,7 @@ class HealthReporter:
         self.other_services = tuple(other_services)
         self.stuck_after_s = stuck_after_s
         self.clock = clock
+        self.metrics = metrics
         self._changed = asyncio.Event()
         self._loop = asyncio.get_running_loop()
         self._task: asyncio.Task[None] | None = None
@@ -64,7 +67,9 @@ class HealthReporter:
 
     def start(self) -> None:
         self.wal.on_state = self.changed
-        self.wal.on_damage = lambda _damage: self.changed()
+        self.wal.on_damage = self._damaged
+        for damage in self.wal.damage:  # found at open, before anyone listened
+            self._count(damage)
         self.dispatcher.on_state = self.changed
         self._task = asyncio.create_task(self._run(), name="health")
 
@@ -73,11 +78,21 @@ class HealthReporter:
         with contextlib.suppress(RuntimeError):  # the loop closed at exit
             self._loop.call_soon_threadsafe(self._changed.set)
 
+    def _damaged(self, damage: Damage) -> None:
+        self._count(damage)
+        self.changed()
+
+    def _count(self, damage: Damage) -> None:
+        if self.metrics is not None:
+            self.metrics.wal_corrupt_bytes.inc(damage.length)
+
     def statuses(self) -> tuple[dict[str, int], float | None]:
         """Every service's status now, and in how many seconds a failing writer becomes
         stuck (None when none is about to)."""
         now = self.clock()
         wal_ok = self.wal.unavailable is None
+        if self.metrics is not None:
+            self.metrics.wal_unavailable.set(0 if wal_ok else 1)
         statuses = {WAL: SERVING if wal_ok else NOT_SERVING}
         statuses[WAL_INTEGRITY] = NOT_SERVING if self.wal.damaged_files() else SERVING
         next_check: float | None = None
