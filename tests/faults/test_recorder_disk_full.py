@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from protoevents.cluster.v1.cluster_events_pb2 import ClusterEventType
 from recorder import Recorder
@@ -19,40 +14,21 @@ from tests.test_pipeline import serve
 ELECTED = ClusterEventType.CLUSTER_EVENT_TYPE_LEADER_ELECTED
 
 
-@pytest.fixture
-def spool_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 1 MiB tmpfs; skips when it cannot be mounted (not root, or no CAP_SYS_ADMIN)."""
-    folder = tmp_path / "disk"
-    folder.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.strip()}")
-    yield folder
-    subprocess.run(["umount", "--lazy", str(folder)], check=True)
-
-
 def test_a_full_disk_under_the_spool_drops_only_what_memory_cannot_hold_and_resumes(
-    spool_disk: Path, tmp_path: Path, processes: list[ServeProcess]
+    small_disk: Path, tmp_path: Path, processes: list[ServeProcess]
 ) -> None:
     url = f"sqlite:///{tmp_path}/events.db"
     proxy = serve(processes, tmp_path / "data", url)
     port = int(proxy.address.rsplit(":", 1)[1])
     assert proxy.stop(signal.SIGTERM) == 0  # down: everything goes to the spool
-    filler = spool_disk / "filler"
+    filler = small_disk / "filler"
     filler.write_bytes(bytes(800 << 10))  # freed later, "once space is free"
     recorder = Recorder(
         component="controller",
         node="node-1",
         event_types=[ClusterEventType],
         proxy=proxy.address,
-        spool_dir=spool_disk / "spool",
+        spool_dir=small_disk / "spool",
         batch_size=100,
         queue_size=500,
         flush_interval=0.01,
