@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -226,7 +227,7 @@ def test_an_unreachable_database_answers_unavailable(harness: Harness) -> None:
     down = Harness(sa.create_engine("postgresql+psycopg://nobody@127.0.0.1:1/none"))
     for method, request in [
         ("ListEvents", Q.ListEventsRequest()),
-        ("GetEvent", Q.GetEventRequest(id="x")),
+        ("GetEvent", Q.GetEventRequest(id=str(uuid.uuid4()))),
     ]:
         _, code, details = down.call(method, request)
         assert code == grpc.StatusCode.UNAVAILABLE
