@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import shutil
 import time
 from collections import Counter
@@ -30,7 +29,7 @@ from protoevents.v1 import event_pb2, proxy_service_pb2, set_aside_pb2
 from recorder.setaside import SetAside, make_batch, read_batches
 from server.metrics import Metrics
 from server.validation import UnknownType, Validator
-from server.wal import LogFull
+from server.wal import LogFull, fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -75,14 +74,6 @@ def held_events(
 def read_quarantine(directory: Path) -> list[set_aside_pb2.SetAsideBatch]:
     """Every batch of every generation, oldest first, read-only (works while serve runs)."""
     return [b for g in generations(directory) for b in read_batches(g)]
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _reason(details: Iterable[str]) -> str:
@@ -230,7 +221,7 @@ class Quarantine:
         try:
             if self._broken or not self._stores:
                 self._stores.append(SetAside(self._next_generation()))
-                _fsync_dir(self.directory)
+                fsync_dir(self.directory)
                 self._broken = False
             self._stores[-1].put(batch)
         except OSError as exc:
@@ -370,12 +361,12 @@ class Quarantine:
             store = SetAside(self._next_generation())
             for batch in kept:
                 store.put(batch)
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
             self._stores.append(store)
         for store in old:
             store.close()
             shutil.rmtree(store.directory, ignore_errors=True)
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
         self._held = []
         self.ids = {e.id for b in kept for e in b.events}
         self._size = sum(s.size_bytes for s in self._stores)

@@ -97,7 +97,7 @@ def _segment_path(directory: Path, start: int) -> Path:
     return directory / f"{start:020d}.wal"
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -275,7 +275,7 @@ class WriteAheadLog:
         if not self._segments:
             self._segments.append(_Segment(0, _segment_path(self.directory, 0), 0))
             _segment_path(self.directory, 0).touch()
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
         last = self._segments[-1]
         self._file = os.open(last.path, os.O_WRONLY | os.O_APPEND)
         self._reserved_end = self._visible_end = last.end
@@ -540,7 +540,7 @@ class WriteAheadLog:
         os.close(self._file)
         self._file = new_file
         if self.fsync_policy != "off":
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
         self._segments.append(segment)
         return segment
 
@@ -774,7 +774,7 @@ class WriteAheadLog:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temp, folder / name)
-        _fsync_dir(folder)
+        fsync_dir(folder)
 
     def low_water_mark(self) -> int:
         """The smallest bookmark of the registered readers (the visible end if none)."""
@@ -797,7 +797,7 @@ class WriteAheadLog:
     def _delete(self, segments: list[_Segment]) -> None:
         for segment in segments:
             segment.path.unlink(missing_ok=True)
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
 
     def segment_starts(self) -> list[int]:
         return [s.start for s in self._segments]

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from protoevents.cluster.v1.cluster_events_pb2 import ClusterEventType
+from recorder import Recorder
 from tests.fake_proxy import FakeProxy
 
 if TYPE_CHECKING:
@@ -63,3 +65,42 @@ def processes() -> Iterator[list[ServeProcess]]:
         if proxy.process.poll() is None:
             proxy.process.kill()
             proxy.process.wait()
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs; skips when it cannot be mounted (not root, or no CAP_SYS_ADMIN)."""
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.strip()}")
+    yield folder
+    subprocess.run(["umount", "--lazy", str(folder)], check=True)
+
+
+@pytest.fixture
+def make_recorder(tmp_path: Path) -> Iterator[type[Recorder]]:
+    """Recorders spooling under tmp_path, closed after the test."""
+    made: list[Recorder] = []
+
+    def make(proxy: str, **options: object) -> Recorder:
+        options.setdefault("spool_dir", tmp_path / "spool")
+        options.setdefault("component", "controller")
+        options.setdefault("event_types", [ClusterEventType])
+        options.setdefault("node", "node-1")
+        options.setdefault("backoff_max", 0.2)
+        recorder = Recorder(proxy=proxy, **options)  # type: ignore[arg-type]
+        made.append(recorder)
+        return recorder
+
+    yield make  # type: ignore[misc]
+    for recorder in made:
+        recorder.close(5)

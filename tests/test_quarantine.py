@@ -10,8 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
-import subprocess
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import TypeVar
 
@@ -196,25 +195,6 @@ def test_a_full_quarantine_refuses_the_batch_whole(tmp_path: Path) -> None:
         await close(ingest)
 
     run(main())
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 1 MiB tmpfs; skips when it cannot be mounted (not root, or no CAP_SYS_ADMIN)."""
-    folder = tmp_path / "small"
-    folder.mkdir()
-    if shutil.which("mount") is None:
-        pytest.skip("no mount command")
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.strip()}")
-    yield folder
-    subprocess.run(["umount", "--lazy", str(folder)], check=True)
 
 
 def fill(folder: Path) -> Path:

@@ -9,8 +9,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 
 import grpc
 import pytest
@@ -31,26 +29,6 @@ from tests.fake_proxy import FakeProxy
 
 ELECTED = ClusterEventType.CLUSTER_EVENT_TYPE_LEADER_ELECTED
 LOST = ClusterEventType.CLUSTER_EVENT_TYPE_LEADER_LOST
-
-
-@pytest.fixture
-def make_recorder(tmp_path: Path) -> Iterator[type[Recorder]]:
-    """Recorders spooling under tmp_path, closed after the test."""
-    made: list[Recorder] = []
-
-    def make(proxy: str, **options: object) -> Recorder:
-        options.setdefault("spool_dir", tmp_path / "spool")
-        options.setdefault("component", "controller")
-        options.setdefault("event_types", [ClusterEventType])
-        options.setdefault("node", "node-1")
-        options.setdefault("backoff_max", 0.2)
-        recorder = Recorder(proxy=proxy, **options)  # type: ignore[arg-type]
-        made.append(recorder)
-        return recorder
-
-    yield make  # type: ignore[misc]
-    for recorder in made:
-        recorder.close(5)
 
 
 def run_script(script: str) -> subprocess.CompletedProcess[str]:

@@ -3,8 +3,8 @@ recorded is ever discarded, and what the proxy refuses for good is set aside."""
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -23,23 +23,9 @@ LOST_NAME = "protoevents.cluster.v1.ClusterEventType.CLUSTER_EVENT_TYPE_LEADER_L
 
 
 @pytest.fixture
-def make_recorder(tmp_path: Path) -> Iterator[type[Recorder]]:
-    """Recorders spooling under tmp_path, closed after the test."""
-    made: list[Recorder] = []
-
-    def make(proxy: str, **options: object) -> Recorder:
-        options.setdefault("spool_dir", tmp_path / "spool")
-        options.setdefault("component", "controller")
-        options.setdefault("event_types", [ClusterEventType])
-        options.setdefault("node", "node-1")
-        options.setdefault("backoff_max", 0.05)
-        recorder = Recorder(proxy=proxy, **options)  # type: ignore[arg-type]
-        made.append(recorder)
-        return recorder
-
-    yield make  # type: ignore[misc]
-    for recorder in made:
-        recorder.close(5)
+def make_recorder(make_recorder: type[Recorder]) -> type[Recorder]:
+    """The suite's recorders, reconnecting after at most 50 ms."""
+    return functools.partial(make_recorder, backoff_max=0.05)  # type: ignore[return-value]
 
 
 @pytest.mark.parametrize(
