@@ -13,8 +13,9 @@ import grpc
 from grpc_health.v1 import health, health_pb2_grpc
 from sqlalchemy.engine import Engine
 
-from protoevents.v1 import proxy_service_pb2, query_service_pb2, query_service_pb2_grpc
+from protoevents.v1 import proxy_service_pb2, query_service_pb2
 from recorder.registry import Registry
+from server.admission import Admission
 from server.changes import Writer
 from server.config import Settings
 from server.db.setup import open_database
@@ -27,8 +28,9 @@ from server.metrics import Metrics
 from server.ownership import address_error
 from server.proxy_service import EventProxyServicer, add_proxy_service
 from server.quarantine import Quarantine
+from server.query.limits import QueryLimits
 from server.query.page_token import PageTokens
-from server.query.service import ChangeSource, EventQueryServicer, LocalChanges
+from server.query.service import ChangeSource, EventQueryServicer, LocalChanges, add_query_service
 from server.query.store import EventStore
 from server.reflection import documented_files
 from server.reflection import enable as enable_reflection
@@ -50,8 +52,6 @@ PROXY_SERVICE = proxy_service_pb2.DESCRIPTOR.services_by_name["EventProxyService
 QUERY_SERVICE = query_service_pb2.DESCRIPTOR.services_by_name["EventQueryService"].full_name
 # Folder of the data directory holding each writer's set-aside store.
 SET_ASIDE_DIR = "set-aside"
-# Threads running the query service's unary RPCs (their database calls).
-QUERY_THREADS = 8
 
 
 def default_writers(settings: Settings, engine: Engine) -> list[Writer]:
@@ -97,7 +97,8 @@ def grpc_server(settings: Settings, query_threads: ThreadPoolExecutor) -> grpc.a
             # One proxy per address: a second one must fail to bind, not share the port.
             ("grpc.so_reuseport", 0),
         ],
-        maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
+        # No cap on all RPCs: ingest calls are admitted by their own limits (admission.py),
+        # queries by theirs (query/limits.py), so health is never refused for either.
     )
 
 
@@ -234,12 +235,33 @@ async def start_proxy(
         relay = RedisRelay(settings.redis_url, hub, settings.redis_channel)
         relay.start()
         changes = relay
-    query_threads = ThreadPoolExecutor(QUERY_THREADS, thread_name_prefix="query")
+    query_threads = ThreadPoolExecutor(settings.query_threads, thread_name_prefix="query")
     server = grpc_server(settings, query_threads)
-    add_proxy_service(EventProxyServicer(ingest, settings.max_inflight_batches), server)
-    query_service_pb2_grpc.add_EventQueryServiceServicer_to_server(
+    add_proxy_service(
+        EventProxyServicer(
+            ingest,
+            settings.max_inflight_batches,
+            admission=Admission(settings.max_ingest_streams, settings.max_streams_per_client),
+            idle_stream_timeout_s=settings.idle_stream_timeout_s,
+            metrics=metrics,
+        ),
+        server,
+    )
+    limits = QueryLimits(
+        settings.query_timeout_s,
+        settings.query_scan_slots,
+        # Scans running or waiting hold threads: half of them stay for indexed queries.
+        max(settings.query_scan_slots, settings.query_threads // 2),
+        on_timeout=metrics.query_timeouts.inc,
+        on_refused=metrics.queries_refused.inc,
+    )
+    add_query_service(
         EventQueryServicer(
-            EventStore(engine), registry, PageTokens(settings.page_token_secret), changes
+            EventStore(engine, limits),
+            registry,
+            PageTokens(settings.page_token_secret),
+            changes,
+            max_watchers=settings.max_watchers,
         ),
         server,
     )

@@ -26,6 +26,14 @@ class Change:
     event: event_pb2.Event
 
 
+def watch_message(change: Change) -> bytes:
+    """The change as WatchEvents sends it: a serialized `protoevents.v1.WatchEventsResponse`
+    (also the payload of the Redis channel that relays changes between proxies)."""
+    return query_service_pb2.WatchEventsResponse(
+        kind=change.kind, event=change.event
+    ).SerializeToString()
+
+
 class PermanentWriteError(Exception):
     """A writer refuses a batch for a reason retrying will not change (a Redis key of the
     wrong type, a value the database refuses). The dispatcher retries it a bounded number of

@@ -70,7 +70,35 @@ class Settings:
         default=200, metadata=_help("flush a writer this long after its first pending change")
     )
     max_message_bytes: int = field(default=16 * MiB, metadata=_help("gRPC message size limit"))
-    max_concurrent_rpcs: int = field(default=256, metadata=_help("concurrent RPCs and streams"))
+    max_ingest_streams: int = field(
+        default=1024,
+        metadata=_help("ingest calls (Record streams, RecordBatch) open at once, all clients"),
+    )
+    max_streams_per_client: int = field(
+        default=64, metadata=_help("ingest calls open at once from one client host")
+    )
+    idle_stream_timeout_s: float = field(
+        default=300.0,
+        metadata=_help("a Record stream with no batch for this long is ended (status OK)"),
+    )
+    query_timeout_s: float = field(
+        default=30.0,
+        metadata=_help(
+            "longest a query may run in the database (a shorter caller deadline wins); "
+            "past it the call answers DEADLINE_EXCEEDED"
+        ),
+    )
+    query_threads: int = field(
+        default=32, metadata=_help("threads answering ListEvents, GetEvent and ListEventTypes")
+    )
+    query_scan_slots: int = field(
+        default=2,
+        metadata=_help(
+            "unindexed queries (message_contains, categories) run at once; more wait, "
+            "up to half the query threads"
+        ),
+    )
+    max_watchers: int = field(default=1024, metadata=_help("WatchEvents streams open at once"))
     max_batch_events: int = field(default=10_000, metadata=_help("events per batch, at most"))
     max_inflight_batches: int = field(
         default=32, metadata=_help("unacknowledged batches per Record stream")
@@ -160,7 +188,13 @@ class Settings:
             "writer_batch_events",
             "writer_batch_interval_ms",
             "max_message_bytes",
-            "max_concurrent_rpcs",
+            "max_ingest_streams",
+            "max_streams_per_client",
+            "idle_stream_timeout_s",
+            "query_timeout_s",
+            "query_threads",
+            "query_scan_slots",
+            "max_watchers",
             "max_batch_events",
             "max_inflight_batches",
             "max_event_message_bytes",
@@ -194,6 +228,8 @@ class Settings:
             )
         if not self.redis_channel:
             _bad("redis_channel", self.redis_channel, "expected a channel name")
+        if self.query_threads < 2:
+            _bad("query_threads", self.query_threads, "must be at least 2")
         if self.max_message_bytes < 1 * KiB:
             _bad("max_message_bytes", self.max_message_bytes, "must be at least 1024")
         try:
@@ -215,6 +251,11 @@ def _bad(key: str, value: object, why: str) -> None:
 
 
 _FIELDS = {f.name: f for f in fields(Settings)}
+# Settings of earlier versions, and what replaced them.
+_REPLACED = {
+    "max_concurrent_rpcs": "max_ingest_streams and max_streams_per_client (ingest calls only: "
+    "health, queries and watchers are never refused for them)",
+}
 _COMMAND_LINE_FIELDS = [f.name for f in fields(Settings) if not f.metadata.get("file_only")]
 
 
@@ -268,6 +309,10 @@ def from_sources(
         except tomllib.TOMLDecodeError as exc:
             raise SettingsError(f"config file {config_file} is not valid TOML: {exc}") from None
         for key, raw in table.items():
+            if key in _REPLACED:
+                raise SettingsError(
+                    f"{config_file}: setting {key!r} was replaced by {_REPLACED[key]}", key
+                )
             if key not in _FIELDS:
                 known = ", ".join(_FIELDS)
                 raise SettingsError(f"{config_file}: unknown setting {key!r}; known: {known}")

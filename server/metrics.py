@@ -81,3 +81,26 @@ class Metrics:
         self.quarantine_events = Gauge(
             "protoevents_quarantine_events", "Events held in quarantine", registry=r
         )
+        self.ingest_streams = Gauge(
+            "protoevents_ingest_streams", "Ingest calls (Record, RecordBatch) open", registry=r
+        )
+        self.ingest_refused = Counter(
+            "protoevents_ingest_refused",
+            "Ingest calls refused over max_ingest_streams or max_streams_per_client",
+            registry=r,
+        )
+        self.idle_streams_closed = Counter(
+            "protoevents_idle_streams_closed",
+            "Record streams ended after idle_stream_timeout_s without a batch",
+            registry=r,
+        )
+        self.query_timeouts = Counter(
+            "protoevents_query_timeouts",
+            "Queries cut at query_timeout_s or the caller's deadline",
+            registry=r,
+        )
+        self.queries_refused = Counter(
+            "protoevents_queries_refused",
+            "Queries refused because too many unindexed queries were waiting",
+            registry=r,
+        )

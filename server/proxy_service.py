@@ -13,7 +13,9 @@ import grpc
 from google.protobuf.message import DecodeError, Message
 
 from protoevents.v1 import proxy_service_pb2, proxy_service_pb2_grpc
+from server.admission import Admission, AdmissionRefusedError, Ticket
 from server.ingest import Ingest
+from server.metrics import Metrics
 from server.quarantine import QuarantineUnavailable
 from server.validation import MalformedBatchError
 from server.wal import LogFull, LogUnavailable
@@ -35,6 +37,7 @@ class _Batch:
 
 
 _END = object()
+_IDLE = object()
 _Request = TypeVar("_Request", bound=Message)
 
 
@@ -94,11 +97,40 @@ def status_of(exc: Exception) -> tuple[grpc.StatusCode, str]:
 
 
 class EventProxyServicer(proxy_service_pb2_grpc.EventProxyServiceServicer):
-    """Thin adapter from EventProxyService to `Ingest`."""
+    """Thin adapter from EventProxyService to `Ingest`, admitting calls under `admission`'s
+    limits and ending Record streams idle for `idle_stream_timeout_s` (status OK: a recorder
+    opens a new one with its next batch)."""
 
-    def __init__(self, ingest: Ingest, max_inflight_batches: int = 32) -> None:
+    def __init__(
+        self,
+        ingest: Ingest,
+        max_inflight_batches: int = 32,
+        *,
+        admission: Admission | None = None,
+        idle_stream_timeout_s: float | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.ingest = ingest
         self.max_inflight_batches = max_inflight_batches
+        self.admission = admission or Admission(1_000_000, 1_000_000)
+        self.idle_stream_timeout_s = idle_stream_timeout_s
+        self.metrics = metrics
+
+    async def _admit(self, context: grpc.aio.ServicerContext[Any, Any]) -> Ticket:
+        try:
+            ticket = self.admission.admit(context.peer())
+        except AdmissionRefusedError as exc:
+            if self.metrics is not None:
+                self.metrics.ingest_refused.inc()
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        if self.metrics is not None:
+            self.metrics.ingest_streams.set(self.admission.open)
+        return ticket
+
+    def _release(self, ticket: Ticket) -> None:
+        self.admission.release(ticket)
+        if self.metrics is not None:
+            self.metrics.ingest_streams.set(self.admission.open)
 
     async def RecordBatch(
         self,
@@ -109,11 +141,14 @@ class EventProxyServicer(proxy_service_pb2_grpc.EventProxyServiceServicer):
     ) -> proxy_service_pb2.RecordBatchResponse:
         if isinstance(request, MalformedRequest):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.detail)
+        ticket = await self._admit(context)
         try:
             result = await self.ingest.record(request)
         except Exception as exc:
             code, message = status_of(exc)
             await context.abort(code, message)
+        finally:
+            self._release(ticket)
         return proxy_service_pb2.RecordBatchResponse(result=result)
 
     async def Record(
@@ -125,6 +160,20 @@ class EventProxyServicer(proxy_service_pb2_grpc.EventProxyServiceServicer):
     ) -> AsyncIterator[proxy_service_pb2.RecordResponse]:
         """Reads and decides batches ahead while earlier ones are being persisted, up to
         `max_inflight_batches`; answers each, in order, once it is persisted."""
+        ticket = await self._admit(context)
+        try:
+            async for response in self._record(request_iterator, context):
+                yield response
+        finally:
+            self._release(ticket)
+
+    async def _record(
+        self,
+        request_iterator: AsyncIterable[proxy_service_pb2.RecordRequest | MalformedRequest],
+        context: grpc.aio.ServicerContext[
+            proxy_service_pb2.RecordRequest, proxy_service_pb2.RecordResponse
+        ],
+    ) -> AsyncIterator[proxy_service_pb2.RecordResponse]:
         queue: asyncio.Queue[object] = asyncio.Queue()
         slots = asyncio.Semaphore(self.max_inflight_batches)
 
@@ -151,7 +200,12 @@ class EventProxyServicer(proxy_service_pb2_grpc.EventProxyServiceServicer):
         reader = asyncio.create_task(pump(), name="record-stream-reader")
         try:
             while True:
-                item = await queue.get()
+                item = await _next(queue, self.idle_stream_timeout_s)
+                if item is _IDLE:
+                    log.debug("ended a Record stream idle for %ss", self.idle_stream_timeout_s)
+                    if self.metrics is not None:
+                        self.metrics.idle_streams_closed.inc()
+                    break
                 if item is _END:
                     break
                 if isinstance(item, _Failure):
@@ -170,3 +224,16 @@ class EventProxyServicer(proxy_service_pb2_grpc.EventProxyServiceServicer):
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
+
+
+async def _next(queue: asyncio.Queue[object], idle_s: float | None) -> object:
+    """The next item of `queue`, or _IDLE when none comes within `idle_s` seconds."""
+    if idle_s is None or not queue.empty():
+        return await queue.get()
+    getter = asyncio.ensure_future(queue.get())
+    done, _ = await asyncio.wait({getter}, timeout=idle_s)
+    if getter in done:
+        return getter.result()
+    getter.cancel()
+    # An item put as the wait ended is in the queue already (a cancelled get leaves it there).
+    return queue.get_nowait() if not queue.empty() else _IDLE

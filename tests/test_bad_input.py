@@ -18,8 +18,9 @@ import grpc
 import pytest
 from google.protobuf.struct_pb2 import Struct
 from google.protobuf.timestamp_pb2 import Timestamp
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from protoevents.v1 import event_pb2, proxy_service_pb2
+from protoevents.v1 import event_pb2, proxy_service_pb2, query_service_pb2, query_service_pb2_grpc
 from server.quarantine import read_quarantine
 from tests.ingest_helpers import make_event, make_events
 from tests.live_proxy import BACKENDS, LiveProxy, serve_live
@@ -29,7 +30,7 @@ RECORD = "/protoevents.v1.EventProxyService/Record"
 RECORD_BATCH = "/protoevents.v1.EventProxyService/RecordBatch"
 ZERO = "protoevents.cluster.v1.ClusterEventType.CLUSTER_EVENT_TYPE_UNSPECIFIED"
 MAX_MESSAGE_BYTES = 4 << 20
-MAX_CONCURRENT_RPCS = 8
+MAX_CLIENT_STREAMS = 8
 YEAR_3000 = 32_503_680_000
 
 
@@ -42,7 +43,7 @@ def live(
         request,
         tmp_path_factory,
         max_message_bytes=MAX_MESSAGE_BYTES,
-        max_concurrent_rpcs=MAX_CONCURRENT_RPCS,
+        max_streams_per_client=MAX_CLIENT_STREAMS,
         max_inflight_batches=4,
     )
 
@@ -490,21 +491,30 @@ def test_a_stream_that_never_reads_its_acks_is_not_read_without_limit(live: Live
     live.assert_still_serving()
 
 
-def test_too_many_concurrent_streams_get_resource_exhausted(live: LiveProxy) -> None:
+def test_too_many_streams_of_one_client_get_resource_exhausted(live: LiveProxy) -> None:
     release = threading.Event()
 
     def held(sequence: int) -> Iterator[R.RecordRequest]:
         yield R.RecordRequest(sequence=sequence, events=make_events(1))
         release.wait(60)
 
-    streams = [record_stream(live)(held(n), timeout=60) for n in range(MAX_CONCURRENT_RPCS)]
+    streams = [record_stream(live)(held(n), timeout=60) for n in range(MAX_CLIENT_STREAMS)]
     try:
         for n, stream in enumerate(streams):
             assert next(stream).sequence == n  # each stream is open on the proxy
         with pytest.raises(grpc.RpcError) as refused:
             live.stub.RecordBatch(R.RecordBatchRequest(events=make_events(1)), timeout=10)
         assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-        assert "Concurrent RPC limit exceeded" in (refused.value.details() or "")
+        assert refused.value.details() == (
+            f"client 127.0.0.1 has {MAX_CLIENT_STREAMS} ingest streams open, the limit per "
+            "client (max_streams_per_client); close idle streams or retry later"
+        )
+        # Health and queries are not ingest: never refused for it.
+        health = health_pb2_grpc.HealthStub(live.channel)
+        answer = health.Check(health_pb2.HealthCheckRequest(), timeout=10)
+        assert answer.status == health_pb2.HealthCheckResponse.SERVING
+        query = query_service_pb2_grpc.EventQueryServiceStub(live.channel)
+        query.ListEvents(query_service_pb2.ListEventsRequest(page_size=1), timeout=10)
     finally:
         release.set()
     for stream in streams:

@@ -282,9 +282,9 @@ def test_a_full_log_answers_resource_exhausted_and_keeps_what_was_acknowledged(
     run(main())
 
 
-def test_limits_on_message_size_and_concurrent_rpcs(folder: Path) -> None:
+def test_limits_on_message_size_and_concurrent_ingest_calls(folder: Path) -> None:
     async def main() -> None:
-        settings = proxy_settings(folder, max_message_bytes=4096, max_concurrent_rpcs=1)
+        settings = proxy_settings(folder, max_message_bytes=4096, max_ingest_streams=1)
         async with run_proxy(settings) as proxy:
             channel, stub = stub_of(proxy)
             big = make_events(40)  # about 8 KB
@@ -303,6 +303,7 @@ def test_limits_on_message_size_and_concurrent_rpcs(folder: Path) -> None:
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await stub.RecordBatch(R.RecordBatchRequest(events=make_events(1)))
             assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "limit (max_ingest_streams)" in (caught.value.details() or "")
             hold.set()
             assert await stream.read() == grpc.aio.EOF
             await channel.close()

@@ -39,6 +39,18 @@ class UnavailableError(QueryError):
     code = grpc.StatusCode.UNAVAILABLE
 
 
+class DeadlineExceededError(QueryError):
+    """A query ran past its time limit (query_timeout_s or the caller's deadline)."""
+
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+class TooManyQueriesError(QueryError):
+    """More queries of a kind are waiting than the proxy lets wait; retrying later may work."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
 class WatcherTooSlowError(QueryError):
     """A watcher did not keep up with the changes and was dropped."""
 

@@ -49,6 +49,11 @@ class EventQuery:
     message_contains: str = ""
     digest: bytes = b""  # identifies the filter as the client sent it (for page tokens)
 
+    @property
+    def scans(self) -> bool:
+        """Whether no index serves it: a substring or a category must be read row by row."""
+        return bool(self.message_contains or self.categories)
+
     def conditions(self, dialect: str) -> list[sa.ColumnElement[bool]]:
         """SQL conditions on `events`; every value is a bound parameter."""
         c = events.c

@@ -6,20 +6,25 @@ import asyncio
 import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator
-from typing import Protocol
+from typing import Any, Protocol
 
 import grpc
 
 from protoevents.v1 import query_service_pb2, query_service_pb2_grpc
 from recorder.registry import Registry
 from server import ids
-from server.changes import CREATED, Change
+from server.changes import CREATED
 from server.db.models import FIELD_LIMITS
-from server.query.errors import InvalidArgumentError, NotFoundError, grpc_errors
+from server.query.errors import (
+    InvalidArgumentError,
+    NotFoundError,
+    TooManyQueriesError,
+    grpc_errors,
+)
 from server.query.filters import EventQuery, parse_filter
 from server.query.page_token import PageTokens
 from server.query.store import EventStore
-from server.watch.hub import ChangeHub, Subscription
+from server.watch.hub import ChangeHub, Outgoing, Subscription
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +63,48 @@ class LocalChanges:
 
 
 Context = grpc.ServicerContext
+_Q = query_service_pb2
+SERVICE_NAME = _Q.DESCRIPTOR.services_by_name["EventQueryService"].full_name
+
+
+def _message_or_bytes(response: Any) -> bytes:
+    """WatchEvents sends the hub's shared encoding as is, and messages serialized."""
+    return response if isinstance(response, bytes) else bytes(response.SerializeToString())
+
+
+def add_query_service(servicer: EventQueryServicer, server: grpc.aio.Server) -> None:
+    """Serve EventQueryService; WatchEvents responses may be bytes already serialized."""
+    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
+        "ListEvents": grpc.unary_unary_rpc_method_handler(
+            servicer.ListEvents,
+            request_deserializer=_Q.ListEventsRequest.FromString,
+            response_serializer=_Q.ListEventsResponse.SerializeToString,
+        ),
+        "GetEvent": grpc.unary_unary_rpc_method_handler(
+            servicer.GetEvent,
+            request_deserializer=_Q.GetEventRequest.FromString,
+            response_serializer=_Q.GetEventResponse.SerializeToString,
+        ),
+        "WatchEvents": grpc.unary_stream_rpc_method_handler(
+            servicer.WatchEvents,
+            request_deserializer=_Q.WatchEventsRequest.FromString,
+            response_serializer=_message_or_bytes,
+        ),
+        "ListEventTypes": grpc.unary_unary_rpc_method_handler(
+            servicer.ListEventTypes,
+            request_deserializer=_Q.ListEventTypesRequest.FromString,
+            response_serializer=_Q.ListEventTypesResponse.SerializeToString,
+        ),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)
 
 
 class EventQueryServicer(query_service_pb2_grpc.EventQueryServiceServicer):
     """The unary RPCs are plain functions that the grpc.aio server runs on its thread pool
-    (their database calls never block the event loop); WatchEvents is a coroutine."""
+    (their database calls never block the event loop), each within the time the store's
+    limits and the caller's deadline give it; WatchEvents is a coroutine, and at most
+    `max_watchers` run at once."""
 
     def __init__(
         self,
@@ -70,11 +112,14 @@ class EventQueryServicer(query_service_pb2_grpc.EventQueryServiceServicer):
         registry: Registry,
         tokens: PageTokens,
         changes: ChangeSource,
+        *,
+        max_watchers: int = 1024,
     ) -> None:
         self.store = store
         self.registry = registry
         self.tokens = tokens
         self.changes = changes
+        self.max_watchers = max_watchers
 
     def _query(self, message: query_service_pb2.EventFilter) -> EventQuery:
         return parse_filter(message, self.registry)
@@ -96,8 +141,9 @@ class EventQueryServicer(query_service_pb2_grpc.EventQueryServiceServicer):
             if request.page_token
             else None
         )
+        budget = self.store.limits.budget(context.time_remaining())
         found, more = self.store.list_events(
-            query, newest_first=newest_first, limit=size, after=after
+            query, newest_first=newest_first, limit=size, after=after, budget=budget
         )
         response = query_service_pb2.ListEventsResponse(events=found)
         if more:
@@ -118,10 +164,11 @@ class EventQueryServicer(query_service_pb2_grpc.EventQueryServiceServicer):
         event_id = ids.canonical(spelled)
         if event_id is None:
             raise InvalidArgumentError("id", f"{ids.shown(spelled)} is not a UUID")
-        event = self.store.get_event(event_id)
+        budget = self.store.limits.budget(context.time_remaining())
+        event = self.store.get_event(event_id, budget)
         if event is None and spelled != event_id:
             # Stored before ingest accepted only the canonical form, under this spelling.
-            event = self.store.get_event(spelled)
+            event = self.store.get_event(spelled, budget)
         if event is None:
             raise NotFoundError(f"no stored event has id {event_id!r}")
         return query_service_pb2.GetEventResponse(event=event)
@@ -164,27 +211,38 @@ class EventQueryServicer(query_service_pb2_grpc.EventQueryServiceServicer):
                 "replay_count", f"{request.replay_count} is more than {MAX_REPLAY}"
             )
         await self.changes.ensure_connected()
-        subscription = self.changes.hub.subscribe(query.matches)
+        hub = self.changes.hub
+        if len(hub) >= self.max_watchers:
+            raise TooManyQueriesError(
+                f"{len(hub)} watchers are connected, the most the proxy serves "
+                "(max_watchers); retry later"
+            )
+        everything = query == EventQuery(digest=query.digest)
+        subscription = hub.subscribe(None if everything else query.matches)
         try:
             sent: OrderedDict[str, int] = OrderedDict()
             if request.replay_count:
-                replay = await asyncio.to_thread(self.store.recent, query, request.replay_count)
+                budget = self.store.limits.budget(context.time_remaining())
+                replay = await asyncio.to_thread(
+                    self.store.recent, query, request.replay_count, budget
+                )
                 for event in replay:
                     _remember(sent, event.id, event.count)
                     yield query_service_pb2.WatchEventsResponse(
                         kind=query_service_pb2.CHANGE_KIND_REPLAYED, event=event
                     )
-            async for change in _changes(subscription):
-                count = change.event.count if change.kind != CREATED else 1
-                if sent.get(change.event.id, 0) >= count:
+            async for item in _changes(subscription):
+                event = item.change.event
+                count = event.count if item.change.kind != CREATED else 1
+                if sent.get(event.id, 0) >= count:
                     continue
-                _remember(sent, change.event.id, count)
-                yield query_service_pb2.WatchEventsResponse(kind=change.kind, event=change.event)
+                _remember(sent, event.id, count)
+                yield item.message  # type: ignore[misc]  # bytes: see add_query_service
         finally:
             subscription.close()
 
 
-async def _changes(subscription: Subscription) -> AsyncIterator[Change]:
+async def _changes(subscription: Subscription) -> AsyncIterator[Outgoing]:
     while True:
         yield await subscription.get()
 

@@ -1,14 +1,20 @@
-"""Fan-out of stored changes to watchers in this process, each with a bounded queue."""
+"""Fan-out of stored changes to watchers in this process, each with a bounded queue.
+
+Each change is encoded once, as the WatchEvents message every watcher sends, however many
+watchers take it: a hundred watchers cost a hundred queue appends and sends, not a hundred
+copies and serializations of each event.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from protoevents.v1 import event_pb2
-from server.changes import Change
+from server.changes import Change, watch_message
 from server.query.errors import QueryError, WatcherTooSlowError
 
 log = logging.getLogger(__name__)
@@ -16,20 +22,28 @@ log = logging.getLogger(__name__)
 Predicate = Callable[[event_pb2.Event], bool]
 
 
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A change and its WatchEvents message, serialized (shared by every watcher)."""
+
+    change: Change
+    message: bytes
+
+
 class Subscription:
     """The changes one watcher has yet to take. A watcher that still has `capacity` changes
     waiting when the next batch comes is dropped: its next `get` raises WatcherTooSlowError.
     (A batch is taken whole, so a watcher that keeps up is never dropped for a big batch.)"""
 
-    def __init__(self, hub: ChangeHub, matches: Predicate, capacity: int) -> None:
+    def __init__(self, hub: ChangeHub, matches: Predicate | None, capacity: int) -> None:
         self._hub = hub
-        self._matches = matches
+        self._matches = matches  # None: every change
         self.capacity = capacity
-        self._items: deque[Change] = deque()
+        self._items: deque[Outgoing] = deque()
         self._ready = asyncio.Event()
         self.failure: QueryError | None = None
 
-    def offer(self, changes: Iterable[Change]) -> None:
+    def offer(self, changes: Sequence[Outgoing]) -> None:
         """Queue the matching changes; never waits."""
         if self.failure is not None:
             return
@@ -44,7 +58,10 @@ class Subscription:
             )
             return
         matches = self._matches
-        items.extend(change for change in changes if matches(change.event))
+        if matches is None:
+            items.extend(changes)
+        else:
+            items.extend(item for item in changes if matches(item.change.event))
         if items:
             self._ready.set()
 
@@ -56,7 +73,7 @@ class Subscription:
             self._hub.unsubscribe(self)
             self._ready.set()
 
-    async def get(self) -> Change:
+    async def get(self) -> Outgoing:
         """The next change, waiting for one."""
         while True:
             if self.failure is not None:
@@ -82,7 +99,8 @@ class ChangeHub:
     def __len__(self) -> int:
         return len(self._subscriptions)
 
-    def subscribe(self, matches: Predicate) -> Subscription:
+    def subscribe(self, matches: Predicate | None = None) -> Subscription:
+        """A subscription to the changes `matches` accepts (None: all of them)."""
         subscription = Subscription(self, matches, self.capacity)
         self._subscriptions.add(subscription)
         return subscription
@@ -91,8 +109,14 @@ class ChangeHub:
         self._subscriptions.discard(subscription)
 
     def publish(self, changes: Sequence[Change]) -> None:
+        """Hand `changes` to every subscription, each encoded once."""
+        if self._subscriptions:
+            self.publish_encoded([Outgoing(c, watch_message(c)) for c in changes])
+
+    def publish_encoded(self, outgoing: Sequence[Outgoing]) -> None:
+        """Hand changes already encoded (as they came from Redis) to every subscription."""
         for subscription in list(self._subscriptions):
-            subscription.offer(changes)
+            subscription.offer(outgoing)
             if isinstance(subscription.failure, WatcherTooSlowError):
                 self.dropped += 1
                 log.warning("dropped a watcher: %s", subscription.failure)

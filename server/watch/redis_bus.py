@@ -20,10 +20,10 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from protoevents.v1 import query_service_pb2
-from server.changes import CREATED, UPDATED, Change
+from server.changes import CREATED, UPDATED, Change, watch_message
 from server.dispatcher import Backoff
 from server.query.errors import UnavailableError
-from server.watch.hub import ChangeHub
+from server.watch.hub import ChangeHub, Outgoing
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +36,6 @@ def connect(url: str) -> aioredis.Redis:
         url, socket_connect_timeout=2.0, socket_timeout=5.0, retry=Retry(NoBackoff(), 0)
     )
     return client
-
-
-def encode(change: Change) -> bytes:
-    return query_service_pb2.WatchEventsResponse(
-        kind=change.kind, event=change.event
-    ).SerializeToString()
 
 
 def decode(payload: bytes) -> Change:
@@ -62,7 +56,7 @@ async def publish(client: aioredis.Redis, channel: str, changes: Sequence[Change
         return
     async with client.pipeline(transaction=False) as pipe:
         for change in changes:
-            pipe.publish(channel, encode(change))
+            pipe.publish(channel, watch_message(change))
         await pipe.execute()
 
 
@@ -198,4 +192,4 @@ class RedisRelay:
         except ValueError as exc:
             log.warning("ignored a message on %s: %s", self.channel, exc)
             return
-        self.hub.publish([change])
+        self.hub.publish_encoded([Outgoing(change, payload)])

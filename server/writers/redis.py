@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 import redis.asyncio as aioredis
 
-from protoevents.v1 import event_pb2, query_service_pb2
-from server.changes import UPDATED, Change, PermanentWriteError
+from protoevents.v1 import event_pb2
+from server.changes import UPDATED, Change, PermanentWriteError, watch_message
 from server.writers.settings import RedisOptions
 
 # One call per batch. KEYS: a stream and a hash per change, then the set of streams.
@@ -68,13 +68,6 @@ _PASSING_ERRORS = (
     "TRYAGAIN",
     "CLUSTERDOWN",
 )
-
-
-def watch_message(change: Change) -> bytes:
-    """The pub/sub payload of a change: a serialized `protoevents.v1.WatchEventsResponse`."""
-    return query_service_pb2.WatchEventsResponse(
-        kind=change.kind, event=change.event
-    ).SerializeToString()
 
 
 class RedisWriter:
