@@ -387,3 +387,43 @@ def test_losing_redis_ends_watches_unavailable_and_ingest_goes_on(tmp_path: Path
             stop(server)
 
     run(scenario())
+
+
+def test_watchers_share_one_encoding_and_past_max_watchers_a_watch_is_refused(
+    tmp_path: Path,
+) -> None:
+    async def scenario() -> None:
+        async with client_of(tmp_path, max_watchers=2) as client:
+            hub = client.proxy.hub
+            everything = client.query.WatchEvents(Q.WatchEventsRequest())
+            severe_only = client.query.WatchEvents(
+                Q.WatchEventsRequest(filter=Q.EventFilter(min_severity=4))
+            )
+            await wait_until(lambda: len(hub) == 2)
+            refused = client.query.WatchEvents(Q.WatchEventsRequest())
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await refused.read()
+            assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert caught.value.details() == (
+                "2 watchers are connected, the most the proxy serves (max_watchers); retry later"
+            )
+            # What the hub hands the two: the same bytes object per change, however many.
+            taps = [hub.subscribe(), hub.subscribe()]
+            mild, alarm = make_event(message="mild", severity=2), severe("alarm")
+            await client.record(mild, alarm)
+            first = [await tap.get() for tap in taps]
+            assert first[0].message is first[1].message
+            decoded = Q.WatchEventsResponse.FromString(first[0].message)
+            assert (decoded.kind, decoded.event.message) == (CREATED, "mild")
+            for tap in taps:
+                tap.close()
+            got = [await everything.read(), await everything.read(), await severe_only.read()]
+            assert [(r.kind, r.event.message) for r in got] == [  # type: ignore[union-attr]
+                (CREATED, "mild"),
+                (CREATED, "alarm"),
+                (CREATED, "alarm"),
+            ]
+            everything.cancel()
+            severe_only.cancel()
+
+    run(scenario())

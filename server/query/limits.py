@@ -52,6 +52,11 @@ class QueryLimits:
         self._lock = threading.Lock()
         self._admitted = 0
 
+    @property
+    def admitted(self) -> int:
+        """Unindexed queries running or waiting for a slot."""
+        return self._admitted
+
     def budget(self, time_remaining: float | None) -> Budget:
         """The time a query starting now has: `timeout_s`, or less when the caller's
         deadline (`time_remaining` seconds away, None for none) comes first."""
