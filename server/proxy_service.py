@@ -38,6 +38,8 @@ class _Batch:
 
 _END = object()
 _IDLE = object()
+# How long a refused stream's first request is waited for before the refusal is sent.
+_REFUSE_READ_S = 1.0
 _Request = TypeVar("_Request", bound=Message)
 
 
@@ -116,12 +118,23 @@ class EventProxyServicer(proxy_service_pb2_grpc.EventProxyServiceServicer):
         self.idle_stream_timeout_s = idle_stream_timeout_s
         self.metrics = metrics
 
-    async def _admit(self, context: grpc.aio.ServicerContext[Any, Any]) -> Ticket:
+    async def _admit(
+        self,
+        context: grpc.aio.ServicerContext[Any, Any],
+        requests: AsyncIterable[object] | None = None,
+    ) -> Ticket:
+        """A ticket for this call, or RESOURCE_EXHAUSTED naming the limit. A stream's first
+        request is read before refusing it: grpc.aio clients whose write is still pending as
+        the status arrives report INTERNAL instead of the status (grpc/grpc#36066)."""
         try:
             ticket = self.admission.admit(context.peer())
         except AdmissionRefusedError as exc:
             if self.metrics is not None:
                 self.metrics.ingest_refused.inc()
+            if requests is not None:
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(_REFUSE_READ_S):
+                        await anext(aiter(requests), None)
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         if self.metrics is not None:
             self.metrics.ingest_streams.set(self.admission.open)
@@ -160,7 +173,7 @@ class EventProxyServicer(proxy_service_pb2_grpc.EventProxyServiceServicer):
     ) -> AsyncIterator[proxy_service_pb2.RecordResponse]:
         """Reads and decides batches ahead while earlier ones are being persisted, up to
         `max_inflight_batches`; answers each, in order, once it is persisted."""
-        ticket = await self._admit(context)
+        ticket = await self._admit(context, request_iterator)
         try:
             async for response in self._record(request_iterator, context):
                 yield response

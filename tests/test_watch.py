@@ -27,6 +27,8 @@ from protoevents.v1 import (
     query_service_pb2_grpc,
 )
 from server.app import Proxy, run_proxy
+from server.changes import Change
+from server.watch.hub import batches
 from tests.ingest_helpers import make_event, make_events, proxy_settings, wait_until
 
 T = TypeVar("T")
@@ -427,3 +429,53 @@ def test_watchers_share_one_encoding_and_past_max_watchers_a_watch_is_refused(
             severe_only.cancel()
 
     run(scenario())
+
+
+def test_a_batched_watch_gets_the_same_changes_as_one_per_message_in_fewer_messages(
+    tmp_path: Path,
+) -> None:
+    async def scenario() -> None:
+        async with client_of(tmp_path) as client:
+            await client.record(severe("before"))
+            await client.stored(1)
+            single = client.query.WatchEvents(Q.WatchEventsRequest(replay_count=1))
+            batched = client.query.WatchEvents(Q.WatchEventsRequest(replay_count=1, batched=True))
+            first = await batched.read()
+            assert [(c.kind, c.event.message) for c in first.changes] == [  # type: ignore[union-attr]
+                (REPLAYED, "before")
+            ]
+            assert (await single.read()).kind == REPLAYED  # type: ignore[union-attr]
+            await wait_until(lambda: len(client.proxy.hub) == 2)
+            events = [severe(f"e{n}") for n in range(50)]
+            await client.record(*events)
+            got: list[str] = []
+            messages = 0
+            while len(got) < 50:
+                response = await batched.read()
+                assert not response.HasField("event")  # type: ignore[union-attr]
+                got += [c.event.message for c in response.changes]  # type: ignore[union-attr]
+                messages += 1
+            assert got == [e.message for e in events]
+            assert messages < 50  # one message per batch of the writer, not per change
+            one_by_one = [(await single.read()).event.message for _ in events]  # type: ignore[union-attr]
+            assert one_by_one == got
+            single.cancel()
+            batched.cancel()
+
+    run(scenario())
+
+
+def test_batches_split_under_their_size_and_read_back_in_order() -> None:
+    changes = [Change(CREATED, severe(f"change {n}")) for n in range(20)]
+    encoded = [
+        Q.WatchEventsResponse(kind=c.kind, event=c.event).SerializeToString() for c in changes
+    ]
+    out = list(batches(encoded, max_bytes=len(encoded[0]) * 5))
+    assert len(out) == 5  # four changes and their tags fit each batch, not five
+    read = [c for data in out for c in Q.WatchEventsResponse.FromString(data).changes]
+    assert [(c.kind, c.event) for c in read] == [(c.kind, c.event) for c in changes]
+    assert list(batches([encoded[0]], max_bytes=1)) == [
+        Q.WatchEventsResponse(
+            changes=[Q.WatchedChange(kind=CREATED, event=changes[0].event)]
+        ).SerializeToString()
+    ]

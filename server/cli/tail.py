@@ -49,7 +49,9 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"protoevents tail: {exc}", file=sys.stderr)
         return 2
-    request = query_service_pb2.WatchEventsRequest(filter=event_filter, replay_count=args.lines)
+    request = query_service_pb2.WatchEventsRequest(
+        filter=event_filter, replay_count=args.lines, batched=True
+    )
     with grpc.insecure_channel(args.proxy) as channel:
         try:
             grpc.channel_ready_future(channel).result(timeout=args.connect_timeout)
@@ -62,8 +64,9 @@ def run(args: argparse.Namespace) -> int:
             return 2
         call = query_service_pb2_grpc.EventQueryServiceStub(channel).WatchEvents(request)
         try:
-            for change in call:
-                _print(change, args.json)
+            for response in call:
+                for change in response.changes:
+                    _print(change, args.json)
         except grpc.RpcError as exc:
             return report_rpc_error("tail", args.proxy, exc)
         except KeyboardInterrupt:
@@ -72,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print(change: query_service_pb2.WatchEventsResponse, as_json: bool) -> None:
+def _print(change: query_service_pb2.WatchedChange, as_json: bool) -> None:
     kind = KINDS.get(change.kind, str(change.kind))
     if as_json:
         print(json.dumps({"kind": kind, "event": event_json(change.event)}, separators=(",", ":")))

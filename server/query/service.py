@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 import grpc
@@ -13,7 +12,7 @@ import grpc
 from protoevents.v1 import query_service_pb2, query_service_pb2_grpc
 from recorder.registry import Registry
 from server import ids
-from server.changes import CREATED
+from server.changes import CREATED, Change, watch_message
 from server.db.models import FIELD_LIMITS
 from server.query.errors import (
     InvalidArgumentError,
@@ -24,7 +23,7 @@ from server.query.errors import (
 from server.query.filters import EventQuery, parse_filter
 from server.query.page_token import PageTokens
 from server.query.store import EventStore
-from server.watch.hub import ChangeHub, Outgoing, Subscription
+from server.watch.hub import ChangeHub, batches
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +34,7 @@ MAX_REPLAY = 1000
 # replay, or published twice to Redis by two publishers).
 _SENT_MEMORY = 10_000
 
+REPLAYED = query_service_pb2.CHANGE_KIND_REPLAYED
 ORDERS = {
     query_service_pb2.SORT_ORDER_UNSPECIFIED: True,
     query_service_pb2.SORT_ORDER_NEWEST_FIRST: True,
@@ -196,15 +196,17 @@ class EventQueryServicer(query_service_pb2_grpc.EventQueryServiceServicer):
         )
 
     @grpc_errors
-    async def WatchEvents(
+    async def WatchEvents(  # type: ignore[override]  # writes with context.write
         self,
         request: query_service_pb2.WatchEventsRequest,
         context: grpc.aio.ServicerContext[
             query_service_pb2.WatchEventsRequest, query_service_pb2.WatchEventsResponse
         ],
-    ) -> AsyncIterator[query_service_pb2.WatchEventsResponse]:
+    ) -> None:
         """Subscribe first, then read the replay from the database: a change stored in
-        between comes both ways and is sent once."""
+        between comes both ways and is sent once. Live changes are written as the hub
+        encoded them, shared by every watcher (see add_query_service); a batched watch
+        sends every change waiting in one message."""
         query = self._query(request.filter)
         if request.replay_count > MAX_REPLAY:
             raise InvalidArgumentError(
@@ -219,6 +221,7 @@ class EventQueryServicer(query_service_pb2_grpc.EventQueryServiceServicer):
             )
         everything = query == EventQuery(digest=query.digest)
         subscription = hub.subscribe(None if everything else query.matches)
+        write: Any = context.write  # takes the shared bytes as well as messages
         try:
             sent: OrderedDict[str, int] = OrderedDict()
             if request.replay_count:
@@ -228,23 +231,31 @@ class EventQueryServicer(query_service_pb2_grpc.EventQueryServiceServicer):
                 )
                 for event in replay:
                     _remember(sent, event.id, event.count)
-                    yield query_service_pb2.WatchEventsResponse(
-                        kind=query_service_pb2.CHANGE_KIND_REPLAYED, event=event
-                    )
-            async for item in _changes(subscription):
-                event = item.change.event
-                count = event.count if item.change.kind != CREATED else 1
-                if sent.get(event.id, 0) >= count:
-                    continue
-                _remember(sent, event.id, count)
-                yield item.message  # type: ignore[misc]  # bytes: see add_query_service
+                await _send_messages(
+                    write,
+                    [
+                        watch_message(Change(query_service_pb2.CHANGE_KIND_REPLAYED, e))
+                        for e in replay
+                    ],
+                    request.batched,
+                )
+            while True:
+                fresh: list[bytes] = []
+                for item in await subscription.take():
+                    event = item.change.event
+                    count = event.count if item.change.kind != CREATED else 1
+                    if sent.get(event.id, 0) < count:
+                        _remember(sent, event.id, count)
+                        fresh.append(item.message)
+                await _send_messages(write, fresh, request.batched)
         finally:
             subscription.close()
 
 
-async def _changes(subscription: Subscription) -> AsyncIterator[Outgoing]:
-    while True:
-        yield await subscription.get()
+async def _send_messages(write: Any, messages: list[bytes], batched: bool) -> None:
+    """Write one-change messages as they are, or as batched responses."""
+    for message in batches(messages) if batched else messages:
+        await write(message)
 
 
 def _remember(sent: OrderedDict[str, int], event_id: str, count: int) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from protoevents.v1 import event_pb2
@@ -28,6 +28,39 @@ class Outgoing:
 
     change: Change
     message: bytes
+
+
+# WatchEventsResponse.changes: field 3, length-delimited. A WatchedChange has the fields of a
+# one-change WatchEventsResponse (kind 1, event 2), so the shared encoding of a change is also
+# its encoding as an element of `changes`: a batch is those bytes, each behind a tag and length.
+_CHANGES_TAG = bytes([3 << 3 | 2])
+BATCH_MAX_BYTES = 4 << 20  # well under any gRPC message limit the proxy accepts (>= 1 KiB: one
+# change per message when a change is bigger)
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def batches(messages: Iterable[bytes], max_bytes: int = BATCH_MAX_BYTES) -> Iterator[bytes]:
+    """Serialized batched WatchEventsResponses holding `messages` (one-change encodings), in
+    order, each under `max_bytes` unless a single change is bigger."""
+    parts: list[bytes] = []
+    size = 0
+    for message in messages:
+        part = _CHANGES_TAG + _varint(len(message)) + message
+        if parts and size + len(part) > max_bytes:
+            yield b"".join(parts)
+            parts, size = [], 0
+        parts.append(part)
+        size += len(part)
+    if parts:
+        yield b"".join(parts)
 
 
 class Subscription:
@@ -80,6 +113,18 @@ class Subscription:
                 raise self.failure
             if self._items:
                 return self._items.popleft()
+            self._ready.clear()
+            await self._ready.wait()
+
+    async def take(self) -> list[Outgoing]:
+        """Every change waiting, at least one (waiting for it)."""
+        while True:
+            if self.failure is not None:
+                raise self.failure
+            if self._items:
+                items = list(self._items)
+                self._items.clear()
+                return items
             self._ready.clear()
             await self._ready.wait()
 

@@ -264,8 +264,14 @@ class WatchEventsRequest(_message.Message):
 
     FILTER_FIELD_NUMBER: _builtins.int
     REPLAY_COUNT_FIELD_NUMBER: _builtins.int
+    BATCHED_FIELD_NUMBER: _builtins.int
     replay_count: _builtins.int
     """Number of most recent stored matching events to send first, oldest of them first."""
+    batched: _builtins.bool
+    """Send the changes in batches: each response holds, in `changes`, the changes waiting when
+    it is sent, instead of one change in `kind` and `event`. One message per batch rather than
+    one per change: what a watcher of a busy proxy should ask for.
+    """
     @_builtins.property
     def filter(self) -> Global___EventFilter:
         """Conditions the events must meet."""
@@ -275,10 +281,11 @@ class WatchEventsRequest(_message.Message):
         *,
         filter: Global___EventFilter | None = ...,
         replay_count: _builtins.int = ...,
+        batched: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "replay_count", b"replay_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batched", b"batched", "filter", b"filter", "replay_count", b"replay_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -287,6 +294,40 @@ Global___WatchEventsRequest: _TypeAlias = WatchEventsRequest  # noqa: Y015
 @_typing.final
 class WatchEventsResponse(_message.Message):
     """One change on a watch stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    EVENT_FIELD_NUMBER: _builtins.int
+    CHANGES_FIELD_NUMBER: _builtins.int
+    kind: Global___ChangeKind.ValueType
+    """What happened to the event (unset in a batched watch)."""
+    @_builtins.property
+    def event(self) -> _event_pb2.Event:
+        """The event as stored after the change (unset in a batched watch)."""
+
+    @_builtins.property
+    def changes(self) -> _containers.RepeatedCompositeFieldContainer[Global___WatchedChange]:
+        """In a batched watch: the changes, in the order they were stored."""
+
+    def __init__(
+        self,
+        *,
+        kind: Global___ChangeKind.ValueType = ...,
+        event: _event_pb2.Event | None = ...,
+        changes: _abc.Iterable[Global___WatchedChange] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changes", b"changes", "event", b"event", "kind", b"kind"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchEventsResponse: _TypeAlias = WatchEventsResponse  # noqa: Y015
+
+@_typing.final
+class WatchedChange(_message.Message):
+    """One change of a batched watch."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -310,7 +351,7 @@ class WatchEventsResponse(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___WatchEventsResponse: _TypeAlias = WatchEventsResponse  # noqa: Y015
+Global___WatchedChange: _TypeAlias = WatchedChange  # noqa: Y015
 
 @_typing.final
 class ListEventTypesRequest(_message.Message):
