@@ -67,3 +67,15 @@ def test_bad_environment_and_file_keys_are_named(tmp_path: Path) -> None:
     file.write_text("max_attributes = true\n")
     with pytest.raises(SettingsError, match=r"max_attributes = True .*expected an integer"):
         config.from_sources(file, environ={})
+
+
+def test_a_setting_of_an_earlier_version_names_what_replaced_it(tmp_path: Path) -> None:
+    file = tmp_path / "proxy.toml"
+    file.write_text("max_concurrent_rpcs = 256\n")
+    with pytest.raises(SettingsError) as caught:
+        config.from_sources(file, environ={})
+    assert str(caught.value) == (
+        f"{file}: setting 'max_concurrent_rpcs' was replaced by max_ingest_streams and "
+        "max_streams_per_client (ingest calls only: health, queries and watchers are never "
+        "refused for them)"
+    )

@@ -28,7 +28,7 @@ from protoevents.v1 import (
 )
 from server.app import Proxy, run_proxy
 from server.changes import Change
-from server.watch.hub import batches
+from server.watch.hub import batches, framed
 from tests.ingest_helpers import make_event, make_events, proxy_settings, wait_until
 
 T = TypeVar("T")
@@ -470,11 +470,12 @@ def test_batches_split_under_their_size_and_read_back_in_order() -> None:
     encoded = [
         Q.WatchEventsResponse(kind=c.kind, event=c.event).SerializeToString() for c in changes
     ]
-    out = list(batches(encoded, max_bytes=len(encoded[0]) * 5))
-    assert len(out) == 5  # four changes and their tags fit each batch, not five
+    limit = len(framed(encoded[-1])) * 5
+    out = list(batches([framed(m) for m in encoded], max_bytes=limit))
+    assert len(out) == 4 and all(len(batch) <= limit for batch in out)
     read = [c for data in out for c in Q.WatchEventsResponse.FromString(data).changes]
     assert [(c.kind, c.event) for c in read] == [(c.kind, c.event) for c in changes]
-    assert list(batches([encoded[0]], max_bytes=1)) == [
+    assert list(batches([framed(encoded[0])], max_bytes=1)) == [
         Q.WatchEventsResponse(
             changes=[Q.WatchedChange(kind=CREATED, event=changes[0].event)]
         ).SerializeToString()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
 from typing import Any, Protocol
 
 import grpc
@@ -12,7 +11,7 @@ import grpc
 from protoevents.v1 import query_service_pb2, query_service_pb2_grpc
 from recorder.registry import Registry
 from server import ids
-from server.changes import CREATED, Change, watch_message
+from server.changes import Change
 from server.db.models import FIELD_LIMITS
 from server.query.errors import (
     InvalidArgumentError,
@@ -23,16 +22,13 @@ from server.query.errors import (
 from server.query.filters import EventQuery, parse_filter
 from server.query.page_token import PageTokens
 from server.query.store import EventStore
-from server.watch.hub import ChangeHub, batches
+from server.watch.hub import ChangeHub, Outgoing, batches
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
 MAX_REPLAY = 1000
-# Events whose last sent count a watch remembers, to skip a change it already sent (from the
-# replay, or published twice to Redis by two publishers).
-_SENT_MEMORY = 10_000
 
 REPLAYED = query_service_pb2.CHANGE_KIND_REPLAYED
 ORDERS = {
@@ -222,44 +218,32 @@ class EventQueryServicer(query_service_pb2_grpc.EventQueryServiceServicer):
         everything = query == EventQuery(digest=query.digest)
         subscription = hub.subscribe(None if everything else query.matches)
         write: Any = context.write  # takes the shared bytes as well as messages
+        batched = request.batched
         try:
-            sent: OrderedDict[str, int] = OrderedDict()
+            replayed: dict[str, int] = {}  # events sent from the replay, and their counts
             if request.replay_count:
                 budget = self.store.limits.budget(context.time_remaining())
                 replay = await asyncio.to_thread(
                     self.store.recent, query, request.replay_count, budget
                 )
                 for event in replay:
-                    _remember(sent, event.id, event.count)
-                await _send_messages(
-                    write,
-                    [
-                        watch_message(Change(query_service_pb2.CHANGE_KIND_REPLAYED, e))
-                        for e in replay
-                    ],
-                    request.batched,
-                )
+                    replayed[event.id] = event.count
+                encoded = [Outgoing.of(Change(REPLAYED, event)) for event in replay]
+                await _send(write, encoded, batched)
             while True:
-                fresh: list[bytes] = []
-                for item in await subscription.take():
-                    event = item.change.event
-                    count = event.count if item.change.kind != CREATED else 1
-                    if sent.get(event.id, 0) < count:
-                        _remember(sent, event.id, count)
-                        fresh.append(item.message)
-                await _send_messages(write, fresh, request.batched)
+                items = await subscription.take()
+                if replayed:  # a change the replay already showed is not sent again
+                    items = [i for i in items if replayed.get(i.change.event.id, 0) < i.count]
+                await _send(write, items, batched)
         finally:
             subscription.close()
 
 
-async def _send_messages(write: Any, messages: list[bytes], batched: bool) -> None:
-    """Write one-change messages as they are, or as batched responses."""
-    for message in batches(messages) if batched else messages:
-        await write(message)
-
-
-def _remember(sent: OrderedDict[str, int], event_id: str, count: int) -> None:
-    sent[event_id] = count
-    sent.move_to_end(event_id)
-    if len(sent) > _SENT_MEMORY:
-        sent.popitem(last=False)
+async def _send(write: Any, items: list[Outgoing], batched: bool) -> None:
+    """Write changes one per message, or as batched messages."""
+    if batched:
+        for message in batches([item.element for item in items]):
+            await write(message)
+    else:
+        for item in items:
+            await write(item.message)

@@ -1,20 +1,22 @@
 """Fan-out of stored changes to watchers in this process, each with a bounded queue.
 
-Each change is encoded once, as the WatchEvents message every watcher sends, however many
-watchers take it: a hundred watchers cost a hundred queue appends and sends, not a hundred
-copies and serializations of each event.
+Each change is encoded once, as the WatchEvents message every watcher sends and as an element
+of a batched one, however many watchers take it: a batched watcher with no filter costs a
+join of those bytes per batch, not a copy and a serialization of each event. A change seen
+before (a writer batch handed again after a restart, a change published to Redis twice) is
+dropped here, once for all watchers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from protoevents.v1 import event_pb2
-from server.changes import Change, watch_message
+from server.changes import CREATED, Change, watch_message
 from server.query.errors import QueryError, WatcherTooSlowError
 
 log = logging.getLogger(__name__)
@@ -22,12 +24,8 @@ log = logging.getLogger(__name__)
 Predicate = Callable[[event_pb2.Event], bool]
 
 
-@dataclass(frozen=True, slots=True)
-class Outgoing:
-    """A change and its WatchEvents message, serialized (shared by every watcher)."""
-
-    change: Change
-    message: bytes
+# Events whose last published count the hub remembers, to drop a change seen before.
+_SEEN_MEMORY = 10_000
 
 
 # WatchEventsResponse.changes: field 3, length-delimited. A WatchedChange has the fields of a
@@ -47,13 +45,34 @@ def _varint(value: int) -> bytes:
     return bytes(out)
 
 
-def batches(messages: Iterable[bytes], max_bytes: int = BATCH_MAX_BYTES) -> Iterator[bytes]:
-    """Serialized batched WatchEventsResponses holding `messages` (one-change encodings), in
+def framed(message: bytes) -> bytes:
+    """A one-change WatchEventsResponse as an element of a batched one's `changes`."""
+    return _CHANGES_TAG + _varint(len(message)) + message
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A change, its WatchEvents message serialized, the same as an element of a batched
+    message, and the count it brings the event to (all shared by every watcher)."""
+
+    change: Change
+    message: bytes
+    element: bytes
+    count: int
+
+    @classmethod
+    def of(cls, change: Change, message: bytes | None = None) -> Outgoing:
+        message = watch_message(change) if message is None else message
+        count = 1 if change.kind == CREATED else change.event.count
+        return cls(change, message, framed(message), count)
+
+
+def batches(elements: Iterable[bytes], max_bytes: int = BATCH_MAX_BYTES) -> Iterator[bytes]:
+    """Serialized batched WatchEventsResponses holding `elements` (`framed` changes), in
     order, each under `max_bytes` unless a single change is bigger."""
     parts: list[bytes] = []
     size = 0
-    for message in messages:
-        part = _CHANGES_TAG + _varint(len(message)) + message
+    for part in elements:
         if parts and size + len(part) > max_bytes:
             yield b"".join(parts)
             parts, size = [], 0
@@ -139,6 +158,7 @@ class ChangeHub:
     def __init__(self, capacity: int = 10_000) -> None:
         self.capacity = capacity
         self._subscriptions: set[Subscription] = set()
+        self._seen: OrderedDict[str, int] = OrderedDict()  # event id -> last count published
         self.dropped = 0
 
     def __len__(self) -> int:
@@ -156,12 +176,26 @@ class ChangeHub:
     def publish(self, changes: Sequence[Change]) -> None:
         """Hand `changes` to every subscription, each encoded once."""
         if self._subscriptions:
-            self.publish_encoded([Outgoing(c, watch_message(c)) for c in changes])
+            self.publish_encoded([Outgoing.of(change) for change in changes])
 
     def publish_encoded(self, outgoing: Sequence[Outgoing]) -> None:
-        """Hand changes already encoded (as they came from Redis) to every subscription."""
+        """Hand changes already encoded (as they came from Redis) to every subscription,
+        leaving out those seen before."""
+        seen = self._seen
+        fresh: list[Outgoing] = []
+        for item in outgoing:
+            event_id = item.change.event.id
+            if seen.get(event_id, 0) >= item.count:
+                continue
+            seen[event_id] = item.count
+            seen.move_to_end(event_id)
+            fresh.append(item)
+        while len(seen) > _SEEN_MEMORY:
+            seen.popitem(last=False)
+        if not fresh:
+            return
         for subscription in list(self._subscriptions):
-            subscription.offer(outgoing)
+            subscription.offer(fresh)
             if isinstance(subscription.failure, WatcherTooSlowError):
                 self.dropped += 1
                 log.warning("dropped a watcher: %s", subscription.failure)

@@ -192,4 +192,4 @@ class RedisRelay:
         except ValueError as exc:
             log.warning("ignored a message on %s: %s", self.channel, exc)
             return
-        self.hub.publish_encoded([Outgoing(change, payload)])
+        self.hub.publish_encoded([Outgoing.of(change, payload)])
