@@ -21,6 +21,7 @@ from protoevents.v1 import event_pb2, query_service_pb2
 from server.changes import CREATED, UPDATED, Change
 from server.dispatcher import Backoff, Dispatcher
 from server.wal import WriteAheadLog
+from server.writers import redis_keys
 from server.writers.redis import RedisWriter
 from server.writers.settings import RedisOptions
 from tests.events import repeated, stored_event
@@ -42,10 +43,11 @@ def recent(url: str, prefix: str, node: str, component: str) -> list[event_pb2.E
     """What a reader of the writer's keys sees: the source's events, oldest first."""
     client = redis.Redis.from_url(url)
     try:
-        stream = f"{prefix}:recent:{node}:{component}"
+        stream = redis_keys.stream_key(prefix, node, component)
+        by_id = redis_keys.events_key(prefix, node, component)
         ids = [fields[b"id"] for _, fields in client.xrange(stream)]
-        stored = client.hmget(f"{stream}:events", ids) if ids else []
-        assert client.hlen(f"{stream}:events") == len(ids)  # stream and hash agree
+        stored = client.hmget(by_id, ids) if ids else []
+        assert client.hlen(by_id) == len(ids)  # stream and hash agree
     finally:
         client.close()
     return [event_pb2.Event.FromString(data) for data in stored]
@@ -61,8 +63,9 @@ def test_keeps_the_most_recent_events_of_each_source(redis_url: str, redis_prefi
         assert recent(redis_url, redis_prefix, "node-a", "cluster-controller") == a[2:]
         assert recent(redis_url, redis_prefix, "node-b", "cluster-controller") == b
         client = redis.Redis.from_url(redis_url)
-        assert client.smembers(f"{redis_prefix}:recent:sources") == {
-            f"{redis_prefix}:recent:node-{n}:cluster-controller".encode() for n in "ab"
+        assert client.smembers(redis_keys.sources_key(redis_prefix)) == {
+            redis_keys.stream_key(redis_prefix, f"node-{n}", "cluster-controller").encode()
+            for n in "ab"
         }
         client.close()
 
