@@ -18,9 +18,11 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from protoevents.v1 import event_pb2, query_service_pb2
+from recorder.setaside import read_batches
 from server.changes import CREATED, UPDATED, Change
 from server.dispatcher import Backoff, Dispatcher
 from server.wal import WriteAheadLog
+from server.writers import redis_keys
 from server.writers.redis import RedisWriter
 from server.writers.settings import RedisOptions
 from tests.events import repeated, stored_event
@@ -42,10 +44,11 @@ def recent(url: str, prefix: str, node: str, component: str) -> list[event_pb2.E
     """What a reader of the writer's keys sees: the source's events, oldest first."""
     client = redis.Redis.from_url(url)
     try:
-        stream = f"{prefix}:recent:{node}:{component}"
+        stream = redis_keys.stream_key(prefix, node, component)
+        by_id = redis_keys.events_key(prefix, node, component)
         ids = [fields[b"id"] for _, fields in client.xrange(stream)]
-        stored = client.hmget(f"{stream}:events", ids) if ids else []
-        assert client.hlen(f"{stream}:events") == len(ids)  # stream and hash agree
+        stored = client.hmget(by_id, ids) if ids else []
+        assert client.hlen(by_id) == len(ids)  # stream and hash agree
     finally:
         client.close()
     return [event_pb2.Event.FromString(data) for data in stored]
@@ -61,9 +64,57 @@ def test_keeps_the_most_recent_events_of_each_source(redis_url: str, redis_prefi
         assert recent(redis_url, redis_prefix, "node-a", "cluster-controller") == a[2:]
         assert recent(redis_url, redis_prefix, "node-b", "cluster-controller") == b
         client = redis.Redis.from_url(redis_url)
-        assert client.smembers(f"{redis_prefix}:recent:sources") == {
-            f"{redis_prefix}:recent:node-{n}:cluster-controller".encode() for n in "ab"
+        assert client.smembers(redis_keys.sources_key(redis_prefix)) == {
+            redis_keys.stream_key(redis_prefix, f"node-{n}", "cluster-controller").encode()
+            for n in "ab"
         }
+        client.close()
+
+    run(main())
+
+
+# Sources whose keys the first layout (`{prefix}:recent:{node}:{component}` and `...:events`)
+# shared: one stream for the first two, and the stream of the fourth and fifth was the hash
+# of the third.
+COLLIDED = [("a:b", "c"), ("a", "b:c"), ("n", "c"), ("n", "c:events"), ("n:c", "events")]
+
+
+def test_sources_whose_names_collided_keep_their_own_stream_and_hash(
+    tmp_path: Path, redis_url: str, redis_prefix: str
+) -> None:
+    async def main() -> None:
+        wal = await WriteAheadLog.open(tmp_path / "wal")
+        writer = RedisWriter(RedisOptions(url=redis_url, key_prefix=redis_prefix, recent_max=10))
+        dispatcher = Dispatcher(
+            wal,
+            [writer],
+            batch_interval_s=0.01,
+            backoff=Backoff(initial=0.01, maximum=0.1),
+            max_attempts=2,
+            set_aside_dir=tmp_path / "set-aside",
+        )
+        dispatcher.start()
+        sent = {
+            source: make_events(
+                4, source=event_pb2.EventSource(node=source[0], component=source[1])
+            )
+            for source in COLLIDED
+        }
+        interleaved = [events[n] for n in range(4) for events in sent.values()]
+        await append(wal, interleaved[:10])  # batches holding every source at once
+        await append(wal, interleaved[10:])
+        await wait_until(lambda: wal.bookmark(writer.name) == wal.end, timeout=30)
+        assert await dispatcher.stop(timeout=10)
+        await wal.close()
+        await writer.close()
+        assert dispatcher.feed(writer.name).set_aside == 0
+        assert read_batches(tmp_path / "set-aside" / writer.name) == []
+        for (node, component), events in sent.items():
+            assert recent(redis_url, redis_prefix, node, component) == events
+        client = redis.Redis.from_url(redis_url)
+        streams = {redis_keys.stream_key(redis_prefix, *source).encode() for source in COLLIDED}
+        assert client.smembers(redis_keys.sources_key(redis_prefix)) == streams
+        assert len(list(client.scan_iter(match=f"{redis_prefix}:*"))) == 2 * len(COLLIDED) + 1
         client.close()
 
     run(main())

@@ -15,6 +15,7 @@ from protoevents.v1 import event_pb2, query_service_pb2, severity_pb2
 from recorder import Recorder
 from server.app import run_proxy
 from server.changes import UPDATED
+from server.writers import redis_keys
 from server.writers.filters import WriterFilter
 from server.writers.settings import RedisOptions, SqlOptions, SyslogOptions, WriterConfig
 from tests.ingest_helpers import proxy_settings
@@ -86,9 +87,10 @@ def test_each_writer_gets_exactly_its_share(
         assert b'count="3"' in collector.messages[-1]
 
         client = redis.Redis.from_url(redis_url)
-        stream = f"{redis_prefix}:recent:node-9:controller"
+        stream = redis_keys.stream_key(redis_prefix, "node-9", "controller")
+        by_id = redis_keys.events_key(redis_prefix, "node-9", "controller")
         ids = [fields[b"id"].decode() for _, fields in client.xrange(stream)]
-        stored = event_pb2.Event.FromString(client.hget(f"{stream}:events", repeated) or b"")
+        stored = event_pb2.Event.FromString(client.hget(by_id, repeated) or b"")
         client.close()
         assert ids == everything
         assert stored.count == 3

@@ -8,6 +8,7 @@ import redis.asyncio as aioredis
 
 from protoevents.v1 import event_pb2
 from server.changes import UPDATED, Change, PermanentWriteError, watch_message
+from server.writers import redis_keys
 from server.writers.settings import RedisOptions
 
 # One call per batch. KEYS: a stream and a hash per change, then the set of streams.
@@ -74,17 +75,20 @@ class RedisWriter:
     """Keeps the `recent_max` most recent events of each source (node, component) and
     publishes every change.
 
-    Per source: the stream `{prefix}:recent:{node}:{component}` orders the events by their
-    first arrival (entries `id=<event id>`), the hash `{prefix}:recent:{node}:{component}:events`
-    maps each id to the event as it now stands (serialized `protoevents.v1.Event`): a dedup
-    update replaces the hash entry and keeps the event's place in the stream. The set
-    `{prefix}:recent:sources` lists the streams. Past `recent_max`, the oldest entries leave
-    the stream and the hash together. Every change is published on `channel` as a serialized
+    Per source, with `n` the length of the node in UTF-8 bytes (server/writers/redis_keys.py
+    builds the names): the stream `{prefix}:stream:{n}:{node}:{component}` orders the events
+    by their first arrival (entries `id=<event id>`), the hash
+    `{prefix}:events:{n}:{node}:{component}` maps each id to the event as it now stands
+    (serialized `protoevents.v1.Event`): a dedup update replaces the hash entry and keeps the
+    event's place in the stream. The set `{prefix}:sources` lists the streams. No two sources
+    share a key, and no stream is named like a hash or the set, whatever the node and
+    component hold. Past `recent_max`, the oldest entries leave the stream and the hash
+    together. Every change is published on `channel` as a serialized
     `protoevents.v1.WatchEventsResponse` (kind CREATED or UPDATED, and the event).
 
     A batch is one script call: one round trip, applied atomically. Replays (after a crash or
     a failed call) leave the stored state as it was, but publish again: subscribers can see a
-    change twice.
+    change twice. A key of the wrong type (set by something else) refuses the whole batch.
     """
 
     def __init__(self, options: RedisOptions, name: str = "redis") -> None:
@@ -96,11 +100,17 @@ class RedisWriter:
             socket_timeout=options.timeout_s,
         )
         self._apply = self.client.register_script(_APPLY_BATCH)
-        self.sources_key = f"{options.key_prefix}:recent:sources"
+        self.sources_key = redis_keys.sources_key(options.key_prefix)
 
     def stream_key(self, event: event_pb2.Event) -> str:
-        prefix = self.options.key_prefix
-        return f"{prefix}:recent:{event.source.node}:{event.source.component}"
+        """The stream of the event's source."""
+        source = event.source
+        return redis_keys.stream_key(self.options.key_prefix, source.node, source.component)
+
+    def events_key(self, event: event_pb2.Event) -> str:
+        """The hash of the event's source."""
+        source = event.source
+        return redis_keys.events_key(self.options.key_prefix, source.node, source.component)
 
     async def write(self, changes: Sequence[Change]) -> None:
         if not changes:
@@ -112,8 +122,7 @@ class RedisWriter:
             int(self.options.publish),
         ]
         for change in changes:
-            stream = self.stream_key(change.event)
-            keys += [stream, f"{stream}:events"]
+            keys += [self.stream_key(change.event), self.events_key(change.event)]
             args += [
                 "U" if change.kind == UPDATED else "C",
                 change.event.id,
