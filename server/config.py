@@ -66,7 +66,7 @@ class Settings:
     dedup_window_s: float = field(default=10.0, metadata=_help("dedup interval, from first seen"))
     dedup_max_entries: int = field(default=100_000, metadata=_help("dedup LRU size"))
     dedup_max_bytes: int = field(
-        default=128 * MiB,
+        default=160 * MiB,
         metadata=_help(
             "memory the dedup keys may hold, their first events included; beyond it the "
             "least recently used are forgotten"

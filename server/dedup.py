@@ -13,18 +13,21 @@ from server.changes import CREATED, UPDATED, Change
 
 DEFAULT_WINDOW_SECONDS = 10.0
 DEFAULT_MAX_ENTRIES = 100_000
-# Above what the default 100,000 keys of typical events (about 1.2 KB each, measured by
-# `python -m bench.bench_dedup_memory`) hold, so the key bound still binds for them; a storm
-# of large distinct events stops at this instead of 100,000 x their size.
-DEFAULT_MAX_BYTES = 128 * 1024 * 1024
+# Room for the default 100,000 keys of events up to about 600 bytes serialized (1.7 KB
+# accounted each; a typical event of 330 bytes accounts 1.4 KB, `python -m
+# bench.bench_dedup_memory`), so the key bound still binds for them; a storm of large distinct
+# events stops here instead of at 100,000 x their size (6 GiB of 60 KB ones).
+DEFAULT_MAX_BYTES = 160 * 1024 * 1024
 
 # What an entry holds beyond the bytes of its serialized event and the characters of its
-# strings, measured with tracemalloc (`python -m bench.bench_dedup_memory`: about 760 bytes a
-# key from 1,000 to 100,000 keys, the dict's growth steps included): the key tuple and the
-# headers of its seven strings, the event id's header, the entry and its ints, the bytes
-# header, and the OrderedDict's slot and node. Characters are counted one byte each, as in
+# strings: the key tuple and the headers of its seven strings, the event id's header, the
+# entry and its ints, the bytes header, and the OrderedDict's slot and node. Measured with
+# tracemalloc (`python -m bench.bench_dedup_memory`, and scans of 1,000 to 100,000 keys at
+# the dict's growth steps): 743 to 788 bytes a key while the LRU grows, 811 to 872 once it
+# evicts (deleted slots and a table resized for churn). The largest, rounded up, so the
+# accounted total is not below what the entries hold. Characters count one byte each, as in
 # the ASCII strings events carry (a string of wider characters holds 2 or 4 bytes a one).
-ENTRY_OVERHEAD = 800
+ENTRY_OVERHEAD = 880
 
 # type, severity, message, source node, source component, object kind, namespace, name.
 DedupKey = tuple[str, int, str, str, str, str, str, str]

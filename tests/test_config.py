@@ -20,7 +20,7 @@ def test_defaults_are_the_documented_ones() -> None:
     assert settings.data_dir == Path("protoevents-data")
     assert settings.fsync == "batch"
     assert settings.dedup_window_s == 10.0
-    assert (settings.dedup_max_entries, settings.dedup_max_bytes) == (100_000, 128 * MiB)
+    assert (settings.dedup_max_entries, settings.dedup_max_bytes) == (100_000, 160 * MiB)
     assert (settings.writer_batch_events, settings.writer_batch_interval_ms) == (1000, 200)
 
 
