@@ -1,7 +1,7 @@
 """Memory the deduplicator holds: per key, for small and large events, and in a storm.
 
     python -m bench.bench_dedup_memory [--small-keys 20000] [--large-keys 2000]
-        [--data-bytes 60000] [--storm 10000]
+        [--data-bytes 60000] [--storm 10000] [--scan]
 
 Per key: distinct events (each its own dedup key) as ingest hands them over, small (about
 330 bytes serialized) and large (`--data-bytes` of data, about 60 KB, under the default
@@ -20,6 +20,11 @@ leaves out protobuf messages (upb allocates their arenas itself), so the growth 
 process's resident set is shown too, sampled after each batch (the storm runs first, while
 the resident set is small). Beside it, what the key bound alone would let the same keys hold:
 `dedup_max_entries` x the per-key figure.
+
+`--scan` also measures the fixed part from 1,000 to 100,000 keys at either side of the dict's
+growth steps, as the LRU grows to them and as it evicts at them (`dedup_max_entries` keys, twice
+as many events): `ENTRY_OVERHEAD` must be at least the largest, so that the accounted total is
+never below what the entries hold.
 """
 
 from __future__ import annotations
@@ -49,6 +54,11 @@ MiB = 1024 * KiB
 GiB = 1024 * MiB
 STORM_BATCH = 250
 UNBOUNDED = 1 << 62
+# Either side of the steps at which a dict's table grows (at two thirds full), and the default.
+SCAN_KEYS = (
+    *sorted({int(2**k * 2 / 3) + d for k in range(11, 18) for d in (-2, 2)}),
+    DEFAULT_MAX_ENTRIES,
+)
 
 
 def distinct_events(count: int, data_bytes: int, start_ns: int) -> Generator[event_pb2.Event]:
@@ -77,25 +87,54 @@ class PerKey:
         return self.traced - (self.accounted - ENTRY_OVERHEAD)
 
 
-def per_key(keys: int, data_bytes: int) -> PerKey:
-    """Memory per key of `keys` distinct events, the bounds never binding."""
-    start = time.time_ns()
-    events = list(distinct_events(keys, data_bytes, start))  # before tracing: not counted
-    serialized = sum(event.ByteSize() for event in events) / keys
-    dedup = Deduplicator(DEFAULT_WINDOW_SECONDS, UNBOUNDED, UNBOUNDED)
+def traced_after(dedup: Deduplicator, events: list[event_pb2.Event], received_at: int) -> int:
+    """Bytes traced as still held once `events` went through `dedup` in batches of 1,000
+    (the events themselves, made before, are not counted)."""
     gc.collect()
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
-        for at in range(0, keys, 1000):
-            dedup.observe_many(events[at : at + 1000], start, completed=True)
+        for at in range(0, len(events), 1000):
+            dedup.observe_many(events[at : at + 1000], received_at, completed=True)
         gc.collect()
-        held = tracemalloc.get_traced_memory()[0] - before
+        return tracemalloc.get_traced_memory()[0] - before
     finally:
         tracemalloc.stop()
+
+
+def per_key(keys: int, data_bytes: int) -> PerKey:
+    """Memory per key of `keys` distinct events, the bounds never binding."""
+    start = time.time_ns()
+    events = list(distinct_events(keys, data_bytes, start))
+    serialized = sum(event.ByteSize() for event in events) / keys
+    dedup = Deduplicator(DEFAULT_WINDOW_SECONDS, UNBOUNDED, UNBOUNDED)
+    held = traced_after(dedup, events, start)
     if len(dedup) != keys:
         raise AssertionError(f"{len(dedup):,} keys kept of {keys:,}")
     return PerKey(keys, serialized, held / keys, dedup.held_bytes / keys)
+
+
+def fixed_part(keys: int, evicting: bool) -> float:
+    """Traced bytes per key beyond the events' bytes and the strings' characters: `keys`
+    keys of small events as the LRU grows to them, or (`evicting`) with `max_entries` at
+    `keys` while twice as many distinct events go through."""
+    start = time.time_ns()
+    events = list(distinct_events(2 * keys if evicting else keys, 0, start))
+    dedup = Deduplicator(DEFAULT_WINDOW_SECONDS, keys if evicting else UNBOUNDED, UNBOUNDED)
+    held = traced_after(dedup, events, start)
+    return (held - (dedup.held_bytes - len(dedup) * ENTRY_OVERHEAD)) / len(dedup)
+
+
+def scan() -> list[str]:
+    """The fixed part at the points of SCAN_KEYS, growing and evicting, as a Markdown table."""
+    lines = ["| keys | fixed part, growing | fixed part, evicting |", "| --- | --- | --- |"]
+    largest = 0.0
+    for keys in SCAN_KEYS:
+        growing, evicting = fixed_part(keys, False), fixed_part(keys, True)
+        largest = max(largest, growing, evicting)
+        lines.append(f"| {keys:,} | {growing:,.0f} B | {evicting:,.0f} B |")
+    verdict = "covers it" if largest <= ENTRY_OVERHEAD else "is BELOW it"
+    return [*lines, "", f"largest {largest:,.0f} B: ENTRY_OVERHEAD ({ENTRY_OVERHEAD} B) {verdict}"]
 
 
 @dataclass
@@ -201,12 +240,19 @@ def main() -> None:
     parser.add_argument("--large-keys", type=int, default=2_000, help="keys of large events")
     parser.add_argument("--data-bytes", type=int, default=60_000, help="data of a large event")
     parser.add_argument("--storm", type=int, default=10_000, help="large events in the storm")
+    parser.add_argument(
+        "--scan", action="store_true", help="also the fixed part from 1,000 to 100,000 keys"
+    )
     args = parser.parse_args()
     stormed = storm(args.storm, args.data_bytes)  # first, while the resident set is small
     small = per_key(args.small_keys, 0)
     large = per_key(args.large_keys, args.data_bytes)
     for line in report(small, large, stormed, args.data_bytes):
         print(line)
+    if args.scan:
+        print()
+        for line in scan():
+            print(line)
 
 
 if __name__ == "__main__":

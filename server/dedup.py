@@ -22,9 +22,9 @@ DEFAULT_MAX_BYTES = 160 * 1024 * 1024
 # What an entry holds beyond the bytes of its serialized event and the characters of its
 # strings: the key tuple and the headers of its seven strings, the event id's header, the
 # entry and its ints, the bytes header, and the OrderedDict's slot and node. Measured with
-# tracemalloc (`python -m bench.bench_dedup_memory`, and scans of 1,000 to 100,000 keys at
-# the dict's growth steps): 743 to 788 bytes a key while the LRU grows, 811 to 872 once it
-# evicts (deleted slots and a table resized for churn). The largest, rounded up, so the
+# tracemalloc (`python -m bench.bench_dedup_memory --scan`: 1,000 to 100,000 keys, either
+# side of the dict's growth steps): 743 to 788 bytes a key as the LRU grows, 782 to 872 once
+# it evicts (deleted slots, a table resized under churn). The largest, rounded up, so the
 # accounted total is not below what the entries hold. Characters count one byte each, as in
 # the ASCII strings events carry (a string of wider characters holds 2 or 4 bytes a one).
 ENTRY_OVERHEAD = 880
