@@ -9,19 +9,33 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from bench import bench_ingest, bench_pipeline, bench_recorder, bench_scaling, bench_soak
+from bench import (
+    bench_dedup_memory,
+    bench_ingest,
+    bench_pipeline,
+    bench_recorder,
+    bench_scaling,
+    bench_soak,
+)
 from bench.bench_sql_writer import bench_observe, bench_storm, empty, postgres_database
 from bench.peers import otel, syslog
 from bench.peers.sink import counting_sink
 from bench.suite import Context, Row, Scenario, Target, rate_row, times
 from server.db import migrate
 from server.db.engine import create_engine
+from server.dedup import DEFAULT_MAX_BYTES
 
 RECORD_COST = Target(5.0, at_least=False, unit="µs", text="<= 5 µs")
 INTO_POSTGRES = Target(100_000, at_least=True, unit="events/s", text=">= 100,000 events/s")
 INTO_SQLITE = Target(30_000, at_least=True, unit="events/s", text=">= 30,000 events/s")
 STORM = Target(400_000, at_least=True, unit="events/s", text=">= 400,000 events/s")
 RSS_GROWTH = Target(50.0, at_least=False, unit="MiB", text="< 50 MiB")
+DEDUP_HELD = Target(
+    DEFAULT_MAX_BYTES / 2**20,
+    at_least=False,
+    unit="MiB",
+    text=f"<= {DEFAULT_MAX_BYTES / 2**20:.0f} MiB (dedup_max_bytes)",
+)
 
 
 @contextmanager
@@ -302,6 +316,54 @@ def soak(context: Context) -> list[Row]:
     ]
 
 
+def dedup_memory(context: Context) -> list[Row]:
+    """Memory the deduplicator holds (tracemalloc: deterministic, so measured once)."""
+    data = 60_000
+    storm_events = context.size(5_000, 10_000)
+    context.status(f"storm of {storm_events:,} distinct large events")
+    stormed = bench_dedup_memory.storm(storm_events, data)
+    context.status("per key, small events")
+    small = bench_dedup_memory.per_key(context.size(5_000, 20_000), 0)
+    context.status("per key, large events")
+    large = bench_dedup_memory.per_key(context.size(500, 2_000), data)
+    rows = [
+        Row(
+            f"dedup memory per key, {name} events ({row.serialized:,.0f} B serialized)",
+            row.traced,
+            "B",
+            f"{row.traced:,.0f} B",
+            f"accounted {row.accounted:,.0f} B",
+            detail={"keys": row.keys, "fixed_bytes": row.fixed},
+        )
+        for name, row in (("small", small), ("large", large))
+    ]
+    alone = bench_dedup_memory.key_bound_alone(large)
+    rows += [
+        Row(
+            f"dedup memory after {storm_events:,} distinct 60 KB events, default settings",
+            stormed.held / 2**20,
+            "MiB",
+            f"{stormed.held / 2**20:,.1f} MiB, {stormed.keys:,} keys kept",
+            f"key bound alone: {alone / 2**30:,.1f} GiB",
+            DEDUP_HELD,
+            detail={
+                "keys": stormed.keys,
+                "evictions": stormed.evictions,
+                "accounted_bytes": stormed.accounted,
+                "traced_peak_bytes": stormed.peak,
+                "fixed_bytes": stormed.fixed,
+            },
+        ),
+        Row(
+            "resident set growth in that storm: at the peak / at the end",
+            stormed.rss_peak / 2**20,
+            "MiB",
+            f"{stormed.rss_peak / 2**20:,.1f} / {stormed.rss_end / 2**20:,.1f} MiB",
+        ),
+    ]
+    return rows
+
+
 def recorders(context: Context) -> list[Row]:
     events = context.size(16_000, 100_000)
     rows = []
@@ -359,6 +421,9 @@ SCENARIOS = [
     ),
     Scenario("storm", "dedup storm: identical events -> one row counting them", storm, (15, 150)),
     Scenario("soak", "serve RSS over a long run", soak, (32, 620)),
+    Scenario(
+        "dedup_memory", "dedup memory per key and in a storm of large events", dedup_memory, (6, 15)
+    ),
     Scenario("recorders", "throughput by number of recorder processes", recorders, (10, 120)),
     Scenario("batch_size", "throughput by recorder batch size", batch_size, (10, 90)),
 ]

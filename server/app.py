@@ -82,7 +82,11 @@ def storing_writer(writers: Sequence[Writer]) -> str | None:
 
 def default_dedup(settings: Settings) -> IngestDeduplicator:
     """Repeats within `dedup_window_s` of their first occurrence merge into one event."""
-    return Deduplicator(window=settings.dedup_window_s, max_entries=settings.dedup_max_entries)
+    return Deduplicator(
+        window=settings.dedup_window_s,
+        max_entries=settings.dedup_max_entries,
+        max_bytes=settings.dedup_max_bytes,
+    )
 
 
 def grpc_server(settings: Settings, query_threads: ThreadPoolExecutor) -> grpc.aio.Server:

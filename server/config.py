@@ -65,6 +65,13 @@ class Settings:
     )
     dedup_window_s: float = field(default=10.0, metadata=_help("dedup interval, from first seen"))
     dedup_max_entries: int = field(default=100_000, metadata=_help("dedup LRU size"))
+    dedup_max_bytes: int = field(
+        default=160 * MiB,
+        metadata=_help(
+            "memory the dedup keys may hold, their first events included; beyond it the "
+            "least recently used are forgotten"
+        ),
+    )
     writer_batch_events: int = field(default=1000, metadata=_help("flush a writer at this size"))
     writer_batch_interval_ms: int = field(
         default=200, metadata=_help("flush a writer this long after its first pending change")
@@ -185,6 +192,7 @@ class Settings:
             "quarantine_max_bytes",
             "dedup_window_s",
             "dedup_max_entries",
+            "dedup_max_bytes",
             "writer_batch_events",
             "writer_batch_interval_ms",
             "max_message_bytes",

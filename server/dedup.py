@@ -13,6 +13,21 @@ from server.changes import CREATED, UPDATED, Change
 
 DEFAULT_WINDOW_SECONDS = 10.0
 DEFAULT_MAX_ENTRIES = 100_000
+# Room for the default 100,000 keys of events up to about 600 bytes serialized (1.7 KB
+# accounted each; a typical event of 330 bytes accounts 1.4 KB, `python -m
+# bench.bench_dedup_memory`), so the key bound still binds for them; a storm of large distinct
+# events stops here instead of at 100,000 x their size (6 GiB of 60 KB ones).
+DEFAULT_MAX_BYTES = 160 * 1024 * 1024
+
+# What an entry holds beyond the bytes of its serialized event and the characters of its
+# strings: the key tuple and the headers of its seven strings, the event id's header, the
+# entry and its ints, the bytes header, and the OrderedDict's slot and node. Measured with
+# tracemalloc (`python -m bench.bench_dedup_memory --scan`: 1,000 to 100,000 keys, either
+# side of the dict's growth steps): 743 to 788 bytes a key as the LRU grows, 782 to 872 once
+# it evicts (deleted slots, a table resized under churn). The largest, rounded up, so the
+# accounted total is not below what the entries hold. Characters count one byte each, as in
+# the ASCII strings events carry (a string of wider characters holds 2 or 4 bytes a one).
+ENTRY_OVERHEAD = 880
 
 # type, severity, message, source node, source component, object kind, namespace, name.
 DedupKey = tuple[str, int, str, str, str, str, str, str]
@@ -42,6 +57,7 @@ class _Entry:
     window_end_ns: int  # received time of the first occurrence + window
     count: int
     last_ns: int  # latest event time seen, in nanoseconds
+    size: int  # bytes it holds, as accounted against max_bytes
 
     def update(self) -> event_pb2.Event:
         """The first event as it now stands: its count and latest last time."""
@@ -62,21 +78,30 @@ class Deduplicator:
     The window is fixed from the first occurrence's received time (a steady stream of
     repeats still makes a new event every window). Time comes only from the `received_at`
     arguments, so replaying the same input gives the same changes. Keys live in an LRU of
-    `max_entries`; `evictions` counts keys pushed out while their window was still open
-    (each costs a merge: the next repeat becomes a new event). Keys whose window has closed
-    are dropped as they reach the old end of the LRU, so memory follows the traffic of one
-    window rather than `max_entries`. `window` 0 disables merging.
+    at most `max_entries` keys holding at most `max_bytes` (each key's serialized first event,
+    its strings and `ENTRY_OVERHEAD`, accounted as it is made); `evictions` counts keys pushed
+    out while their window was still open (each costs a merge: the next repeat becomes a new
+    event). Keys whose window has closed are dropped as they reach the old end of the LRU, so
+    memory follows the traffic of one window rather than the bounds. `window` 0 disables
+    merging.
     """
 
     def __init__(
-        self, window: float = DEFAULT_WINDOW_SECONDS, max_entries: int = DEFAULT_MAX_ENTRIES
+        self,
+        window: float = DEFAULT_WINDOW_SECONDS,
+        max_entries: int = DEFAULT_MAX_ENTRIES,
+        max_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:
         if window < 0:
             raise ValueError(f"dedup window must be >= 0 seconds, not {window}")
         if max_entries < 1:
             raise ValueError(f"dedup max_entries must be >= 1, not {max_entries}")
+        if max_bytes < 1:
+            raise ValueError(f"dedup max_bytes must be >= 1, not {max_bytes}")
         self.window = window
         self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self.held_bytes = 0  # what the entries hold, as accounted: at most max_bytes
         self._window_ns = round(window * 1_000_000_000)
         self._entries: OrderedDict[DedupKey, _Entry] = OrderedDict()
         self.evictions = 0
@@ -106,7 +131,7 @@ class Deduplicator:
             entry.last_ns = max(entry.last_ns, time_ns)
             self.merged += 1
             return Change(UPDATED, entry.update())
-        return Change(CREATED, self._create(key, event, received_at))
+        return Change(CREATED, self._create(key, event, received_at, False, entry))
 
     def observe_many(
         self, events: Iterable[event_pb2.Event], received_at: int, *, completed: bool = False
@@ -152,7 +177,8 @@ class Deduplicator:
                 merged += 1
                 continue
             latest = None
-            changes.append(Change(CREATED, self._create(key, event, received_at, completed)))
+            created = self._create(key, event, received_at, completed, entry)
+            changes.append(Change(CREATED, created))
         self.merged += merged
         if changes or merged:
             self._expire(received_at)  # as `observe` would have, had there been a call
@@ -160,19 +186,40 @@ class Deduplicator:
         return changes
 
     def _create(
-        self, key: DedupKey, event: event_pb2.Event, received_at: int, completed: bool = False
+        self,
+        key: DedupKey,
+        event: event_pb2.Event,
+        received_at: int,
+        completed: bool,
+        replaced: _Entry | None,
     ) -> event_pb2.Event:
+        """Remember `event` under `key`, in place of `replaced`, the key's entry whose window
+        has closed (None when it has none)."""
         created = event if completed else _created(event, received_at)
+        first = created.SerializeToString()
+        event_id = created.id
+        # The key's strings are its own: protobuf makes a new str at each field access.
+        size = (
+            len(first)
+            + len(event_id)
+            + len(key[0])
+            + len(key[2])
+            + len(key[3])
+            + len(key[4])
+            + len(key[5])
+            + len(key[6])
+            + len(key[7])
+            + ENTRY_OVERHEAD
+        )
+        if replaced is not None:
+            self.held_bytes -= replaced.size
         entries = self._entries
         entries[key] = _Entry(
-            created.SerializeToString(),
-            created.id,
-            received_at + self._window_ns,
-            1,
-            _ns(created.time),
+            first, event_id, received_at + self._window_ns, 1, _ns(created.time), size
         )
         entries.move_to_end(key)
-        if len(entries) > self.max_entries:
+        self.held_bytes += size
+        if len(entries) > self.max_entries or self.held_bytes > self.max_bytes:
             self._evict(received_at)
         return created
 
@@ -184,11 +231,15 @@ class Deduplicator:
             if oldest.window_end_ns > now_ns:
                 return
             entries.popitem(last=False)
+            self.held_bytes -= oldest.size
 
     def _evict(self, now_ns: int) -> None:
+        """Drop least recently used keys until both bounds hold (an event larger than
+        `max_bytes` on its own is not remembered at all)."""
         entries = self._entries
-        while len(entries) > self.max_entries:
+        while entries and (len(entries) > self.max_entries or self.held_bytes > self.max_bytes):
             _, oldest = entries.popitem(last=False)
+            self.held_bytes -= oldest.size
             if oldest.window_end_ns > now_ns:
                 self.evictions += 1
 

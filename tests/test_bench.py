@@ -40,6 +40,22 @@ def test_a_slice_of_the_quick_suite_prints_the_table_and_writes_json(tmp_path: P
     assert rows["peer: `logging.info` to a NullHandler"]["value"] > 0
 
 
+def test_the_dedup_memory_scenario_measures_keys_and_the_byte_bound(tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    done = run_bench("--quick", "--runs", "1", "--only", "dedup_memory", "--json", str(out))
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(out.read_text())["scenarios"]["dedup_memory"]["rows"]
+    small, large, stormed, rss = rows
+    assert small["measure"].startswith("dedup memory per key, small events")
+    assert 500 < small["value"] < 3000 and small["unit"] == "B"
+    assert 60_000 < large["value"] < 65_000
+    assert stormed["target"]["limit"] == 160.0
+    assert 0.75 * 160 < stormed["value"] < 1.25 * 160, stormed["shown"]
+    assert stormed["detail"]["evictions"] > 0
+    assert stormed["detail"]["accounted_bytes"] <= 160 * 2**20
+    assert rss["value"] > 0
+
+
 def test_an_unknown_scenario_is_refused_with_the_known_names() -> None:
     done = run_bench("--only", "record_cost,nope")
     assert done.returncode == 2

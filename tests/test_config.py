@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 from server import config
-from server.config import Settings, SettingsError
+from server.app import default_dedup
+from server.config import MiB, Settings, SettingsError
+from server.dedup import DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES, Deduplicator
 
 
 def test_defaults_are_the_documented_ones() -> None:
@@ -18,6 +20,7 @@ def test_defaults_are_the_documented_ones() -> None:
     assert settings.data_dir == Path("protoevents-data")
     assert settings.fsync == "batch"
     assert settings.dedup_window_s == 10.0
+    assert (settings.dedup_max_entries, settings.dedup_max_bytes) == (100_000, 160 * MiB)
     assert (settings.writer_batch_events, settings.writer_batch_interval_ms) == (1000, 200)
 
 
@@ -49,6 +52,8 @@ def test_flags_from_the_command_line(tmp_path: Path) -> None:
         ({"max_batch_events": "0"}, "setting max_batch_events = 0: must be greater than 0"),
         ({"max_batch_events": "many"}, "setting max_batch_events = 'many' (from --max-batch"),
         ({"wal_max_bytes": "100000"}, "setting wal_max_bytes = 100000: must be at least two"),
+        ({"dedup_max_bytes": "0"}, "setting dedup_max_bytes = 0: must be greater than 0"),
+        ({"dedup_max_bytes": "-1"}, "setting dedup_max_bytes = -1: must be greater than 0"),
     ],
 )
 def test_bad_values_are_named(source: dict[str, object], message: str) -> None:
@@ -79,3 +84,20 @@ def test_a_setting_of_an_earlier_version_names_what_replaced_it(tmp_path: Path) 
         "max_streams_per_client (ingest calls only: health, queries and watchers are never "
         "refused for them)"
     )
+
+
+def test_the_dedup_bounds_reach_the_deduplicator(tmp_path: Path) -> None:
+    # The defaults are the deduplicator's own, so one used without settings is bounded alike.
+    dedup = default_dedup(Settings())
+    assert isinstance(dedup, Deduplicator)
+    assert (dedup.max_entries, dedup.max_bytes) == (DEFAULT_MAX_ENTRIES, DEFAULT_MAX_BYTES)
+    file = tmp_path / "proxy.toml"
+    file.write_text("dedup_max_bytes = 16_777_216\n")
+    settings = config.from_sources(file, {"PROTOEVENTS_DEDUP_MAX_ENTRIES": "5000"})
+    dedup = default_dedup(settings)
+    assert isinstance(dedup, Deduplicator)
+    assert (dedup.max_entries, dedup.max_bytes) == (5000, 16 * MiB)
+    parser = argparse.ArgumentParser()
+    config.add_arguments(parser)
+    args = parser.parse_args(["--config", str(file), "--dedup-max-bytes", "1_048_576"])
+    assert config.from_arguments(args, environ={}).dedup_max_bytes == 1 * MiB

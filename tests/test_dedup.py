@@ -1,6 +1,9 @@
-"""The deduplicator: counts under the first id, windows, the LRU bound, collision-free keys."""
+"""The deduplicator: counts under the first id, windows, the LRU bounds, collision-free keys."""
 
 from __future__ import annotations
+
+import gc
+import tracemalloc
 
 import pytest
 from hypothesis import given, settings
@@ -8,11 +11,12 @@ from hypothesis import strategies as st
 
 from protoevents.v1 import event_pb2
 from server.changes import CREATED, UPDATED, Change
-from server.dedup import Deduplicator, dedup_key
+from server.dedup import ENTRY_OVERHEAD, Deduplicator, dedup_key
 from tests.events import stored_event
 
 SECOND = 1_000_000_000
 T0 = 1_767_225_600 * SECOND
+MiB = 1024 * 1024
 
 
 def raw(n: int = 0, **fields: str) -> event_pb2.Event:
@@ -115,6 +119,90 @@ def test_cache_bound_is_honoured_and_evictions_counted() -> None:
     assert len(dedup) == 3
 
 
+def big(n: int, data_bytes: int = 10_000) -> event_pb2.Event:
+    """A distinct event (by message) carrying `data_bytes` of data; below 10, all of a size."""
+    event = raw(0, message=f"big {n}")
+    event.data.update({"blob": "x" * data_bytes})
+    return event
+
+
+def held(dedup: Deduplicator) -> int:
+    """The bytes of `dedup`'s entries counted afresh: it must match the running total."""
+    return sum(entry.size for entry in dedup._entries.values())
+
+
+def test_byte_bound_evicts_the_oldest_keys_and_counts_them() -> None:
+    one = Deduplicator()
+    one.observe(big(0), T0)
+    size = one.held_bytes
+    assert size > 10_000 + ENTRY_OVERHEAD
+    dedup = Deduplicator(window=60, max_entries=1000, max_bytes=3 * size + size // 2)
+    for n in range(5):
+        assert dedup.observe(big(n), T0).kind == CREATED
+    assert len(dedup) == 3
+    assert dedup.evictions == 2
+    assert dedup.held_bytes == held(dedup) == 3 * size <= dedup.max_bytes
+    # The oldest key was forgotten: its repeat is a new event, pushing out the next oldest.
+    assert dedup.observe(big(0), T0 + SECOND).kind == CREATED
+    assert dedup.evictions == 3
+    assert dedup.observe(big(4), T0 + SECOND).kind == UPDATED
+    assert dedup.observe(big(1), T0 + SECOND).kind == CREATED
+    assert (len(dedup), dedup.held_bytes) == (3, 3 * size)
+
+
+def test_an_event_larger_than_the_byte_bound_is_not_remembered() -> None:
+    dedup = Deduplicator(window=60, max_bytes=5_000)
+    dedup.observe(raw(1), T0)
+    assert len(dedup) == 1
+    changes = [dedup.observe(big(2), T0), dedup.observe(big(2), T0)]
+    assert [c.kind for c in changes] == [CREATED, CREATED]
+    assert changes[0].event.id != changes[1].event.id
+    assert (len(dedup), dedup.held_bytes, dedup.evictions) == (0, 0, 3)
+
+
+def test_held_bytes_follow_the_keys_as_windows_close() -> None:
+    dedup = Deduplicator(window=10)
+    for n in range(50):
+        dedup.observe_many([big(n, 1000 * (n % 4)), raw(n, message=f"small {n}")], T0)
+    assert dedup.held_bytes == held(dedup) > 100 * ENTRY_OVERHEAD
+    dedup.observe(raw(1, message="later"), T0 + 5 * SECOND)
+    dedup.observe(raw(1, message="small 1"), T0 + 6 * SECOND)  # a repeat: now behind "later"
+    # Every window but that of "later" has closed: expiry drops the keys before it, and
+    # "small 1", behind it, is replaced by its new occurrence.
+    assert dedup.observe(raw(1, message="small 1"), T0 + 10 * SECOND).kind == CREATED
+    assert len(dedup) == 2
+    assert dedup.held_bytes == held(dedup)
+    # Once every window has closed, the bytes are those of the newest key alone.
+    dedup.observe(big(7, 60_000), T0 + 20 * SECOND)
+    alone = Deduplicator(window=10)
+    alone.observe(big(7, 60_000), T0 + 20 * SECOND)
+    assert (len(dedup), dedup.held_bytes, dedup.evictions) == (1, alone.held_bytes, 0)
+    off = Deduplicator(window=0)
+    off.observe_many([big(1), big(1)], T0)
+    assert (len(off), off.held_bytes) == (0, 0)
+
+
+def test_memory_held_stays_near_max_bytes_in_a_storm_of_large_events() -> None:
+    # 2,000 distinct events of 60 KB: about 120 MB were every key kept, as max_entries
+    # alone would; the byte bound keeps what the deduplicator holds near max_bytes.
+    max_bytes = 8 * MiB
+    pool = [big(n, 60_000) for n in range(2000)]
+    dedup = Deduplicator(window=60, max_bytes=max_bytes)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for at in range(0, len(pool), 100):
+            dedup.observe_many(pool[at : at + 100], T0 + at)
+        gc.collect()
+        traced = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert dedup.held_bytes <= max_bytes
+    assert 0 < len(dedup) < 200 and dedup.evictions == 2000 - len(dedup)
+    assert 0.75 * max_bytes < traced < 1.25 * max_bytes, f"{traced / MiB:.1f} MiB held"
+
+
 def test_expired_entries_pushed_out_are_not_counted_as_evictions() -> None:
     dedup = Deduplicator(window=1, max_entries=1)
     dedup.observe(raw(1, message="a"), T0)
@@ -156,10 +244,20 @@ def test_replaying_the_same_input_gives_the_same_changes() -> None:
     assert run() == run()
 
 
-@pytest.mark.parametrize(("window", "entries"), [(-1, 10), (10, 0)])
-def test_bad_settings_are_refused(window: float, entries: int) -> None:
-    with pytest.raises(ValueError, match="dedup"):
-        Deduplicator(window=window, max_entries=entries)
+@pytest.mark.parametrize(
+    ("window", "entries", "max_bytes", "message"),
+    [
+        (-1, 10, MiB, "dedup window must be >= 0 seconds, not -1"),
+        (10, 0, MiB, "dedup max_entries must be >= 1, not 0"),
+        (10, 10, 0, "dedup max_bytes must be >= 1, not 0"),
+        (10, 10, -MiB, "dedup max_bytes must be >= 1, not -1048576"),
+    ],
+)
+def test_bad_settings_are_refused(
+    window: float, entries: int, max_bytes: int, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        Deduplicator(window=window, max_entries=entries, max_bytes=max_bytes)
 
 
 def collapsed(changes: list[Change]) -> list[tuple[int, event_pb2.Event]]:
@@ -178,12 +276,18 @@ _calls = st.lists(
 )
 
 
-@given(calls=_calls, window=st.sampled_from([0, 5]), max_entries=st.integers(1, 4))
+@given(
+    calls=_calls,
+    window=st.sampled_from([0, 5]),
+    max_entries=st.integers(1, 4),
+    max_bytes=st.sampled_from([MiB, 1500, 3000, 5000]),  # a key of these events: ~1.2 KB
+)
 @settings(max_examples=300, deadline=None)
 def test_observe_many_equals_observe_collapsed(
-    calls: list[tuple[int, list[int]]], window: int, max_entries: int
+    calls: list[tuple[int, list[int]]], window: int, max_entries: int, max_bytes: int
 ) -> None:
-    one, many = Deduplicator(window, max_entries), Deduplicator(window, max_entries)
+    one = Deduplicator(window, max_entries, max_bytes)
+    many = Deduplicator(window, max_entries, max_bytes)
     at = T0
     for n, (later, messages) in enumerate(calls):
         at += later * SECOND
@@ -193,6 +297,7 @@ def test_observe_many_equals_observe_collapsed(
         sequential = collapsed([one.observe(event, at) for event in batch])
         assert [(c.kind, c.event) for c in many.observe_many(batch, at)] == sequential
         assert (len(many), many.merged, many.evictions) == (len(one), one.merged, one.evictions)
+        assert many.held_bytes == one.held_bytes == held(one) <= max_bytes
 
 
 def test_observe_many_collapses_a_storm_into_one_update() -> None:
