@@ -155,3 +155,8 @@ def read_batches(directory: Path) -> list[set_aside_pb2.SetAsideBatch]:
     """The batches of a store, oldest first, read without taking it or changing a byte (a
     store that another process holds may be listed; a missing folder holds none)."""
     return list(_read(Spool(directory, max_bytes=_NO_CAP, repair=False)))
+
+
+def stored_bytes(directory: Path) -> int:
+    """The bytes of a store's whole records, read without taking it (0 for a missing folder)."""
+    return Spool(directory, max_bytes=_NO_CAP, repair=False).size_bytes
