@@ -11,13 +11,14 @@ from pathlib import Path
 import redis
 
 from protoevents.v1 import event_pb2, proxy_service_pb2
-from recorder.setaside import SetAside, read_batches
+from recorder.setaside import SetAside, make_batch, read_batches
 from server.writers.redis import RedisWriter
 from server.writers.settings import RedisOptions
 from tests.conftest import CliRunner
 from tests.faults.harness import assert_each_stored_once, poll
 from tests.ingest_helpers import make_events
 from tests.serve_process import ServeProcess
+from tests.test_pipeline import stored_counts
 
 
 def _config(path: Path, data: Path, db: str, redis_url: str, prefix: str) -> Path:
@@ -150,3 +151,28 @@ def test_set_aside_lists_what_a_writer_refused_and_replays_it_once_the_cause_is_
     _check_nothing_left(run_cli, config)
     assert_each_stored_once(db, [e.id for e in good + bad_first + bad_second])
     client.close()
+
+
+def test_replay_through_the_sql_writer_stores_new_events_and_applies_updates(
+    run_cli: CliRunner, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    db = f"sqlite:///{tmp_path}/events.db"
+    config = tmp_path / "proxy.toml"
+    config.write_text(f'data_dir = "{data}"\ndb = "{db}"\n[[writers]]\nname = "db"\nkind = "sql"\n')
+    created = make_events(3)
+    for event in created:  # as ingest hands a new event on
+        event.count = 1
+    updated = event_pb2.Event()
+    updated.CopyFrom(created[0])
+    updated.count = 4
+    with SetAside(data / "set-aside" / "db") as store:
+        store.put(make_batch("writer:db", "refused then", created))
+        store.put(make_batch("writer:db", "refused then", [], [updated]))
+    replayed = run_cli("set-aside", "replay", "--writer", "db", "--config", str(config), "--json")
+    assert replayed.returncode == 0, replayed.stderr
+    assert json.loads(replayed.stdout) == {
+        "writer": "db", "written": 4, "refused": 0, "left": 0, "error": "", "reasons": {}
+    }  # fmt: skip
+    assert stored_counts(db) == {created[0].id: 4, created[1].id: 1, created[2].id: 1}
+    assert read_batches(data / "set-aside" / "db") == []

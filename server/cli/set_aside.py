@@ -12,6 +12,7 @@ from datetime import UTC
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from protoevents.v1 import set_aside_pb2
@@ -23,7 +24,6 @@ from server.changes import CREATED, UPDATED, Change, PermanentWriteError, Writer
 from server.cli.output import print_table
 from server.cli.types import add_module_arguments, load_registry
 from server.config import Settings, SettingsError
-from server.db.engine import create_engine
 from server.db.migrate import DatabaseRevisionError
 from server.db.setup import DatabaseUnavailableError, open_database
 from server.ownership import DataDirLock, OwnershipError
@@ -231,7 +231,7 @@ def _build(
     if isinstance(chosen.options, SqlOptions):
         engine = open_database(settings.db, load_registry(args))
     else:
-        engine = create_engine(settings.db)  # never connected
+        engine = sa.create_engine("sqlite://")  # other writers never use it: never connected
     return build_writer(chosen, engine), engine
 
 
