@@ -150,6 +150,7 @@ def replay_slot(slot: Path, send: Send) -> ReplayReport:
             spool.acknowledge(entry)
         report.left = spool.pending_events
     finally:
+        spool.compact()  # what was delivered from a segment it stopped in stays removed
         spool.close()
         dead.close()
         os.close(lock)

@@ -80,7 +80,8 @@ class SetAside:
 
     def replay(self, deliver: Callable[[set_aside_pb2.SetAsideBatch], bool]) -> int:
         """Hand each batch, oldest first, to `deliver`; a batch it takes (returns True) is
-        removed. Stops at the first it does not take. Returns the number of batches taken."""
+        removed, also from disk. Stops at the first it does not take. Returns the number of
+        batches taken."""
         spool = self._spool
         spool.rewind()
         taken = 0
@@ -91,8 +92,42 @@ class SetAside:
                 spool.acknowledge(entry)
                 taken += 1
         finally:
-            spool.rewind()
+            spool.compact()  # what was taken from a segment it stopped in stays removed
         return taken
+
+    def sift(
+        self,
+        deliver: Callable[[set_aside_pb2.SetAsideBatch], set_aside_pb2.SetAsideBatch | None],
+    ) -> int:
+        """Hand every batch held to `deliver`, oldest first. It returns None for a batch it
+        took, or the batch to keep in its place (the same, or one with a new reason). The
+        store then holds the kept batches alone, in their order: they are appended (with
+        fsync) to new segments before the old ones are removed, so a crash in between keeps
+        a batch twice at worst, never loses one. When `deliver` raises, nothing is removed.
+        Returns the number of batches taken."""
+        spool = self._spool
+        spool.rewind()
+        entries = []
+        kept: list[set_aside_pb2.SetAsideBatch] = []
+        unchanged = True
+        try:
+            while (entry := spool.next_unread()) is not None:
+                entries.append(entry)
+                batch = SetAsideBatch.FromString(entry.payload)
+                keep = deliver(batch)
+                if keep is not None:
+                    kept.append(keep)
+                    unchanged = unchanged and keep == batch
+        finally:
+            spool.rewind()
+        if unchanged and len(kept) == len(entries):
+            return 0
+        spool.seal()
+        for batch in kept:
+            self.put(batch)
+        for entry in entries:
+            spool.acknowledge(entry)
+        return len(entries) - len(kept)
 
     def close(self) -> None:
         self._spool.close()
@@ -120,3 +155,8 @@ def read_batches(directory: Path) -> list[set_aside_pb2.SetAsideBatch]:
     """The batches of a store, oldest first, read without taking it or changing a byte (a
     store that another process holds may be listed; a missing folder holds none)."""
     return list(_read(Spool(directory, max_bytes=_NO_CAP, repair=False)))
+
+
+def stored_bytes(directory: Path) -> int:
+    """The bytes of a store's whole records, read without taking it (0 for a missing folder)."""
+    return Spool(directory, max_bytes=_NO_CAP, repair=False).size_bytes

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 _HEADER = struct.Struct("<IIII")
 _MAGIC = 0x50455631  # "PEV1"
 _SUFFIX = ".spool"
+_TEMPORARY = ".compacting"  # a segment being rewritten, before its rename
 MAX_SLOTS = 64
 
 
@@ -212,6 +213,51 @@ class Spool:
         """Hand out again every record not acknowledged (after a failed delivery)."""
         self._cursor = None
 
+    def seal(self) -> None:
+        """Start the next append on a new segment."""
+        self._close_writer()
+        self._sealed = True
+
+    def compact(self) -> None:
+        """Make the acknowledgements of a segment only partly acknowledged last: rewrite it
+        with the rest of its records alone. Acknowledgements are otherwise kept in memory
+        only, and a segment file is deleted once all of it is acknowledged, so after a reopen
+        its acknowledged records would be handed out again. Each file is replaced whole (a
+        rename); when that fails the segment is left as it was (its records would then be
+        handed out again after a reopen, never lost). Rewinds the cursor."""
+        self.rewind()
+        for segment in self._segments:
+            if 0 < segment.acked < len(segment.records):
+                try:
+                    self._rewrite(segment)
+                except OSError as exc:
+                    log.warning("could not compact spool segment %s: %s", segment.path, exc)
+
+    def _rewrite(self, segment: _Segment) -> None:
+        if segment is self._segments[-1]:
+            self._close_writer()  # the next append opens the new file
+        data = segment.path.read_bytes()
+        kept = bytearray()
+        records: list[tuple[int, int, int]] = []
+        for offset, length, count in segment.records[segment.acked :]:
+            records.append((len(kept) + _HEADER.size, length, count))
+            kept += data[offset - _HEADER.size : offset + length]
+        temporary = segment.path.with_name(segment.path.name + _TEMPORARY)
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            _write_all(fd, bytes(kept))
+            if self.fsync:
+                os.fsync(fd)
+        except OSError:
+            os.close(fd)
+            temporary.unlink(missing_ok=True)
+            raise
+        os.close(fd)
+        os.replace(temporary, segment.path)
+        if self.fsync:
+            _fsync_dir(self.directory)
+        segment.records, segment.size, segment.acked = records, len(kept), 0
+
     # -- lifecycle -----------------------------------------------------------------------
 
     def _delete(self, segment: _Segment) -> None:
@@ -227,6 +273,9 @@ class Spool:
                 self._delete(segment)
 
     def _recover(self) -> None:
+        if self.repair:  # a rewrite a crash interrupted: the segment it was made from is whole
+            for left in self.directory.glob(f"*{_SUFFIX}{_TEMPORARY}"):
+                left.unlink(missing_ok=True)
         for path in sorted(self.directory.glob(f"*{_SUFFIX}")):
             try:
                 number = int(path.stem)

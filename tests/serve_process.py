@@ -6,6 +6,8 @@ import json
 import os
 import subprocess
 import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -16,9 +18,21 @@ from tests.ingest_helpers import make_events
 
 
 class ServeProcess:
-    """A `protoevents serve` subprocess on a free loopback port."""
+    """A `protoevents serve` subprocess on a free loopback port.
 
-    def __init__(self, data_dir: Path, *flags: str) -> None:
+    `jsonl=False` leaves the JSON lines writer out. `preexec_fn` runs in the child before
+    `serve` starts (to lower a resource limit, say). With `follow_log`, a thread reads the
+    log (stderr) as it comes, so that a long run never blocks on a full pipe: read it with
+    `log()`, not from `process.stderr`."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *flags: str,
+        jsonl: bool = True,
+        preexec_fn: Callable[[], None] | None = None,
+        follow_log: bool = False,
+    ) -> None:
         self.jsonl = data_dir / "changes.jsonl"
         self.process = subprocess.Popen(
             [
@@ -30,8 +44,7 @@ class ServeProcess:
                 "127.0.0.1:0",
                 "--data-dir",
                 str(data_dir),
-                "--jsonl-path",
-                str(self.jsonl),
+                *(["--jsonl-path", str(self.jsonl)] if jsonl else []),
                 *([] if "--db" in flags else ["--db", f"sqlite:///{data_dir}/events.db"]),
                 *flags,
             ],
@@ -40,7 +53,14 @@ class ServeProcess:
             text=True,
             cwd=ROOT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            preexec_fn=preexec_fn,  # noqa: PLW1509 - callers pass a bare setrlimit
         )
+        self._log: list[str] = []
+        self._log_lock = threading.Lock()
+        self._follower: threading.Thread | None = None
+        if follow_log:
+            self._follower = threading.Thread(target=self._follow, daemon=True)
+            self._follower.start()
         assert self.process.stdout is not None
         first = self.process.stdout.readline()
         if not first.startswith("listening on "):
@@ -64,7 +84,22 @@ class ServeProcess:
     def stop(self, signum: int) -> int:
         self.channel.close()
         self.process.send_signal(signum)
-        return self.process.wait(timeout=60)
+        code = self.process.wait(timeout=60)
+        if self._follower is not None:
+            self._follower.join(10)
+        return code
+
+    def _follow(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            with self._log_lock:
+                self._log.append(line)
+
+    def log(self) -> str:
+        """What `serve` logged so far (with `follow_log`)."""
+        assert self._follower is not None, "start the process with follow_log=True"
+        with self._log_lock:
+            return "".join(self._log)
 
     def written_ids(self) -> list[str]:
         if not self.jsonl.exists():

@@ -47,6 +47,34 @@ def test_unacknowledged_records_survive_a_reopen(tmp_path: Path) -> None:
     assert drain(reopened)[-49:] == payloads[1:]
 
 
+def test_compact_makes_acknowledgements_last_and_appends_go_on(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, max_bytes=1 << 20, segment_bytes=4096)
+    payloads = fill(spool, 50)  # several segments; the last one is being appended to
+    segments = len(list(tmp_path.glob("*.spool")))
+    taken = [spool.next_unread() for _ in range(3)]
+    for entry in taken:
+        assert entry is not None
+        spool.acknowledge(entry)
+    spool.compact()
+    assert spool.pending_events == 47
+    more = [b"after compacting"]
+    spool.append(more[0], 1)
+    reopened = Spool(tmp_path, max_bytes=1 << 20, segment_bytes=4096)
+    assert drain(reopened) == payloads[3:] + more
+    assert len(list(tmp_path.glob("*.spool"))) == 0
+    assert segments > 1
+
+    tail = Spool(tmp_path / "one", max_bytes=1 << 20)  # the segment written to is compacted
+    written = fill(tail, 3)
+    entry = tail.next_unread()
+    assert entry is not None
+    tail.acknowledge(entry)
+    tail.compact()
+    tail.append(b"last", 1)
+    assert drain(Spool(tmp_path / "one", max_bytes=1 << 20)) == [*written[1:], b"last"]
+    assert drain(Spool(tmp_path / "one", max_bytes=1 << 20)) == []
+
+
 def test_rewind_hands_out_unacknowledged_records_again(tmp_path: Path) -> None:
     spool = Spool(tmp_path, max_bytes=1 << 20)
     payloads = fill(spool, 3)

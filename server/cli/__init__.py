@@ -7,9 +7,21 @@ import os
 import sys
 from collections.abc import Sequence
 
-from server.cli import db, demo, gen, quarantine, query, record, serve, spool, tail, types
+from server.cli import (
+    db,
+    demo,
+    gen,
+    quarantine,
+    query,
+    record,
+    serve,
+    set_aside,
+    spool,
+    tail,
+    types,
+)
 
-COMMANDS = (gen, types, record, spool, serve, db, demo, query, tail, quarantine)
+COMMANDS = (gen, types, record, spool, serve, db, demo, query, tail, quarantine, set_aside)
 
 
 def build_parser() -> argparse.ArgumentParser:
