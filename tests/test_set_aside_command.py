@@ -145,7 +145,7 @@ def test_set_aside_lists_what_a_writer_refused_and_replays_it_once_the_cause_is_
     assert fixed.returncode == 0, fixed.stderr
     assert "writer recent: wrote 2, still refused 0, left 0" in fixed.stdout
     assert client.xlen(second_key) == 2
-    stored = client.hgetall(f"{second_key}:events")
+    stored = client.hgetall(keys.events_key(event_pb2.Event(source=second)))
     assert sorted(k.decode() for k in stored) == sorted(e.id for e in bad_second)
     assert client.xlen(keys.stream_key(good[0])) == 30  # nothing else written twice
     _check_nothing_left(run_cli, config)
