@@ -122,7 +122,9 @@ def test_a_stream_the_proxy_ends_while_idle_is_reopened_for_the_next_batch_quiet
     assert fake_proxy.stored_ids() == ids
     stats = recorder.stats()
     assert (stats.acknowledged, stats.spooled, stats.dropped) == (5, 0, {})
-    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+    # The recorder's own log (grpc's asyncio may log about loops of earlier tests' channels).
+    ours = [r for r in caplog.records if r.name.split(".")[0] == "recorder"]
+    assert [r for r in ours if r.levelno >= logging.WARNING] == []
     assert not list(recorder.spool_path.glob("*.spool"))
 
 
