@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import grpc
 
@@ -68,30 +68,32 @@ def _message_or_bytes(response: Any) -> bytes:
     return response if isinstance(response, bytes) else bytes(response.SerializeToString())
 
 
+class _Handlers:
+    """Stands in for a server to take the generated code's method handlers."""
+
+    def __init__(self) -> None:
+        self.handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
+
+    def add_generic_rpc_handlers(self, _: object) -> None:
+        pass
+
+    def add_registered_method_handlers(
+        self, _: str, handlers: dict[str, grpc.RpcMethodHandler[Any, Any]]
+    ) -> None:
+        self.handlers = handlers
+
+
 def add_query_service(servicer: EventQueryServicer, server: grpc.aio.Server) -> None:
-    """Serve EventQueryService; WatchEvents responses may be bytes already serialized."""
-    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
-        "ListEvents": grpc.unary_unary_rpc_method_handler(
-            servicer.ListEvents,
-            request_deserializer=_Q.ListEventsRequest.FromString,
-            response_serializer=_Q.ListEventsResponse.SerializeToString,
-        ),
-        "GetEvent": grpc.unary_unary_rpc_method_handler(
-            servicer.GetEvent,
-            request_deserializer=_Q.GetEventRequest.FromString,
-            response_serializer=_Q.GetEventResponse.SerializeToString,
-        ),
-        "WatchEvents": grpc.unary_stream_rpc_method_handler(
-            servicer.WatchEvents,
-            request_deserializer=_Q.WatchEventsRequest.FromString,
-            response_serializer=_message_or_bytes,
-        ),
-        "ListEventTypes": grpc.unary_unary_rpc_method_handler(
-            servicer.ListEventTypes,
-            request_deserializer=_Q.ListEventTypesRequest.FromString,
-            response_serializer=_Q.ListEventTypesResponse.SerializeToString,
-        ),
-    }
+    """Serve EventQueryService as the generated code does, except that WatchEvents
+    responses may be bytes already serialized."""
+    taken = _Handlers()
+    query_service_pb2_grpc.add_EventQueryServiceServicer_to_server(
+        servicer, cast(grpc.aio.Server, taken)
+    )
+    handlers = dict(taken.handlers)
+    handlers["WatchEvents"] = handlers["WatchEvents"]._replace(  # type: ignore[attr-defined]
+        response_serializer=_message_or_bytes
+    )
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
     server.add_registered_method_handlers(SERVICE_NAME, handlers)
 
