@@ -146,6 +146,10 @@ def test_replay_count_sends_the_latest_matching_events_oldest_first_then_live(
             for n in range(5):
                 await client.record(severe(f"old {n}"), make_event(message=f"quiet {n}"))
             await client.stored(10)
+            # The hub follows the SQL writer: let it hand those 10 on (to no one) first, so
+            # that none of them reaches the watch live after its replay.
+            proxy = client.proxy
+            await wait_until(lambda: proxy.dispatcher.feed("watch").bookmark == proxy.wal.end)
             call = client.query.WatchEvents(
                 Q.WatchEventsRequest(filter=Q.EventFilter(min_severity=4), replay_count=3)
             )
