@@ -16,7 +16,7 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from protoevents.v1 import query_service_pb2, query_service_pb2_grpc, severity_pb2
@@ -212,6 +212,8 @@ def filters(draw: st.DrawFn) -> Q.EventFilter:
     order=st.integers(-3, 5),
     token=st.just("") | TEXT,
 )
+@example(query_filter=F(node="\x00"), page_size=0, order=0, token="")  # once INTERNAL
+@example(query_filter=F(message_contains="a\x00"), page_size=0, order=0, token="\x00")
 def test_list_events_answers_every_drawn_request_with_a_status(
     query: query_service_pb2_grpc.EventQueryServiceStub,
     query_filter: Q.EventFilter,
@@ -249,11 +251,48 @@ def test_watch_events_refuses_at_once_or_streams(
 
 @FUZZ
 @given(event_id=st.uuids().map(str) | TEXT | st.text(min_size=100, max_size=5000))
+@example(event_id="\x00")  # once INTERNAL on PostgreSQL
 def test_get_event_answers_every_drawn_id_with_a_status(
     query: query_service_pb2_grpc.EventQueryServiceStub, event_id: str
 ) -> None:
     code, details = status_of(lambda: query.GetEvent(Q.GetEventRequest(id=event_id), timeout=20))
     assert code in ANSWERS, (code, details)
+
+
+NUL_FIELDS = [
+    "node",
+    "component",
+    "object_kind",
+    "object_namespace",
+    "object_name",
+    "message_contains",
+]
+
+
+@pytest.mark.parametrize("name", NUL_FIELDS)
+def test_a_nul_character_in_any_filter_string_is_invalid_argument_naming_it(
+    query: query_service_pb2_grpc.EventQueryServiceStub, name: str
+) -> None:
+    nul = F(**{name: "node\x00"})
+    expected = f"filter.{name}: holds a NUL character, which no event can hold"
+    for call in (
+        lambda: query.ListEvents(Q.ListEventsRequest(filter=nul), timeout=20),
+        lambda: list(query.WatchEvents(Q.WatchEventsRequest(filter=nul), timeout=20)),
+    ):
+        code, details = status_of(call)
+        assert (code, details.startswith(expected)) == (grpc.StatusCode.INVALID_ARGUMENT, True)
+    for kind in ("types", "categories"):
+        code, details = status_of(
+            lambda k=kind: query.ListEvents(
+                Q.ListEventsRequest(filter=F(**{k: ["\x00"]})), timeout=20
+            )
+        )
+        assert (code, details.split(":")[0]) == (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"filter.{kind}[0]",
+        )
+    code, details = status_of(lambda: query.GetEvent(Q.GetEventRequest(id="\x00"), timeout=20))
+    assert (code, details.split(":")[0]) == (grpc.StatusCode.INVALID_ARGUMENT, "id")
 
 
 def test_after_fuzzing_the_proxy_still_serves_and_stores(live: LiveProxy) -> None:

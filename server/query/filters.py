@@ -134,6 +134,7 @@ def parse_filter(
             raise InvalidArgumentError(
                 f"{field}.{name}", f"longer than {FIELD_LIMITS[column]} characters"
             )
+        _no_nul(value, f"{field}.{name}")
         if value:
             exact.append((column, value))
     start = _time(message, "start_time", field)
@@ -147,6 +148,7 @@ def parse_filter(
         raise InvalidArgumentError(
             f"{field}.message_contains", f"longer than {MAX_CONTAINS_CHARS} characters"
         )
+    _no_nul(message.message_contains, f"{field}.message_contains")
     return EventQuery(
         types=types,
         min_severity=severity,
@@ -157,6 +159,15 @@ def parse_filter(
         message_contains=message.message_contains,
         digest=hashlib.sha256(message.SerializeToString(deterministic=True)).digest(),
     )
+
+
+def _no_nul(value: str, field: str) -> None:
+    """Refuse a NUL character: no stored event holds one (ingest refuses them, PostgreSQL
+    text cannot hold them), and a database would fail on it rather than match nothing."""
+    if "\x00" in value:
+        raise InvalidArgumentError(
+            field, "holds a NUL character, which no event can hold (ingest refuses them)"
+        )
 
 
 def _types(names: Sequence[str], registry: Registry, field: str) -> list[str]:
