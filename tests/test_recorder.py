@@ -26,6 +26,7 @@ from recorder import (
 from recorder.setaside import read_batches
 from tests.conftest import ROOT
 from tests.fake_proxy import FakeProxy
+from tests.serve_process import ServeProcess
 
 ELECTED = ClusterEventType.CLUSTER_EVENT_TYPE_LEADER_ELECTED
 LOST = ClusterEventType.CLUSTER_EVENT_TYPE_LEADER_LOST
@@ -513,3 +514,17 @@ def test_cli_record_refuses_an_unknown_type(run_cli, tmp_path) -> None:
     result = run_cli("record", "NOPE", "m", "--component", "c", "--spool-dir", str(tmp_path))
     assert result.returncode == 2
     assert "unknown event type 'NOPE'" in result.stderr
+
+
+def test_cli_record_exits_1_naming_the_reason_when_the_proxy_rejects_the_event(
+    run_cli, tmp_path, processes
+) -> None:
+    proxy = ServeProcess(tmp_path / "data")
+    processes.append(proxy)
+    result = run_cli(
+        "record", "CLUSTER_EVENT_TYPE_LEADER_LOST", "x" * 5000, "--component", "c",
+        "--proxy", proxy.address, "--spool-dir", str(tmp_path / "spool"),
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert "the proxy refused the event (FIELD_TOO_LARGE); it is kept in" in result.stderr
+    assert "dead-letter" in result.stderr

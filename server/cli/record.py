@@ -75,6 +75,21 @@ def run(args: argparse.Namespace) -> int:
     if not safe:
         print("protoevents record: the event was neither acknowledged nor spooled", file=sys.stderr)
         return 1
+    stats = recorder.stats()
+    if stats.dropped:
+        print(
+            f"protoevents record: the event was dropped ({', '.join(stats.dropped)})",
+            file=sys.stderr,
+        )
+        return 1
+    refused = stats.rejected or stats.set_aside  # a rejection is also set aside
+    if refused:
+        print(
+            f"protoevents record: the proxy refused the event ({', '.join(sorted(refused))}); "
+            f"it is kept in {recorder.dead_letter_path} (see `protoevents spool`)",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
