@@ -21,7 +21,7 @@ from server.config import Settings
 from server.db.setup import open_database
 from server.dedup import Deduplicator
 from server.dispatcher import Dispatcher
-from server.health import HealthReporter
+from server.health import HealthReporter, ListingHealthServicer
 from server.ingest import Deduplicator as IngestDeduplicator
 from server.ingest import Ingest
 from server.metrics import Metrics
@@ -269,7 +269,7 @@ async def start_proxy(
         ),
         server,
     )
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = ListingHealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     services = [PROXY_SERVICE, QUERY_SERVICE, health.SERVICE_NAME]
     enable_reflection(server, services, await asyncio.to_thread(documented_files))

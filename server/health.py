@@ -21,6 +21,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Sequence
 
+import grpc
 from grpc_health.v1 import health, health_pb2
 
 from server.dispatcher import Dispatcher
@@ -34,6 +35,41 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 WAL = "protoevents.wal"
 WAL_INTEGRITY = "protoevents.wal.integrity"
 WRITER_PREFIX = "protoevents.writer."
+
+
+class ListingHealthServicer(health.aio.HealthServicer):  # type: ignore[misc]
+    """grpc.health.v1.Health with `List` as well: every service's status (grpcio's servicer
+    answers only Check and Watch, though reflection advertises List)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._listed: dict[str, health_pb2.HealthCheckResponse.ServingStatus.ValueType] = {
+            "": health_pb2.HealthCheckResponse.SERVING
+        }
+
+    async def set(
+        self, service: str, status: health_pb2.HealthCheckResponse.ServingStatus.ValueType
+    ) -> None:
+        self._listed[service] = status
+        await super().set(service, status)
+
+    async def enter_graceful_shutdown(self) -> None:
+        self._listed = dict.fromkeys(self._listed, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await super().enter_graceful_shutdown()
+
+    async def List(  # noqa: N802  (the RPC's name)
+        self,
+        request: health_pb2.HealthListRequest,
+        context: grpc.aio.ServicerContext[
+            health_pb2.HealthListRequest, health_pb2.HealthListResponse
+        ],
+    ) -> health_pb2.HealthListResponse:
+        return health_pb2.HealthListResponse(
+            statuses={
+                name: health_pb2.HealthCheckResponse(status=status)
+                for name, status in sorted(self._listed.items())
+            }
+        )
 
 
 class HealthReporter:
