@@ -272,3 +272,12 @@ def test_tail_follows_new_events_and_exits_cleanly_on_ctrl_c(proxy: ServeProcess
         _, errors = tail.communicate(timeout=30)
     assert tail.returncode == 130
     assert errors == ""
+
+
+def test_types_refuses_an_unknown_category_or_service_naming_the_known(run_cli: CliRunner) -> None:
+    for option in ("--category", "--service"):
+        refused = run_cli("types", option, "nosuch")
+        assert refused.returncode == 2
+        assert refused.stderr.startswith(f"protoevents types: {option} 'nosuch' is not one of")
+        assert "cluster" in refused.stderr  # a known one, named
+    assert run_cli("types", "--category", "cluster").returncode == 0

@@ -53,6 +53,17 @@ def run(args: argparse.Namespace) -> int:
     except RegistryError as exc:
         print(f"protoevents types: {exc}", file=sys.stderr)
         return 2
+    for option, value, known in (
+        ("--category", args.category, registry.categories),
+        ("--service", args.service, registry.services),
+    ):
+        if value is not None and value not in known:
+            print(
+                f"protoevents types: {option} {value!r} is not one of the known: "
+                f"{', '.join(known)}",
+                file=sys.stderr,
+            )
+            return 2
     selected = registry.select(category=args.category, service=args.service)
     if args.json:
         json.dump([t.as_dict() for t in selected], sys.stdout, indent=2)
