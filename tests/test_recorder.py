@@ -528,3 +528,17 @@ def test_cli_record_exits_1_naming_the_reason_when_the_proxy_rejects_the_event(
     assert result.returncode == 1, result.stderr
     assert "the proxy refused the event (FIELD_TOO_LARGE); it is kept in" in result.stderr
     assert "dead-letter" in result.stderr
+
+
+def test_an_integer_a_double_cannot_hold_exactly_is_refused_at_record(
+    fake_proxy: FakeProxy, make_recorder: type[Recorder]
+) -> None:
+    recorder = make_recorder(fake_proxy.address)
+    with pytest.raises(ValueError, match=r"data\['n'\]: 9007199254740993 cannot be stored exactly"):
+        recorder.record(ELECTED, "m", data={"n": 2**53 + 1})
+    with pytest.raises(ValueError, match=r"data\['a'\]\[1\]\['b'\]: -9007199254740993"):
+        recorder.record(ELECTED, "m", data={"a": [1, {"b": -(2**53) - 1}]})
+    kept = recorder.record(ELECTED, "m", data={"n": 2**53, "flag": True, "x": 0.5})
+    assert recorder.flush(5)
+    assert fake_proxy.stored_ids() == [kept]
+    assert fake_proxy.events[kept].data["n"] == 2**53

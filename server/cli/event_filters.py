@@ -100,7 +100,23 @@ def parse_time(text: str, flag: str, now: datetime | None = None) -> Timestamp:
 
 
 def event_json(event: event_pb2.Event) -> dict[str, object]:
-    return json_format.MessageToDict(event)
+    """The event as grpcurl shows it, but with integral numbers of `data` as integers (a
+    Struct holds every number as a double: 3 would print as 3.0)."""
+    shown = json_format.MessageToDict(event)
+    if "data" in shown:
+        shown["data"] = integral(shown["data"])
+    return shown
+
+
+def integral(value: object) -> object:
+    """`value` with every float that is a whole number (and exact) made an int."""
+    if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53:
+        return int(value)
+    if isinstance(value, dict):
+        return {key: integral(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [integral(item) for item in value]
+    return value
 
 
 def event_cells(event: event_pb2.Event) -> list[str]:
