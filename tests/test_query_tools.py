@@ -22,7 +22,7 @@ from google.protobuf import descriptor_pb2, struct_pb2
 from grpc_reflection.v1alpha import reflection_pb2
 
 from protoevents.v1 import event_pb2, proxy_service_pb2, query_service_pb2, query_service_pb2_grpc
-from server.cli.event_filters import event_json
+from server.cli.event_filters import event_cells, event_json
 from tests.conftest import ROOT, CliRunner
 from tests.ingest_helpers import LEADER_ELECTED
 from tests.serve_process import ServeProcess
@@ -290,3 +290,16 @@ def test_json_output_shows_whole_numbers_of_data_as_integers() -> None:
     shown = event_json(event_pb2.Event(id="x", data=data))
     assert shown["data"] == {"votes": 3, "ratio": 2.5, "nested": [1, {"big": 2**53}], "ok": True}
     assert json.dumps(shown["data"]["votes"]) == "3"
+
+
+def test_human_output_escapes_what_would_act_on_a_terminal_and_json_stays_exact() -> None:
+    hostile = "red \x1b[31malert\r overwritten \u202eevil\x07 é"
+    event = event_pb2.Event(
+        id="x", type="a.B.C", message=hostile, source=event_pb2.EventSource(node="n\x1b]0;t\x07")
+    )
+    cells = event_cells(event)
+    shown = " ".join(cells)
+    assert not any(c in shown for c in "\x1b\r\x07\u202e")
+    assert cells[-1] == "red \\x1b[31malert\\r overwritten \\u202eevil\\x07 é"
+    assert cells[4] == "n\\x1b]0;t\\x07/"
+    assert event_json(event)["message"] == hostile  # JSON output is exact

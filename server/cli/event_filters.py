@@ -126,12 +126,23 @@ def event_cells(event: event_pb2.Event) -> list[str]:
     return [
         event.time.ToDatetime(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         severity_name(event.severity),
-        event.type.rsplit(".", 1)[-1],
+        printable(event.type.rsplit(".", 1)[-1]),
         str(event.count),
-        f"{event.source.node}/{event.source.component}",
-        target or "-",
-        event.message.replace("\n", " "),
+        printable(f"{event.source.node}/{event.source.component}"),
+        printable(target) or "-",
+        printable(event.message.replace("\n", " ")),
     ]
+
+
+# Characters that would act on a terminal rather than show: C0 and C1 controls (ESC, CR,
+# BEL, ...), DEL, and the bidirectional formatting marks that reorder what follows.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """`text` safe for a terminal: each unsafe character shown as its escape (`\\x1b`,
+    `\\u202e`). JSON output is left exact."""
+    return _UNSAFE.sub(lambda found: found[0].encode("unicode_escape").decode(), text)
 
 
 EVENT_HEADER = ["TIME", "SEVERITY", "TYPE", "COUNT", "SOURCE", "OBJECT", "MESSAGE"]
