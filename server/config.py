@@ -358,9 +358,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             dest=f.name,
             default=None,
             metavar=f.name.split("_")[-1].upper() if f.name != "listen" else "HOST:PORT",
-            help=f"{f.metadata.get('help', '')} "
-            f"(default: {default}; env {ENV_PREFIX}{f.name.upper()})",
+            help=_flag_help(f.metadata.get("help", ""), default, f.name),
         )
+
+
+def _flag_help(text: str, default: object, name: str) -> str:
+    """A flag's help: its text, its default (unless the text says it, or there is none),
+    and its environment variable."""
+    env = f"env {ENV_PREFIX}{name.upper()}"
+    if "(default:" in text or default is None:
+        return f"{text} ({env})"
+    return f"{text} (default: {default}; {env})"
 
 
 def from_arguments(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> Settings:

@@ -11,6 +11,7 @@ from server import config
 from server.app import default_dedup
 from server.config import MiB, Settings, SettingsError
 from server.dedup import DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES, Deduplicator
+from tests.conftest import CliRunner
 
 
 def test_defaults_are_the_documented_ones() -> None:
@@ -101,3 +102,13 @@ def test_the_dedup_bounds_reach_the_deduplicator(tmp_path: Path) -> None:
     config.add_arguments(parser)
     args = parser.parse_args(["--config", str(file), "--dedup-max-bytes", "1_048_576"])
     assert config.from_arguments(args, environ={}).dedup_max_bytes == 1 * MiB
+
+
+def test_serve_help_says_each_default_once(run_cli: CliRunner) -> None:
+    shown = run_cli("serve", "--help")
+    assert shown.returncode == 0
+    text = " ".join(shown.stdout.split())
+    assert "(default: None" not in text
+    assert "start) (default:" not in text
+    assert "(default: random at each start) (env PROTOEVENTS_PAGE_TOKEN_SECRET)" in text
+    assert "(default: 64; env PROTOEVENTS_MAX_STREAMS_PER_CLIENT)" in text
