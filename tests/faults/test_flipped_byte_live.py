@@ -18,6 +18,7 @@ from tests.faults.pg_cluster import PostgresCluster
 from tests.faults.test_writer_health import NOT_SERVING, SERVING, status
 from tests.ingest_helpers import make_events
 from tests.serve_process import ServeProcess
+from tests.test_wal import records_of
 
 SEGMENT_BYTES = 64 << 10
 BATCH = 50  # events per RecordBatch: one log record each
@@ -31,16 +32,6 @@ def _send(proxy: ServeProcess, count: int = BATCH) -> list[str]:
     )
     assert response.result.accepted_count == count
     return [event.id for event in batch]
-
-
-def _records(data: bytes) -> list[tuple[int, int]]:
-    """(offset, length with its header) of each record of a segment's bytes."""
-    found, offset = [], 0
-    while offset < len(data):
-        length, _ = HEADER.unpack_from(data, offset)
-        found.append((offset, HEADER.size + length))
-        offset += HEADER.size + length
-    return found
 
 
 def _log_end(wal: Path) -> int:
@@ -72,7 +63,7 @@ def test_a_byte_flipped_in_a_segment_the_writer_has_not_read_loses_only_its_reco
         assert len(closed) >= 3, [s.name for s in segments]
         segment = closed[len(closed) // 2]  # records before it and after it, all unread
         data = bytearray(segment.read_bytes())
-        records = _records(bytes(data))
+        records = records_of(segment)
         offset, length = records[len(records) // 2]
         payload = bytes(data[offset + HEADER.size : offset + length])
         lost = changelog.decode_ids(payload)
