@@ -74,12 +74,27 @@ class DeliveryOptions:
 
 
 class StreamBrokenError(Exception):
-    """The Record stream failed (or the proxy ended it: `code` OK); `code` says how."""
+    """The Record stream failed (or the proxy ended it: `code` OK); `code` says how.
+    `status_lost`: it ended as a batch was being written and grpc hid the proxy's status."""
 
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+    def __init__(self, code: grpc.StatusCode, details: str, *, status_lost: bool = False) -> None:
         super().__init__(f"{code.name}: {details}")
         self.code = code
         self.details = details
+        self.status_lost = status_lost
+
+
+# What grpc's asyncio client reports, in place of the server's status, for a write that
+# races with the end of the stream (grpc/grpc#36066): an artefact of the client, not a fault.
+_WRITE_RACE_DETAILS = "Internal error from Core"
+
+
+def _hides_status(error: StreamBrokenError | grpc.aio.AioRpcError) -> bool:
+    if isinstance(error, StreamBrokenError):
+        code, details = error.code, error.details
+    else:
+        code, details = error.code(), error.details() or ""
+    return code is grpc.StatusCode.INTERNAL and details == _WRITE_RACE_DETAILS
 
 
 @dataclass(slots=True)
@@ -314,12 +329,16 @@ class Delivery:
         header = proxy_service_pb2.RecordRequest(sequence=self._sequence).SerializeToString()
         try:
             await call.write(header + batch.payload)
-        except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
-            await asyncio.gather(reader, return_exceptions=True)
-            if reader.done() and not reader.cancelled():
-                reader.result()  # raises the stream's own StreamBrokenError
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError) as error:
+            (ended,) = await asyncio.gather(reader, return_exceptions=True)
+            lost = isinstance(error, grpc.aio.AioRpcError) and _hides_status(error)
+            if isinstance(ended, StreamBrokenError):
+                if not (lost and _hides_status(ended)):
+                    raise ended from None  # the stream's own status
+            elif isinstance(ended, Exception):
+                raise ended from error
             raise StreamBrokenError(
-                grpc.StatusCode.UNAVAILABLE, "stream closed while sending"
+                grpc.StatusCode.UNAVAILABLE, "stream closed while sending", status_lost=lost
             ) from None
 
     async def _wait(self, timeout: float, reader: asyncio.Task[None]) -> None:
@@ -589,9 +608,10 @@ class Delivery:
         if not inflight:
             log.debug("proxy %s ended an idle stream (%s)", self.options.proxy, broken)
             return False
-        idle = _closed_as_idle(broken) and self._quiet_resends == 0
+        idle = (_closed_as_idle(broken) or broken.status_lost) and self._quiet_resends == 0
         if idle and all(b.origin is None for b in inflight):
-            # Batches sent as the proxy closed the idle stream: send them again at once.
+            # Batches sent as the proxy closed the idle stream (or as it ended for a reason
+            # grpc hid, which the next stream will tell): send them again at once.
             self._quiet_resends += 1
             self._resend.extendleft(reversed(inflight))
             log.debug("proxy %s closed the stream as idle: resending", self.options.proxy)

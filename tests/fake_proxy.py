@@ -31,6 +31,8 @@ class FakeProxy(proxy_service_pb2_grpc.EventProxyServiceServicer):
         self.aborted = 0
         self.abort_limit: int | None = None  # abort this many batches, then take them again
         self.streams = 0
+        self.linger = threading.Event()  # while clear, a stream to end waits before it ends
+        self.linger.set()
         self.hold = threading.Event()  # while clear, acks wait (a slow proxy)
         self.hold.set()
         self._changed = threading.Condition()
@@ -95,6 +97,8 @@ class FakeProxy(proxy_service_pb2_grpc.EventProxyServiceServicer):
             self.hold.wait()
             result = self._store(list(request.events))
             yield proxy_service_pb2.RecordResponse(sequence=request.sequence, result=result)
+            if self.end_streams is not None:
+                self.linger.wait()
             if self.end_streams is grpc.StatusCode.OK:
                 return
             if self.end_streams is not None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import weakref
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -184,3 +186,41 @@ def test_bad_size_options_are_refused(fake_proxy: FakeProxy, tmp_path: Path) -> 
             max_batch_bytes=1 << 20,
             max_event_bytes=1 << 20,
         )
+
+
+def test_a_batch_written_as_the_stream_ends_is_resent_quietly_though_grpc_hides_why(
+    fake_proxy: FakeProxy,
+    make_recorder: type[Recorder],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A write that races the proxy's end of the stream makes grpc's asyncio client report
+    INTERNAL "Internal error from Core" in place of the proxy's status (grpc/grpc#36066): the
+    batch is sent again on a new stream at once, not backed off from or warned about."""
+    written: weakref.WeakSet[object] = weakref.WeakSet()
+    write = grpc.aio._call._StreamRequestMixin._write
+
+    async def racing_write(call: Any, request: object) -> None:
+        if call in written:  # the second batch on this stream: the proxy ends it meanwhile
+            fake_proxy.linger.set()
+            await call.code()
+            call._cython_call.set_internal_error("Internal error from Core")  # as grpc does
+            await call._raise_for_status()
+        written.add(call)
+        await write(call, request)
+
+    monkeypatch.setattr(grpc.aio._call._StreamRequestMixin, "_write", racing_write)
+    fake_proxy.end_streams = grpc.StatusCode.OK
+    fake_proxy.linger.clear()  # the first stream stays open after its acknowledgement
+    recorder = make_recorder(fake_proxy.address, backoff_max=30, flush_interval=3600)
+    with caplog.at_level(logging.DEBUG, logger="recorder"):
+        ids = [recorder.record(ELECTED, "first")]
+        assert recorder.flush(5)
+        ids.append(recorder.record(ELECTED, "second"))
+        assert recorder.flush(5)  # a backoff of up to 30 s would miss this
+    assert fake_proxy.streams == 2
+    assert fake_proxy.stored_ids() == ids
+    stats = recorder.stats()
+    assert (stats.acknowledged, stats.spooled, stats.dropped) == (2, 0, {})
+    ours = [r for r in caplog.records if r.name.split(".")[0] == "recorder"]
+    assert [r.getMessage() for r in ours if r.levelno >= logging.WARNING] == []
