@@ -147,7 +147,12 @@ class Event(_message.Message):
 
     @_builtins.property
     def data(self) -> _struct_pb2.Struct:
-        """Free-form structured payload."""
+        """Free-form structured payload: a JSON object. In the JSON mapping (grpcurl, HTTP
+        gateways) it is written as a plain object, {"votes": 3}; in code, build it from a map
+        or a JSON text: structpb.NewStruct (Go), JsonFormat.parser().merge (Java),
+        Struct.fromJavaScript (JavaScript, google-protobuf), Struct.Parser.ParseJson (C#),
+        Struct.update (Python). Numbers are doubles: integers beyond 2^53 are not exact.
+        """
 
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp:
