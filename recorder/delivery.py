@@ -402,8 +402,10 @@ class Delivery:
         if result.rejections or result.quarantined:
             self._sort_out(sent, result)
         delivered = sent.count - len(result.rejections)
+        merged = sum(len(merge.indexes) for merge in result.merges)
         with self._counters.lock:
             self._counters.quarantined += len(result.quarantined)
+            self._counters.merged += merged
             if sent.origin is None:
                 self._counters.acknowledged += delivered
             else:

@@ -386,6 +386,7 @@ class Recorder:
                 rejected=dict(counters.rejected),
                 set_aside=dict(counters.set_aside),
                 quarantined=counters.quarantined,
+                merged=counters.merged,
                 queued=len(self._queue),
                 held=counters.held,
                 spool_pending=counters.spool_pending,

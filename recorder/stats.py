@@ -19,7 +19,9 @@ class RecorderStats:
     RejectionReason name (set aside, not retried). set_aside: events put in the dead-letter
     store, by `batch:<status code>` (a batch the proxy refused) or `event:<RejectionReason>`.
     quarantined: events the proxy acknowledged but keeps in quarantine because it does not know
-    their type yet (also counted in acknowledged or replayed). queued: events waiting in
+    their type yet (also counted in acknowledged or replayed). merged: acknowledged events the
+    proxy merged into an earlier event as repeats (stored as its count, not under their own
+    ids; also counted in acknowledged or replayed). queued: events waiting in
     memory; held: events waiting in memory because the spool refused them (`spool_error` says
     why: disk_full or spool_write_failed; empty while the spool takes writes).
     """
@@ -33,6 +35,7 @@ class RecorderStats:
     rejected: dict[str, int] = field(default_factory=dict)
     set_aside: dict[str, int] = field(default_factory=dict)
     quarantined: int = 0
+    merged: int = 0
     queued: int = 0
     held: int = 0
     spool_pending: int = 0
@@ -65,6 +68,7 @@ class Counters:
         self.rejected: Counter[str] = Counter()
         self.set_aside: Counter[str] = Counter()
         self.quarantined = 0
+        self.merged = 0
         self.held = 0  # written by the delivery thread only; read unlocked by record()
         self.spool_pending = 0
         self.spool_bytes = 0

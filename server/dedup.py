@@ -134,7 +134,12 @@ class Deduplicator:
         return Change(CREATED, self._create(key, event, received_at, False, entry))
 
     def observe_many(
-        self, events: Iterable[event_pb2.Event], received_at: int, *, completed: bool = False
+        self,
+        events: Iterable[event_pb2.Event],
+        received_at: int,
+        *,
+        completed: bool = False,
+        merges: dict[str, list[int]] | None = None,
     ) -> list[Change]:
         """The changes of `events`, all received at `received_at`, collapsed.
 
@@ -143,6 +148,8 @@ class Deduplicator:
         the same stored rows and the same state, with one update per id instead of one per
         repeat. With `completed`, the caller has already set count, first/last and received
         time, and a CREATED change carries the caller's event itself instead of a copy.
+        With `merges`, the position in `events` of each repeat is added under the id of the
+        event it was merged into.
         """
         if self._window_ns == 0:
             if completed:
@@ -153,7 +160,7 @@ class Deduplicator:
         updated: dict[str, _Entry] = {}
         latest: _Entry | None = None  # the entry at the end of the LRU, already in `updated`
         merged = 0
-        for event in events:
+        for position, event in enumerate(events):
             source = event.source
             obj = event.object
             key = (  # dedup_key(event), inlined: this loop is the hot path of a storm
@@ -175,6 +182,8 @@ class Deduplicator:
                 time = event.time
                 entry.last_ns = max(entry.last_ns, time.seconds * 1_000_000_000 + time.nanos)
                 merged += 1
+                if merges is not None:
+                    merges.setdefault(entry.event_id, []).append(position)
                 continue
             latest = None
             created = self._create(key, event, received_at, completed, entry)

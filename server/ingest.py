@@ -74,6 +74,7 @@ class _Decision:
         self.accepted: dict[str, None] = {}  # ids, in batch order
         self.created: list[event_pb2.Event] = []
         self.updated: dict[str, bytes] = {}  # first-event id -> its latest state
+        self.merges: dict[str, list[int]] = {}  # first-event id -> batch indexes merged in
         self.in_place = True  # every CREATED event is the request's own object
 
     def encode(self, request: Batch, count: int) -> bytes:
@@ -100,10 +101,16 @@ class Deduplicator(Protocol):
     """Decides whether an event is new or a repeat of a recent one (see server.dedup)."""
 
     def observe_many(
-        self, events: Iterable[event_pb2.Event], received_at: int, *, completed: bool = False
+        self,
+        events: Iterable[event_pb2.Event],
+        received_at: int,
+        *,
+        completed: bool = False,
+        merges: dict[str, list[int]] | None = None,
     ) -> list[Change]:
         """The changes of a batch received at `received_at` (ns since the Unix epoch): every
-        CREATED in order, then one UPDATED per merged-into id."""
+        CREATED in order, then one UPDATED per merged-into id; `merges` gets the positions
+        of the repeats by the id they were merged into."""
         ...
 
 
@@ -198,7 +205,7 @@ class Ingest:
         metrics = self.metrics
         metrics.received.inc(count)
         now = time.time()
-        rejections, good, size, unknown = self._validate(request, now)
+        rejections, good, good_at, size, unknown = self._validate(request, now)
         wal = self.wal
         if good and size > wal.free_bytes():
             metrics.wal_full.inc()
@@ -206,13 +213,15 @@ class Ingest:
         quarantine = self.quarantine
         if unknown and quarantine is not None:
             quarantine.check_room(sum(e.ByteSize() for _, e, _ in unknown))
-        decision = self._decide(good, now)
+        decision = self._decide(good, good_at, now)
         accepted = decision.accepted
         duplicates = len(good) - len(accepted)
         quarantined: Persisted | None = None
         result = proxy_service_pb2.BatchResult(
             accepted_count=len(accepted), duplicate_count=duplicates, rejections=rejections
         )
+        for into, indexes in decision.merges.items():
+            result.merges.add(into_event_id=into, indexes=indexes)
         if unknown and quarantine is not None:
             entries, repeated, quarantined = quarantine.admit(unknown, accepted, self.recent)
             result.quarantined.extend(entries)
@@ -235,18 +244,26 @@ class Ingest:
 
     def _validate(
         self, request: Batch, now: float
-    ) -> tuple[list[proxy_service_pb2.EventRejection], list[event_pb2.Event], int, list[Unknown]]:
-        """Rejections, good events, an upper bound of the good events' record size, and the
-        events to quarantine."""
+    ) -> tuple[
+        list[proxy_service_pb2.EventRejection],
+        list[event_pb2.Event],
+        list[int],
+        int,
+        list[Unknown],
+    ]:
+        """Rejections, good events and their indexes in the batch, an upper bound of the good
+        events' record size, and the events to quarantine."""
         inspect = self.validator.inspect
         rejections: list[proxy_service_pb2.EventRejection] = []
         good: list[event_pb2.Event] = []
+        good_at: list[int] = []
         unknown: list[Unknown] = []
         size = _RECORD_OVERHEAD
         for index, event in enumerate(request.events):
             outcome = inspect(event, now)
             if isinstance(outcome, int):
                 good.append(event)
+                good_at.append(index)
                 size += outcome + _GROWTH_PER_EVENT
                 continue
             if isinstance(outcome, UnknownType):
@@ -260,10 +277,11 @@ class Ingest:
                 )
             )
             self.metrics.rejected.labels(proxy_service_pb2.RejectionReason.Name(outcome[0])).inc()
-        return rejections, good, size, unknown
+        return rejections, good, good_at, size, unknown
 
-    def _decide(self, good: list[event_pb2.Event], now: float) -> _Decision:
-        """Leave out replayed ids, complete the events, let dedup decide."""
+    def _decide(self, good: list[event_pb2.Event], good_at: list[int], now: float) -> _Decision:
+        """Leave out replayed ids, complete the events, let dedup decide (`good_at`: the
+        events' indexes in their batch)."""
         received = Timestamp(seconds=int(now), nanos=int((now % 1) * 1e9))
         received_ns = received.seconds * 1_000_000_000 + received.nanos
         fill = event_pb2.Event(count=1, received_time=received)
@@ -271,11 +289,13 @@ class Ingest:
         decision = _Decision()
         accepted = decision.accepted
         fresh: list[event_pb2.Event] = []
-        for event in good:
+        fresh_at: list[int] = []
+        for event, index in zip(good, good_at, strict=True):
             event_id = event.id
             if event_id in recent or event_id in accepted:
                 continue
             accepted[event_id] = None
+            fresh_at.append(index)
             if event.HasField("received_time"):
                 event.ClearField("received_time")
             event.MergeFrom(fill)
@@ -285,11 +305,13 @@ class Ingest:
         if self.dedup is None:
             decision.created.extend(fresh)
             return decision
-        for change in self.dedup.observe_many(fresh, received_ns, completed=True):
+        merges: dict[str, list[int]] = {}
+        for change in self.dedup.observe_many(fresh, received_ns, completed=True, merges=merges):
             if change.kind == CREATED:
                 decision.created.append(change.event)
             else:
                 decision.updated[change.event.id] = change.event.SerializeToString()
+        decision.merges = {into: [fresh_at[p] for p in at] for into, at in merges.items()}
         return decision
 
     async def record(self, request: Batch) -> proxy_service_pb2.BatchResult:

@@ -72,6 +72,8 @@ def test_repeats_collapse_into_one_row_with_their_count(
             recorder.record(ELECTED, "node-7 leads", obj="Node/node-7")
         other = recorder.record(ELECTED, "node-8 leads", obj="Node/node-8")
         assert recorder.drain(30)
+        stats = recorder.stats()
+    assert (stats.acknowledged, stats.merged) == (1001, 999)  # the acks said which merged
     assert proxy.stop(signal.SIGTERM) == 0
     assert stored_counts(database_url) == {first: 1000, other: 1}
 

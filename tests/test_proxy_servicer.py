@@ -10,7 +10,7 @@ import grpc
 import grpc_testing
 import pytest
 
-from protoevents.v1 import proxy_service_pb2
+from protoevents.v1 import event_pb2, proxy_service_pb2
 from recorder.registry import Registry
 from server.dedup import Deduplicator
 from server.ingest import Ingest
@@ -61,6 +61,33 @@ def test_record_batch_answers_accepted_rejected_and_duplicate_counts(
     assert [(r.index, r.reason) for r in response.result.rejections] == [
         (2, R.REJECTION_REASON_MISSING_TYPE)
     ]
+
+
+def test_the_ack_names_the_events_merged_as_repeats_and_the_id_they_were_merged_into(
+    bridge: AioBridge, tmp_path: Path
+) -> None:
+    server = serve(bridge, open_ingest(bridge, tmp_path))
+
+    def record(*events: event_pb2.Event) -> R.BatchResult:
+        request = R.RecordBatchRequest(events=events)
+        response, _, code, _ = server.invoke_unary_unary(
+            RECORD_BATCH, (), request, None
+        ).termination()
+        assert code is grpc.StatusCode.OK
+        return response.result
+
+    a, b, c = (make_event(message=m) for m in ("a", "b", "c"))
+    a2, b2, a3 = (make_event(message=m) for m in ("a", "b", "a"))
+    result = record(a, b, a2, make_event(type=""), c, b2, a3)
+    assert (result.accepted_count, result.duplicate_count) == (6, 0)
+    assert [(m.into_event_id, list(m.indexes)) for m in result.merges] == [
+        (a.id, [2, 6]),
+        (b.id, [5]),
+    ]
+    later = record(make_event(message="b"), make_event(message="d"), make_event(message="b"))
+    assert [(m.into_event_id, list(m.indexes)) for m in later.merges] == [(b.id, [0, 2])]
+    again = record(a2)  # a resent repeat is a duplicate of its id, not merged again
+    assert (again.accepted_count, again.duplicate_count, len(again.merges)) == (0, 1, 0)
 
 
 @pytest.mark.parametrize(

@@ -198,6 +198,7 @@ def test_get_event_returns_the_stored_event_with_its_count_or_not_found(
     )
     assert code == grpc.StatusCode.NOT_FOUND
     assert "0190b6a4-0000-7000-8000-000000000000" in details
+    assert "merged into an earlier one as a repeat" in details  # where a merged id went
     _, code, details = harness.call("GetEvent", Q.GetEventRequest())
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert details.startswith("id: ")

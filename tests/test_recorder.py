@@ -530,6 +530,19 @@ def test_cli_record_exits_1_naming_the_reason_when_the_proxy_rejects_the_event(
     assert "dead-letter" in result.stderr
 
 
+def test_cli_record_says_when_the_proxy_merged_the_event_into_an_earlier_repeat(
+    run_cli, tmp_path, processes
+) -> None:
+    proxy = ServeProcess(tmp_path / "data")
+    processes.append(proxy)
+    args = ("record", "CLUSTER_EVENT_TYPE_LEADER_LOST", "node-7 went away", "--component", "c",
+            "--proxy", proxy.address, "--spool-dir", str(tmp_path / "spool"))  # fmt: skip
+    first, repeat = run_cli(*args), run_cli(*args)
+    assert (first.returncode, repeat.returncode) == (0, 0), repeat.stderr
+    assert first.stderr == ""
+    assert "the proxy merged the event into an earlier identical one as a repeat" in (repeat.stderr)
+
+
 def test_an_integer_a_double_cannot_hold_exactly_is_refused_at_record(
     fake_proxy: FakeProxy, make_recorder: type[Recorder]
 ) -> None:

@@ -90,6 +90,12 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
+    if stats.merged:
+        print(
+            "protoevents record: the proxy merged the event into an earlier identical one as "
+            "a repeat (stored as that event's count, not under this id)",
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -168,7 +168,10 @@ class EventQueryServicer(query_service_pb2_grpc.EventQueryServiceServicer):
             # Stored before ingest accepted only the canonical form, under this spelling.
             event = self.store.get_event(spelled, budget)
         if event is None:
-            raise NotFoundError(f"no stored event has id {event_id!r}")
+            raise NotFoundError(
+                f"no stored event has id {event_id!r} (an event merged into an earlier one "
+                "as a repeat is stored under that event's id, named in its acknowledgement)"
+            )
         return query_service_pb2.GetEventResponse(event=event)
 
     @grpc_errors

@@ -25,29 +25,31 @@ _sym_db = _symbol_database.Default()
 from protoevents.v1 import event_pb2 as protoevents_dot_v1_dot_event__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"protoevents/v1/proxy_service.proto\x12\x0eprotoevents.v1\x1a\x1aprotoevents/v1/event.proto\"r\n\x0e\x45ventRejection\x12\r\n\x05index\x18\x01 \x01(\r\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\x12/\n\x06reason\x18\x03 \x01(\x0e\x32\x1f.protoevents.v1.RejectionReason\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\"B\n\x0f\x45ventQuarantine\x12\r\n\x05index\x18\x01 \x01(\r\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"\xa8\x01\n\x0b\x42\x61tchResult\x12\x16\n\x0e\x61\x63\x63\x65pted_count\x18\x01 \x01(\r\x12\x17\n\x0f\x64uplicate_count\x18\x02 \x01(\r\x12\x32\n\nrejections\x18\x03 \x03(\x0b\x32\x1e.protoevents.v1.EventRejection\x12\x34\n\x0bquarantined\x18\x04 \x03(\x0b\x32\x1f.protoevents.v1.EventQuarantine\"H\n\rRecordRequest\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12%\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x15.protoevents.v1.Event\"O\n\x0eRecordResponse\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12+\n\x06result\x18\x02 \x01(\x0b\x32\x1b.protoevents.v1.BatchResult\";\n\x12RecordBatchRequest\x12%\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x15.protoevents.v1.Event\"B\n\x13RecordBatchResponse\x12+\n\x06result\x18\x01 \x01(\x0b\x32\x1b.protoevents.v1.BatchResult*\xd8\x02\n\x0fRejectionReason\x12 \n\x1cREJECTION_REASON_UNSPECIFIED\x10\x00\x12!\n\x1dREJECTION_REASON_MISSING_TYPE\x10\x01\x12!\n\x1dREJECTION_REASON_UNKNOWN_TYPE\x10\x02\x12\x1f\n\x1bREJECTION_REASON_INVALID_ID\x10\x03\x12#\n\x1fREJECTION_REASON_MISSING_SOURCE\x10\x04\x12&\n\"REJECTION_REASON_TIME_OUT_OF_RANGE\x10\x05\x12$\n REJECTION_REASON_FIELD_TOO_LARGE\x10\x06\x12%\n!REJECTION_REASON_INVALID_SEVERITY\x10\x07\x12\"\n\x1eREJECTION_REASON_INVALID_VALUE\x10\x08\x32\xb8\x01\n\x11\x45ventProxyService\x12K\n\x06Record\x12\x1d.protoevents.v1.RecordRequest\x1a\x1e.protoevents.v1.RecordResponse(\x01\x30\x01\x12V\n\x0bRecordBatch\x12\".protoevents.v1.RecordBatchRequest\x1a#.protoevents.v1.RecordBatchResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"protoevents/v1/proxy_service.proto\x12\x0eprotoevents.v1\x1a\x1aprotoevents/v1/event.proto\"r\n\x0e\x45ventRejection\x12\r\n\x05index\x18\x01 \x01(\r\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\x12/\n\x06reason\x18\x03 \x01(\x0e\x32\x1f.protoevents.v1.RejectionReason\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\"B\n\x0f\x45ventQuarantine\x12\r\n\x05index\x18\x01 \x01(\r\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"4\n\nEventMerge\x12\x15\n\rinto_event_id\x18\x01 \x01(\t\x12\x0f\n\x07indexes\x18\x02 \x03(\r\"\xd4\x01\n\x0b\x42\x61tchResult\x12\x16\n\x0e\x61\x63\x63\x65pted_count\x18\x01 \x01(\r\x12\x17\n\x0f\x64uplicate_count\x18\x02 \x01(\r\x12\x32\n\nrejections\x18\x03 \x03(\x0b\x32\x1e.protoevents.v1.EventRejection\x12\x34\n\x0bquarantined\x18\x04 \x03(\x0b\x32\x1f.protoevents.v1.EventQuarantine\x12*\n\x06merges\x18\x05 \x03(\x0b\x32\x1a.protoevents.v1.EventMerge\"H\n\rRecordRequest\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12%\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x15.protoevents.v1.Event\"O\n\x0eRecordResponse\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12+\n\x06result\x18\x02 \x01(\x0b\x32\x1b.protoevents.v1.BatchResult\";\n\x12RecordBatchRequest\x12%\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x15.protoevents.v1.Event\"B\n\x13RecordBatchResponse\x12+\n\x06result\x18\x01 \x01(\x0b\x32\x1b.protoevents.v1.BatchResult*\xd8\x02\n\x0fRejectionReason\x12 \n\x1cREJECTION_REASON_UNSPECIFIED\x10\x00\x12!\n\x1dREJECTION_REASON_MISSING_TYPE\x10\x01\x12!\n\x1dREJECTION_REASON_UNKNOWN_TYPE\x10\x02\x12\x1f\n\x1bREJECTION_REASON_INVALID_ID\x10\x03\x12#\n\x1fREJECTION_REASON_MISSING_SOURCE\x10\x04\x12&\n\"REJECTION_REASON_TIME_OUT_OF_RANGE\x10\x05\x12$\n REJECTION_REASON_FIELD_TOO_LARGE\x10\x06\x12%\n!REJECTION_REASON_INVALID_SEVERITY\x10\x07\x12\"\n\x1eREJECTION_REASON_INVALID_VALUE\x10\x08\x32\xb8\x01\n\x11\x45ventProxyService\x12K\n\x06Record\x12\x1d.protoevents.v1.RecordRequest\x1a\x1e.protoevents.v1.RecordResponse(\x01\x30\x01\x12V\n\x0bRecordBatch\x12\".protoevents.v1.RecordBatchRequest\x1a#.protoevents.v1.RecordBatchResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'protoevents.v1.proxy_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_REJECTIONREASON']._serialized_start=722
-  _globals['_REJECTIONREASON']._serialized_end=1066
+  _globals['_REJECTIONREASON']._serialized_start=820
+  _globals['_REJECTIONREASON']._serialized_end=1164
   _globals['_EVENTREJECTION']._serialized_start=82
   _globals['_EVENTREJECTION']._serialized_end=196
   _globals['_EVENTQUARANTINE']._serialized_start=198
   _globals['_EVENTQUARANTINE']._serialized_end=264
-  _globals['_BATCHRESULT']._serialized_start=267
-  _globals['_BATCHRESULT']._serialized_end=435
-  _globals['_RECORDREQUEST']._serialized_start=437
-  _globals['_RECORDREQUEST']._serialized_end=509
-  _globals['_RECORDRESPONSE']._serialized_start=511
-  _globals['_RECORDRESPONSE']._serialized_end=590
-  _globals['_RECORDBATCHREQUEST']._serialized_start=592
-  _globals['_RECORDBATCHREQUEST']._serialized_end=651
-  _globals['_RECORDBATCHRESPONSE']._serialized_start=653
-  _globals['_RECORDBATCHRESPONSE']._serialized_end=719
-  _globals['_EVENTPROXYSERVICE']._serialized_start=1069
-  _globals['_EVENTPROXYSERVICE']._serialized_end=1253
+  _globals['_EVENTMERGE']._serialized_start=266
+  _globals['_EVENTMERGE']._serialized_end=318
+  _globals['_BATCHRESULT']._serialized_start=321
+  _globals['_BATCHRESULT']._serialized_end=533
+  _globals['_RECORDREQUEST']._serialized_start=535
+  _globals['_RECORDREQUEST']._serialized_end=607
+  _globals['_RECORDRESPONSE']._serialized_start=609
+  _globals['_RECORDRESPONSE']._serialized_end=688
+  _globals['_RECORDBATCHREQUEST']._serialized_start=690
+  _globals['_RECORDBATCHREQUEST']._serialized_end=749
+  _globals['_RECORDBATCHRESPONSE']._serialized_start=751
+  _globals['_RECORDBATCHRESPONSE']._serialized_end=817
+  _globals['_EVENTPROXYSERVICE']._serialized_start=1167
+  _globals['_EVENTPROXYSERVICE']._serialized_end=1351
 # @@protoc_insertion_point(module_scope)

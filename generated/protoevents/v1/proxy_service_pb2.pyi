@@ -143,6 +143,38 @@ class EventQuarantine(_message.Message):
 Global___EventQuarantine: _TypeAlias = EventQuarantine  # noqa: Y015
 
 @_typing.final
+class EventMerge(_message.Message):
+    """Events of one batch the proxy merged into an earlier event as repeats: the same type,
+    severity, message, source and object within the proxy's dedup interval (`dedup_window_s`,
+    counted from that event's first occurrence). They are stored as that event's `count` and
+    `last_time`, not under their own ids: GetEvent finds them under `into_event_id`.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INTO_EVENT_ID_FIELD_NUMBER: _builtins.int
+    INDEXES_FIELD_NUMBER: _builtins.int
+    into_event_id: _builtins.str
+    """Id of the event they were merged into: stored, in this batch or an earlier one."""
+    @_builtins.property
+    def indexes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Positions of the merged events in their batch, from 0, in batch order."""
+
+    def __init__(
+        self,
+        *,
+        into_event_id: _builtins.str = ...,
+        indexes: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["indexes", b"indexes", "into_event_id", b"into_event_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EventMerge: _TypeAlias = EventMerge  # noqa: Y015
+
+@_typing.final
 class BatchResult(_message.Message):
     """Outcome of one batch: every event is either accepted, a duplicate, quarantined or rejected."""
 
@@ -152,8 +184,9 @@ class BatchResult(_message.Message):
     DUPLICATE_COUNT_FIELD_NUMBER: _builtins.int
     REJECTIONS_FIELD_NUMBER: _builtins.int
     QUARANTINED_FIELD_NUMBER: _builtins.int
+    MERGES_FIELD_NUMBER: _builtins.int
     accepted_count: _builtins.int
-    """Number of events newly accepted and persisted."""
+    """Number of events newly accepted and persisted, merged ones (see `merges`) included."""
     duplicate_count: _builtins.int
     """Number of events whose id was already stored (or repeated in the batch): acknowledged,
     not stored again.
@@ -166,6 +199,12 @@ class BatchResult(_message.Message):
     def quarantined(self) -> _containers.RepeatedCompositeFieldContainer[Global___EventQuarantine]:
         """The events kept in quarantine (persisted, not yet stored), with the reason."""
 
+    @_builtins.property
+    def merges(self) -> _containers.RepeatedCompositeFieldContainer[Global___EventMerge]:
+        """The accepted events merged into an earlier event as repeats, one entry per event they
+        were merged into; the other accepted events are stored under their own ids.
+        """
+
     def __init__(
         self,
         *,
@@ -173,10 +212,11 @@ class BatchResult(_message.Message):
         duplicate_count: _builtins.int = ...,
         rejections: _abc.Iterable[Global___EventRejection] | None = ...,
         quarantined: _abc.Iterable[Global___EventQuarantine] | None = ...,
+        merges: _abc.Iterable[Global___EventMerge] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_count", b"accepted_count", "duplicate_count", b"duplicate_count", "quarantined", b"quarantined", "rejections", b"rejections"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_count", b"accepted_count", "duplicate_count", b"duplicate_count", "merges", b"merges", "quarantined", b"quarantined", "rejections", b"rejections"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

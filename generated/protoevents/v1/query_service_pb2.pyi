@@ -218,7 +218,10 @@ class GetEventRequest(_message.Message):
 
     ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
-    """The event id."""
+    """The event id. An event the proxy merged into an earlier one as a repeat is not stored
+    under its own id (NOT_FOUND): its acknowledgement names the id it was merged into
+    (BatchResult.merges).
+    """
     def __init__(
         self,
         *,
