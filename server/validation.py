@@ -241,6 +241,14 @@ class Validator:
         if not type_name:
             return MISSING_TYPE, "type is empty"
         event_type = self.registry.get(type_name)
+        if event_type is None and "." not in type_name:
+            # A value name alone (CLUSTER_EVENT_TYPE_LEADER_ELECTED, as grpcurl users write
+            # it): stored under its qualified name, when it names one type.
+            try:
+                event_type = self.registry.lookup(type_name)
+            except KeyError as unknown:
+                return UNKNOWN_TYPE, self._unknown_detail(type_name, str(unknown.args[0]))
+            event.type = event_type.name
         if event_type is None and not quarantinable(type_name):
             return UNKNOWN_TYPE, self._unknown_detail(type_name)
         source = event.source
@@ -333,16 +341,11 @@ class Validator:
                 return f"data is {size} bytes serialized; the limit is {limits.max_data_bytes}"
         return None
 
-    def _unknown_detail(self, type_name: str) -> str:
+    def _unknown_detail(self, type_name: str, lookup: str = "") -> str:
         enum_name, _, value = type_name.rpartition(".")
         if enum_name in self._enums and value.endswith("_UNSPECIFIED"):
             return f"type {type_name!r} is the zero value of {enum_name}, not an event type"
-        if "." not in type_name:
-            try:
-                qualified = self.registry.lookup(type_name).name
-            except KeyError:
-                pass
-            else:
-                return f"type {type_name!r} must be the qualified name: {qualified!r}"
+        if "ambiguous" in lookup:
+            return f"{lookup}: give the qualified name"
         shown = type_name if len(type_name) <= 200 else type_name[:200] + "..."
         return f"type {shown!r} is not a known event type"

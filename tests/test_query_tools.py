@@ -49,7 +49,9 @@ def grpcurl(address: str, *args: str, data: str | None = None) -> str:
     return done.stdout
 
 
-def record_json(message: str, severity: str = "SEVERITY_WARNING") -> tuple[str, str]:
+def record_json(
+    message: str, severity: str = "SEVERITY_WARNING", type_name: str = LEADER_ELECTED
+) -> tuple[str, str]:
     """(id, RecordBatch request as JSON) of one event, as a user would type it."""
     event_id = str(uuid.uuid4())
     now = datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
@@ -57,7 +59,7 @@ def record_json(message: str, severity: str = "SEVERITY_WARNING") -> tuple[str, 
         "events": [
             {
                 "id": event_id,
-                "type": LEADER_ELECTED,
+                "type": type_name,
                 "severity": severity,
                 "message": message,
                 "source": {"node": "node-7", "component": "grpcurl"},
@@ -170,6 +172,34 @@ def test_a_grpcurl_session_lists_describes_calls_and_streams(proxy: ServeProcess
     assert refused.returncode != 0
     assert "Code: InvalidArgument" in refused.stderr
     assert "page_size: -1 is negative" in refused.stderr
+
+
+def test_grpcurl_records_by_value_name_and_sees_repeats_merged(proxy: ServeProcess) -> None:
+    address = proxy.address
+    value_name = LEADER_ELECTED.rsplit(".", 1)[1]
+    first_id, request = record_json("by value name", type_name=value_name)
+    first = json.loads(grpcurl(address, f"{PROXY}/RecordBatch", data=request))["result"]
+    assert (first["acceptedCount"], first.get("merges")) == (1, None), first
+    repeat_id, request = record_json("by value name", type_name=value_name)
+    repeat = json.loads(grpcurl(address, f"{PROXY}/RecordBatch", data=request))["result"]
+    assert repeat == {"acceptedCount": 1, "merges": [{"intoEventId": first_id, "indexes": [0]}]}
+
+    def counted() -> bool:
+        got = grpcurl(address, f"{QUERY}/GetEvent", data=json.dumps({"id": first_id}))
+        return json.loads(got)["event"].get("count") == "2"
+
+    eventually(counted)
+    got = json.loads(grpcurl(address, f"{QUERY}/GetEvent", data=json.dumps({"id": first_id})))
+    assert got["event"]["type"] == LEADER_ELECTED  # stored under its qualified name
+    missing = subprocess.run(
+        [GRPCURL, "-plaintext", "-d", json.dumps({"id": repeat_id}), address, f"{QUERY}/GetEvent"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert "Code: NotFound" in missing.stderr
+    assert "merged into an earlier one as a repeat" in missing.stderr
 
 
 def test_reflection_v1_answers_like_v1alpha_with_comments(proxy: ServeProcess) -> None:

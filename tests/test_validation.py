@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from typing import Any
@@ -71,9 +72,9 @@ CASES: list[tuple[dict[str, Any], int, str]] = [
         "is the zero value of protoevents.cluster.v1.ClusterEventType",
     ),
     (
-        {"type": "CLUSTER_EVENT_TYPE_LEADER_ELECTED"},
+        {"type": "CLUSTER_EVENT_TYPE_NO_SUCH"},
         R.REJECTION_REASON_UNKNOWN_TYPE,
-        f"must be the qualified name: {LEADER_ELECTED!r}",
+        "type 'CLUSTER_EVENT_TYPE_NO_SUCH' is not a known event type",
     ),
     (
         {"source": event_pb2.EventSource(component="c")},
@@ -226,6 +227,32 @@ def test_a_good_event_is_completed_from_its_type(validator: Validator) -> None:
     declared = make_event(severity=severity_pb2.SEVERITY_ERROR)
     assert validator.check(declared, NOW) is None
     assert declared.severity == severity_pb2.SEVERITY_ERROR  # kept when given
+
+
+def test_a_value_name_alone_is_stored_under_its_qualified_name(validator: Validator) -> None:
+    event = make_event(type="CLUSTER_EVENT_TYPE_LEADER_ELECTED")
+    assert validator.check(event, NOW) is None
+    assert event.type == LEADER_ELECTED
+
+
+def test_a_value_name_two_enums_share_must_be_qualified() -> None:
+    builtin = Registry.builtin()
+    elected = builtin.lookup(LEADER_ELECTED)
+    other = dataclasses.replace(
+        elected,
+        name="acme.v1.AcmeEventType.CLUSTER_EVENT_TYPE_LEADER_ELECTED",
+        enum_name="acme.v1.AcmeEventType",
+    )
+    validator = Validator(Registry([*builtin, other]), LIMITS)
+    event = make_event(type="CLUSTER_EVENT_TYPE_LEADER_ELECTED")
+    problem = validator.check(event, NOW)
+    assert problem == (
+        R.REJECTION_REASON_UNKNOWN_TYPE,
+        "event type 'CLUSTER_EVENT_TYPE_LEADER_ELECTED' is ambiguous: it matches "
+        f"{LEADER_ELECTED}, acme.v1.AcmeEventType.CLUSTER_EVENT_TYPE_LEADER_ELECTED: give the "
+        "qualified name",
+    )
+    assert event.type == "CLUSTER_EVENT_TYPE_LEADER_ELECTED"  # left as sent
 
 
 def test_malformed_batches(validator: Validator) -> None:

@@ -123,7 +123,9 @@ class Event(_message.Message):
     """
     type: _builtins.str
     """Qualified name of the event type: the event-type enum's full name, a dot, and the value
-    name, as `protoevents types` and ListEventTypes print it.
+    name, as `protoevents types` and ListEventTypes print it. The proxy also takes the value
+    name alone when no other known enum has a value of that name, and stores the qualified
+    name.
     """
     severity: _severity_pb2.Severity.ValueType
     """Severity; when unspecified the proxy applies the event type's declared default."""

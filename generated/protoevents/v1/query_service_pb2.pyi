@@ -107,7 +107,9 @@ class EventFilter(_message.Message):
     """Substring the message must contain (case-sensitive)."""
     @_builtins.property
     def types(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Qualified event type names; the event's type must be one of them."""
+        """Event type names, qualified or value names alone (when no other known enum has a value
+        of that name); the event's type must be one of them.
+        """
 
     @_builtins.property
     def categories(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
