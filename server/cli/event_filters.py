@@ -13,8 +13,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from protoevents.v1 import event_pb2, query_service_pb2
 from recorder.registry import parse_severity, severity_name
+from server.cli.proxy_flag import add_proxy_argument
 
-DEFAULT_PROXY = "127.0.0.1:50051"
 _AGO = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
@@ -45,7 +45,7 @@ def add_filter_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--until", metavar="TIME", help="events before: as --since")
     parser.add_argument("--contains", default="", metavar="TEXT", help="message substring")
     parser.add_argument("--json", action="store_true", help="print JSON lines")
-    parser.add_argument("--proxy", default=DEFAULT_PROXY, metavar="HOST:PORT")
+    add_proxy_argument(parser)
 
 
 def build_filter(args: argparse.Namespace) -> query_service_pb2.EventFilter:

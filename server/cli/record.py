@@ -12,6 +12,7 @@ from google.protobuf.descriptor import EnumDescriptor
 
 from recorder import EventTypeError, Recorder, RegistryError
 from recorder.registry import Registry
+from server.cli.proxy_flag import add_proxy_argument
 from server.cli.types import add_module_arguments, load_registry
 
 
@@ -31,7 +32,7 @@ def register(sub: Any) -> None:
     parser.add_argument(
         "--attr", action="append", default=[], metavar="K=V", help="attribute; repeatable"
     )
-    parser.add_argument("--proxy", default="127.0.0.1:50051", metavar="HOST:PORT")
+    add_proxy_argument(parser)
     parser.add_argument("--spool-dir", type=Path, help="default: the recorder's default")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds to wait (10)")
     add_module_arguments(parser)

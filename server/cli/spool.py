@@ -18,6 +18,7 @@ from recorder.deadletter import DEAD_LETTER, dead_letter_dir
 from recorder.replay import ReplayReport, replay_dead_letter, replay_slot, slot_info, slots
 from recorder.setaside import SetAsideInUseError
 from server.cli.output import print_table
+from server.cli.proxy_flag import add_proxy_argument
 
 
 def register(sub: Any) -> None:
@@ -40,7 +41,7 @@ def register(sub: Any) -> None:
     ):
         action = actions.add_parser(name, help=help_text, description=help_text)
         action.add_argument("slot", type=Path, help="a slot folder: NODE/COMPONENT/slot-N")
-        action.add_argument("--proxy", default="127.0.0.1:50051", metavar="HOST:PORT")
+        add_proxy_argument(action)
         action.add_argument("--timeout", type=float, default=10.0, help="seconds (10)")
         action.add_argument(
             "--json", action="store_true", default=argparse.SUPPRESS, help="print JSON"
