@@ -7,6 +7,11 @@ with Recorder(component="controller", event_types=[ClusterEventType]) as events:
     events.record(ClusterEventType.CLUSTER_EVENT_TYPE_LEADER_ELECTED, "node-7 leads")
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
 from recorder.errors import (
     AmbiguousEventTypeError,
     EventTooLargeError,
@@ -15,10 +20,20 @@ from recorder.errors import (
     UnknownEventTypeError,
     UnspecifiedEventTypeError,
 )
-from recorder.logging_handler import EventHandler
-from recorder.recorder import Recorder, default_spool_dir
 from recorder.registry import EventType, Registry, RegistryError
 from recorder.stats import RecorderStats
+
+if TYPE_CHECKING:
+    from recorder.logging_handler import EventHandler
+    from recorder.recorder import Recorder, default_spool_dir
+
+# Imported on first use (PEP 562), as concurrent.futures does with its process pool: they
+# bring in grpc, which a program that only reads the registry (`protoevents types`) never needs.
+_LAZY = {
+    "EventHandler": "recorder.logging_handler",
+    "Recorder": "recorder.recorder",
+    "default_spool_dir": "recorder.recorder",
+}
 
 __all__ = [
     "AmbiguousEventTypeError",
@@ -35,3 +50,15 @@ __all__ = [
     "UnspecifiedEventTypeError",
     "default_spool_dir",
 ]
+
+
+def __getattr__(name: str) -> object:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -9,9 +9,14 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from server.writers.settings import WriterConfig, effective_writers, parse_writers
+from server.db import DEFAULT_URL
+
+if TYPE_CHECKING:
+    # Imported where used: the command line builds its --help from these settings without
+    # the writers' modules (and the protobuf runtime they bring).
+    from server.writers.settings import WriterConfig
 
 ENV_PREFIX = "PROTOEVENTS_"
 FSYNC_POLICIES = ("batch", "interval", "off")
@@ -41,9 +46,7 @@ class Settings:
     """
 
     listen: str = field(default="127.0.0.1:50051", metadata=_help("host:port to serve gRPC on"))
-    db: str = field(
-        default="sqlite:///./protoevents.db", metadata=_help("database URL of the SQL writer")
-    )
+    db: str = field(default=DEFAULT_URL, metadata=_help("database URL of the SQL writer"))
     data_dir: Path = field(
         default=Path("./protoevents-data"), metadata=_help("folder of the write-ahead log")
     )
@@ -240,6 +243,8 @@ class Settings:
             _bad("query_threads", self.query_threads, "must be at least 2")
         if self.max_message_bytes < 1 * KiB:
             _bad("max_message_bytes", self.max_message_bytes, "must be at least 1024")
+        from server.writers.settings import effective_writers, parse_writers
+
         try:
             effective_writers(parse_writers(self.writers), self.jsonl_path)
         except ValueError as exc:
@@ -271,6 +276,8 @@ def _convert(key: str, raw: object, source: str) -> object:
     """The value of `raw` for field `key`, converted to the field's type."""
     kind = str(_FIELDS[key].type)
     if key == "writers":
+        from server.writers.settings import parse_writers
+
         try:
             return parse_writers(raw)
         except ValueError as exc:

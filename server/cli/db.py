@@ -6,10 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-import sqlalchemy as sa
-
-from server.db import migrate
-from server.db.engine import DEFAULT_URL
+from server.db import DEFAULT_URL
 
 
 def register(sub: Any) -> None:
@@ -37,6 +34,8 @@ def register(sub: Any) -> None:
 
 def database_url(text: str) -> str:
     """An argparse type: `text` if it parses as a SQLAlchemy database URL."""
+    import sqlalchemy as sa
+
     try:
         sa.make_url(text)
     except sa.exc.ArgumentError:
@@ -48,6 +47,10 @@ def database_url(text: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    import sqlalchemy as sa
+
+    from server.db import migrate
+
     shown = sa.make_url(args.db).render_as_string(hide_password=True)
     try:
         before = migrate.current_revision(args.db)

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from recorder.registry import Registry, RegistryError
 from server.cli.db import database_url
 from server.cli.types import add_module_arguments, load_registry
-from server.db.engine import DEFAULT_URL
-from server.db.migrate import DatabaseRevisionError
-from server.db.setup import DatabaseUnavailableError, describe, open_database
-from server.demo import fill_demo
+from server.db import DEFAULT_URL
+
+if TYPE_CHECKING:
+    from recorder.registry import Registry
 
 
 def register(sub: Any) -> None:
@@ -36,6 +35,9 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
 
 def fill(url: str, registry: Registry, count: int, seed: int) -> int:
     """Prepare the database at `url` and fill it; returns the number of rows stored."""
+    from server.db.setup import open_database
+    from server.demo import fill_demo
+
     engine = open_database(url, registry)
     try:
         return fill_demo(engine, registry, count=count, seed=seed)
@@ -44,6 +46,10 @@ def fill(url: str, registry: Registry, count: int, seed: int) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from recorder.registry import RegistryError
+    from server.db.migrate import DatabaseRevisionError
+    from server.db.setup import DatabaseUnavailableError, describe
+
     try:
         registry = load_registry(args)
         stored = fill(args.db, registry, args.demo_events, args.demo_seed)

@@ -6,14 +6,15 @@ import argparse
 import re
 import sys
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
-import grpc
-from google.protobuf import json_format
-from google.protobuf.timestamp_pb2 import Timestamp
-
-from protoevents.v1 import event_pb2, query_service_pb2
-from recorder.registry import parse_severity, severity_name
 from server.cli.proxy_flag import add_proxy_argument
+
+if TYPE_CHECKING:
+    import grpc
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    from protoevents.v1 import event_pb2, query_service_pb2
 
 _AGO = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -50,6 +51,9 @@ def add_filter_arguments(parser: argparse.ArgumentParser) -> None:
 
 def build_filter(args: argparse.Namespace) -> query_service_pb2.EventFilter:
     """The EventFilter of the flags; ValueError naming the flag when one is malformed."""
+    from protoevents.v1 import query_service_pb2
+    from recorder.registry import parse_severity
+
     message = query_service_pb2.EventFilter(
         types=args.types,
         categories=args.categories,
@@ -80,6 +84,8 @@ def build_filter(args: argparse.Namespace) -> query_service_pb2.EventFilter:
 
 def parse_time(text: str, flag: str, now: datetime | None = None) -> Timestamp:
     """A Timestamp from ISO 8601 (naive is UTC) or a duration ago such as 15m."""
+    from google.protobuf.timestamp_pb2 import Timestamp
+
     ago = _AGO.match(text.strip())
     if ago:
         delta = timedelta(**{_UNITS[ago.group(2)]: float(ago.group(1))})
@@ -102,6 +108,8 @@ def parse_time(text: str, flag: str, now: datetime | None = None) -> Timestamp:
 def event_json(event: event_pb2.Event) -> dict[str, object]:
     """The event as grpcurl shows it, but with integral numbers of `data` as integers (a
     Struct holds every number as a double: 3 would print as 3.0)."""
+    from google.protobuf import json_format
+
     shown = json_format.MessageToDict(event)
     if "data" in shown:
         shown["data"] = integral(shown["data"])
@@ -121,6 +129,8 @@ def integral(value: object) -> object:
 
 def event_cells(event: event_pb2.Event) -> list[str]:
     """TIME, SEVERITY, TYPE, COUNT, SOURCE, OBJECT, MESSAGE of an event."""
+    from recorder.registry import severity_name
+
     obj = event.object
     target = "/".join(p for p in (obj.kind, obj.namespace, obj.name) if p)
     return [
@@ -151,6 +161,8 @@ EVENT_HEADER = ["TIME", "SEVERITY", "TYPE", "COUNT", "SOURCE", "OBJECT", "MESSAG
 def report_rpc_error(command: str, proxy: str, error: grpc.RpcError) -> int:
     """Print one line for a failed call to the proxy; returns the exit code (2 when the
     proxy cannot be reached or the request was refused as invalid, else 1)."""
+    import grpc
+
     code = error.code() if isinstance(error, grpc.Call) else grpc.StatusCode.UNKNOWN
     details = error.details() if isinstance(error, grpc.Call) else str(error)
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):

@@ -7,8 +7,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from server import codegen
-
 
 def register(sub: Any) -> None:
     parser: argparse.ArgumentParser = sub.add_parser(
@@ -32,6 +30,8 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from server import codegen
+
     if not args.protos.is_dir():
         print(f"protoevents gen: --protos {args.protos} is not a folder", file=sys.stderr)
         return 2

@@ -9,13 +9,14 @@ import sys
 from dataclasses import dataclass, field
 from datetime import UTC
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from protoevents.v1 import event_pb2
 from server.cli.event_filters import event_json
 from server.cli.output import print_table
 from server.config import ENV_PREFIX, Settings
-from server.quarantine import held_events, read_quarantine
+
+if TYPE_CHECKING:
+    from protoevents.v1 import event_pb2
 
 SHOWN_IDS = 3
 
@@ -51,6 +52,8 @@ class _TypeSummary:
 
 
 def run(args: argparse.Namespace) -> int:
+    from server.quarantine import held_events, read_quarantine
+
     directory: Path = args.data_dir / "quarantine"
     summary: dict[str, _TypeSummary] = {}
     listed: list[dict[str, object]] = []

@@ -5,11 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import grpc
-
-from protoevents.v1 import event_pb2, query_service_pb2, query_service_pb2_grpc
 from server.cli.event_filters import (
     EVENT_HEADER,
     add_filter_arguments,
@@ -19,6 +16,9 @@ from server.cli.event_filters import (
     report_rpc_error,
 )
 from server.cli.output import print_table
+
+if TYPE_CHECKING:
+    from protoevents.v1 import event_pb2
 
 MAX_PAGE = 1000
 
@@ -38,6 +38,10 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import grpc
+
+    from protoevents.v1 import query_service_pb2, query_service_pb2_grpc
+
     try:
         event_filter = build_filter(args)
         if args.limit < 1:

@@ -5,15 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from google.protobuf import descriptor_pool
-from google.protobuf.descriptor import EnumDescriptor
-
-from recorder import EventTypeError, Recorder, RegistryError
-from recorder.registry import Registry
 from server.cli.proxy_flag import add_proxy_argument
 from server.cli.types import add_module_arguments, load_registry
+
+if TYPE_CHECKING:
+    from google.protobuf.descriptor import EnumDescriptor
+
+    from recorder.registry import Registry
 
 
 def register(sub: Any) -> None:
@@ -40,11 +40,15 @@ def register(sub: Any) -> None:
 
 
 def _enums(registry: Registry) -> list[EnumDescriptor]:
+    from google.protobuf import descriptor_pool
+
     pool = descriptor_pool.Default()
     return [pool.FindEnumTypeByName(name) for name in registry.enum_names]
 
 
 def run(args: argparse.Namespace) -> int:
+    from recorder import EventTypeError, Recorder, RegistryError
+
     try:
         registry = load_registry(args)
         attributes = dict(_pair(a) for a in args.attr)

@@ -3,24 +3,21 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import gc
 import logging
 import signal
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from recorder.registry import Registry, RegistryError
 from server import config
-from server.app import run_proxy
 from server.cli import demo
 from server.cli.demo import add_demo_arguments
 from server.cli.types import add_module_arguments, load_registry
 from server.config import Settings, SettingsError
-from server.db.migrate import DatabaseRevisionError
-from server.db.setup import DatabaseUnavailableError
-from server.ownership import DataDirLock, OwnershipError, address_error, bind_problem
-from server.writers.settings import check_types
+
+if TYPE_CHECKING:
+    from recorder.registry import Registry
+    from server.ownership import DataDirLock
 
 
 def register(sub: Any) -> None:
@@ -44,6 +41,10 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from recorder.registry import RegistryError
+    from server.ownership import DataDirLock, OwnershipError, address_error, bind_problem
+    from server.writers.settings import check_types
+
     try:
         settings = config.from_arguments(args)
         registry = load_registry(args)
@@ -70,6 +71,11 @@ def _run_locked(
     args: argparse.Namespace, settings: Settings, registry: Registry, lock: DataDirLock
 ) -> int:
     """The rest of `run`, once this process owns the data directory."""
+    import asyncio
+
+    from server.db.migrate import DatabaseRevisionError
+    from server.db.setup import DatabaseUnavailableError
+
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -95,6 +101,13 @@ def settle_garbage_collector() -> None:
 async def serve(settings: Settings, registry: Registry, lock: DataDirLock | None = None) -> int:
     """Serve until SIGTERM or SIGINT; returns the exit code. `lock`, held by the caller,
     is told the address once the proxy listens."""
+    import asyncio
+
+    from server.app import run_proxy
+    from server.db.migrate import DatabaseRevisionError
+    from server.db.setup import DatabaseUnavailableError
+    from server.ownership import OwnershipError
+
     loop = asyncio.get_running_loop()
     # A file-size limit (RLIMIT_FSIZE) would kill the process; ignored, the write fails with
     # EFBIG instead and the log holds it until it can write.

@@ -3,32 +3,26 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
-from sqlalchemy.engine import Engine
-
-from protoevents.v1 import set_aside_pb2
-from recorder.registry import RegistryError
-from recorder.setaside import SetAside, SetAsideInUseError, read_batches, stored_bytes
 from server import config
-from server.app import SET_ASIDE_DIR
-from server.changes import CREATED, UPDATED, Change, PermanentWriteError, Writer
 from server.cli.output import print_table
 from server.cli.types import add_module_arguments, load_registry
 from server.config import Settings, SettingsError
-from server.db.migrate import DatabaseRevisionError
-from server.db.setup import DatabaseUnavailableError, open_database
-from server.ownership import DataDirLock, OwnershipError
-from server.writers.build import build_writer
-from server.writers.settings import SqlOptions, WriterConfig, effective_writers
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from protoevents.v1 import set_aside_pb2
+    from recorder.setaside import SetAside
+    from server.changes import Writer
+    from server.writers.settings import WriterConfig
 
 PROG = "protoevents set-aside"
 
@@ -85,6 +79,8 @@ def _add_common(parser: argparse.ArgumentParser, default: object) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from server.app import SET_ASIDE_DIR
+
     try:
         settings = config.from_sources(args.config, None, {"data_dir": args.data_dir})
     except SettingsError as exc:
@@ -119,6 +115,8 @@ class _StoreSummary:
 
 
 def _summary(directory: Path) -> _StoreSummary:
+    from recorder.setaside import read_batches, stored_bytes
+
     summary = _StoreSummary(directory.name, bytes=stored_bytes(directory))
     times = []
     for batch in read_batches(directory):
@@ -181,6 +179,14 @@ class _ReplayReport:
 
 
 def _replay(args: argparse.Namespace, settings: Settings) -> int:
+    from recorder.registry import RegistryError
+    from recorder.setaside import SetAside, SetAsideInUseError, read_batches
+    from server.app import SET_ASIDE_DIR
+    from server.db.migrate import DatabaseRevisionError
+    from server.db.setup import DatabaseUnavailableError
+    from server.ownership import DataDirLock, OwnershipError
+    from server.writers.settings import effective_writers
+
     name: str = args.writer
     configs = effective_writers(settings.writers, settings.jsonl_path)
     chosen = next((c for c in configs if c.name == name), None)
@@ -228,6 +234,12 @@ def _build(
 ) -> tuple[Writer, Engine]:
     """The writer as serve builds it, and the engine it stores through (the database is
     opened, migrated and its types synced only for a SQL writer)."""
+    import sqlalchemy as sa
+
+    from server.db.setup import open_database
+    from server.writers.build import build_writer
+    from server.writers.settings import SqlOptions
+
     if isinstance(chosen.options, SqlOptions):
         engine = open_database(settings.db, load_registry(args))
     else:
@@ -236,6 +248,11 @@ def _build(
 
 
 def _write_again(store: SetAside, writer: Writer) -> _ReplayReport:
+    import asyncio
+
+    from protoevents.v1 import set_aside_pb2
+    from server.changes import CREATED, UPDATED, Change, PermanentWriteError
+
     report = _ReplayReport()
     with asyncio.Runner() as runner:
 

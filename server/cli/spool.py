@@ -8,17 +8,14 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import grpc
-
-from protoevents.v1 import event_pb2, proxy_service_pb2, proxy_service_pb2_grpc
-from recorder import SpoolInUseError, default_spool_dir
-from recorder.deadletter import DEAD_LETTER, dead_letter_dir
-from recorder.replay import ReplayReport, replay_dead_letter, replay_slot, slot_info, slots
-from recorder.setaside import SetAsideInUseError
 from server.cli.output import print_table
 from server.cli.proxy_flag import add_proxy_argument
+
+if TYPE_CHECKING:
+    from protoevents.v1 import event_pb2, proxy_service_pb2
+    from recorder.replay import ReplayReport
 
 
 def register(sub: Any) -> None:
@@ -50,8 +47,18 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from recorder import SpoolInUseError, default_spool_dir
+    from recorder.deadletter import DEAD_LETTER, dead_letter_dir
+    from recorder.replay import replay_dead_letter, replay_slot, slot_info
+    from recorder.setaside import SetAsideInUseError
+
     if args.action is None:
         return _list(args.spool_dir or default_spool_dir(), args.json)
+
+    import grpc
+
+    from protoevents.v1 import proxy_service_pb2, proxy_service_pb2_grpc
+
     slot: Path = args.slot
     if slot.name == DEAD_LETTER:
         slot = slot.parent
@@ -107,6 +114,8 @@ def _print_report(report: ReplayReport, as_json: bool) -> None:
 
 
 def _list(base: Path, as_json: bool) -> int:
+    from recorder.replay import slot_info, slots
+
     now = time.time_ns()
     infos = [slot_info(slot) for slot in slots(base)]
     if as_json:

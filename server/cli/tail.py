@@ -5,11 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import grpc
-
-from protoevents.v1 import query_service_pb2, query_service_pb2_grpc
 from server.cli.event_filters import (
     add_filter_arguments,
     build_filter,
@@ -18,11 +15,8 @@ from server.cli.event_filters import (
     report_rpc_error,
 )
 
-KINDS = {
-    query_service_pb2.CHANGE_KIND_CREATED: "CREATED",
-    query_service_pb2.CHANGE_KIND_UPDATED: "UPDATED",
-    query_service_pb2.CHANGE_KIND_REPLAYED: "REPLAYED",
-}
+if TYPE_CHECKING:
+    from protoevents.v1 import query_service_pb2
 
 
 def register(sub: Any) -> None:
@@ -42,6 +36,10 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import grpc
+
+    from protoevents.v1 import query_service_pb2, query_service_pb2_grpc
+
     try:
         event_filter = build_filter(args)
         if not 0 <= args.lines <= 1000:
@@ -76,10 +74,22 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print(change: query_service_pb2.WatchedChange, as_json: bool) -> None:
-    kind = KINDS.get(change.kind, str(change.kind))
+    kind = _kind(change.kind)
     if as_json:
         print(json.dumps({"kind": kind, "event": event_json(change.event)}, separators=(",", ":")))
     else:
         time, severity, name, count, source, target, message = event_cells(change.event)
         print(f"{time}  {severity:<8}  {kind:<8}  {name}  x{count}  {source}  {target}  {message}")
     sys.stdout.flush()
+
+
+def _kind(number: query_service_pb2.ChangeKind.ValueType) -> str:
+    """CREATED, UPDATED or REPLAYED: the ChangeKind's name without its prefix; the number
+    itself for a kind newer than these protos."""
+    from protoevents.v1 import query_service_pb2
+
+    try:
+        name = query_service_pb2.ChangeKind.Name(number)
+    except ValueError:
+        return str(number)
+    return name.removeprefix("CHANGE_KIND_")

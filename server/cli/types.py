@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from recorder.registry import Registry, RegistryError
 from server.cli.output import print_table
+
+if TYPE_CHECKING:
+    from recorder.registry import Registry
 
 
 def register(sub: Any) -> None:
@@ -41,6 +43,8 @@ def add_module_arguments(parser: argparse.ArgumentParser) -> None:
 
 def load_registry(args: argparse.Namespace) -> Registry:
     """The registry the arguments ask for; RegistryError on a bad module or declaration."""
+    from recorder.registry import Registry
+
     registry = Registry() if args.no_builtin else Registry.builtin()
     for module in args.module:
         registry.add_module(module)
@@ -48,6 +52,8 @@ def load_registry(args: argparse.Namespace) -> Registry:
 
 
 def run(args: argparse.Namespace) -> int:
+    from recorder.registry import RegistryError
+
     try:
         registry = load_registry(args)
     except RegistryError as exc:

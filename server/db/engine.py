@@ -10,9 +10,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from recorder.registry import Registry
+from server.db import DEFAULT_URL
 from server.db.models import event_types
 
-DEFAULT_URL = "sqlite:///./protoevents.db"
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 
 
