@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 ENV_PREFIX = "PROTOEVENTS_"
 FSYNC_POLICIES = ("batch", "interval", "off")
+LOG_LEVELS = ("debug", "info", "warning", "error")
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 KiB = 1024
@@ -165,6 +166,14 @@ class Settings:
         ),
     )
 
+    log_level: str = field(
+        default="info",
+        metadata=_help(
+            "what serve logs on stderr: debug, info, warning or error; debug also shows the "
+            "libraries' own INFO lines (Alembic's migration steps)"
+        ),
+    )
+
     @property
     def fsync_interval_s(self) -> float:
         return self.fsync_interval_ms / 1000
@@ -186,6 +195,8 @@ class Settings:
             _bad("listen", self.listen, "expected HOST:PORT, such as 127.0.0.1:50051")
         if self.fsync not in FSYNC_POLICIES:
             _bad("fsync", self.fsync, f"expected one of {', '.join(FSYNC_POLICIES)}")
+        if self.log_level.lower() not in LOG_LEVELS:
+            _bad("log_level", self.log_level, f"expected one of {', '.join(LOG_LEVELS)}")
         if not self.db:
             _bad("db", self.db, "expected a database URL")
         positive = (

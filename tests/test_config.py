@@ -23,6 +23,8 @@ def test_defaults_are_the_documented_ones() -> None:
     assert settings.dedup_window_s == 10.0
     assert (settings.dedup_max_entries, settings.dedup_max_bytes) == (100_000, 160 * MiB)
     assert (settings.writer_batch_events, settings.writer_batch_interval_ms) == (1000, 200)
+    assert settings.log_level == "info"
+    assert config.from_sources(environ={"PROTOEVENTS_LOG_LEVEL": "DEBUG"}).log_level == "DEBUG"
 
 
 def test_file_then_environment_then_flags(tmp_path: Path) -> None:
@@ -55,6 +57,7 @@ def test_flags_from_the_command_line(tmp_path: Path) -> None:
         ({"wal_max_bytes": "100000"}, "setting wal_max_bytes = 100000: must be at least two"),
         ({"dedup_max_bytes": "0"}, "setting dedup_max_bytes = 0: must be greater than 0"),
         ({"dedup_max_bytes": "-1"}, "setting dedup_max_bytes = -1: must be greater than 0"),
+        ({"log_level": "loud"}, "setting log_level = 'loud': expected one of debug, info, warn"),
     ],
 )
 def test_bad_values_are_named(source: dict[str, object], message: str) -> None:

@@ -87,3 +87,33 @@ def test_a_bad_setting_is_refused_at_start_naming_it(tmp_path: Path) -> None:
         "protoevents serve: setting fsync = 'always': expected one of batch, interval, off "
         "(from PROTOEVENTS_FSYNC)\n"
     )
+
+
+def test_a_start_logs_the_migration_in_one_line_and_nothing_of_alembic(
+    tmp_path: Path, processes: list[ServeProcess]
+) -> None:
+    logs = []
+    for _ in range(2):  # a fresh database, then the same one, already migrated
+        proxy = ServeProcess(tmp_path, follow_log=True)
+        processes.append(proxy)
+        assert proxy.stop(signal.SIGTERM) == 0
+        logs.append(proxy.log())
+    migrated = [line for line in logs[0].splitlines() if "schema migrated" in line]
+    assert len(migrated) == 1
+    assert migrated[0].endswith(
+        f"INFO server.db.migrate: database sqlite:///{tmp_path}/events.db: schema migrated "
+        "from an empty database to revision 0001"
+    )
+    assert "schema migrated" not in logs[1]
+    for log in logs:
+        assert "alembic" not in log
+        assert "serving on" in log
+
+
+def test_debug_logging_shows_alembic_too(tmp_path: Path, processes: list[ServeProcess]) -> None:
+    proxy = ServeProcess(tmp_path, "--log-level", "debug", follow_log=True)
+    processes.append(proxy)
+    assert proxy.stop(signal.SIGTERM) == 0
+    log = proxy.log()
+    assert "INFO alembic.runtime.migration: Running upgrade  -> 0001" in log
+    assert "INFO server.db.migrate: database" in log

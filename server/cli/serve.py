@@ -19,6 +19,10 @@ if TYPE_CHECKING:
     from recorder.registry import Registry
     from server.ownership import DataDirLock
 
+# Libraries whose INFO lines say nothing a proxy's operator needs (Alembic: three lines per
+# migration check at every start): WARNING and above, unless debug logging is asked for.
+QUIET_LIBRARIES = ("alembic",)
+
 
 def register(sub: Any) -> None:
     parser: argparse.ArgumentParser = sub.add_parser(
@@ -76,9 +80,7 @@ def _run_locked(
     from server.db.migrate import DatabaseRevisionError
     from server.db.setup import DatabaseUnavailableError
 
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings.log_level)
     if args.demo:
         try:
             stored = demo.fill(settings.db, registry, args.demo_events, args.demo_seed)
@@ -87,6 +89,17 @@ def _run_locked(
             return 2
         logging.getLogger(__name__).info("demo: stored %d events", stored)
     return asyncio.run(serve(settings, registry, lock))
+
+
+def configure_logging(level: str) -> None:
+    """Log to stderr at `level` (a name, such as "info"), the libraries in QUIET_LIBRARIES
+    at WARNING unless `level` is debug."""
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    quiet = logging.NOTSET if level.lower() == "debug" else logging.WARNING
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(quiet)
 
 
 def settle_garbage_collector() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
@@ -20,6 +21,8 @@ from server.db.engine import create_engine
 from server.db.models import metadata
 
 EngineOrUrl = Engine | str | sa.URL
+
+log = logging.getLogger(__name__)
 
 
 class DatabaseRevisionError(RuntimeError):
@@ -93,16 +96,25 @@ def upgrade(target: EngineOrUrl, revision: str = "head") -> str:
     """Migrate the database to `revision` (the newest by default); returns the new revision.
 
     A fresh database gets every table; a database at an unknown revision is refused with
-    DatabaseRevisionError before anything is changed.
+    DatabaseRevisionError before anything is changed. A migration is logged as one INFO line
+    naming both revisions; a database already at `revision` logs nothing.
     """
     with _engine(target) as engine:
         with engine.begin() as connection:
-            _check(connection)
+            before = _check(connection)
             command.upgrade(alembic_config(connection), revision)
         with engine.connect() as connection:
             now = _current(connection)
+        shown = engine.url.render_as_string(hide_password=True)
     if now is None:
         raise RuntimeError("migration left the database without a revision")
+    if now != before:
+        log.info(
+            "database %s: schema migrated from %s to revision %s",
+            shown,
+            f"revision {before}" if before else "an empty database",
+            now,
+        )
     return now
 
 
