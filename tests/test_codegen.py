@@ -233,7 +233,8 @@ def test_added_type_is_accepted_by_a_recorder(
     assert event.severity == severity_pb2.SEVERITY_CRITICAL
 
 
-def test_types_table_and_filters(run_cli: CliRunner) -> None:
+def test_types_table_and_filters(run_cli: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "200")  # one line per type (tests/test_types_table.py: narrower)
     result = run_cli("types", "--category", "network")
     assert result.returncode == 0
     lines = result.stdout.splitlines()
