@@ -28,8 +28,8 @@ HEAVY = (
     "prometheus_client",
 )
 
-# Runs the command line in-process as `protoevents` does, then says which top-level packages
-# it imported (on stderr, after whatever the command printed).
+# Runs the command line in-process as `protoevents` does, then says which modules it imported
+# (on stderr, after whatever the command printed).
 PROBE = """
 import json, sys
 from server.cli import main
@@ -37,13 +37,12 @@ try:
     code = main(sys.argv[1:])
 except SystemExit as exit:
     code = exit.code
-print(json.dumps({"code": code, "loaded": sorted({m.split(".")[0] for m in sys.modules})}),
-      file=sys.stderr)
+print(json.dumps({"code": code, "modules": sorted(sys.modules)}), file=sys.stderr)
 """
 
 
-def loaded_by(*argv: str) -> set[str]:
-    """The top-level packages `protoevents ARGV` imported; asserts it exited 0."""
+def modules_loaded_by(*argv: str) -> set[str]:
+    """The modules `protoevents ARGV` imported; asserts it exited 0."""
     done = subprocess.run(
         [sys.executable, "-c", PROBE, *argv],
         capture_output=True,
@@ -54,7 +53,12 @@ def loaded_by(*argv: str) -> set[str]:
     )
     report = json.loads(done.stderr.splitlines()[-1])
     assert report["code"] in (0, None), done.stderr
-    return set(report["loaded"])
+    return set(report["modules"])
+
+
+def loaded_by(*argv: str) -> set[str]:
+    """The top-level packages `protoevents ARGV` imported; asserts it exited 0."""
+    return {name.split(".")[0] for name in modules_loaded_by(*argv)}
 
 
 def commands(
@@ -88,6 +92,11 @@ def test_help_imports_no_heavy_library_nor_protobuf(argv: tuple[str, ...]) -> No
 def test_types_imports_no_heavy_library(argv: tuple[str, ...]) -> None:
     loaded = loaded_by(*argv)
     assert loaded.isdisjoint(HEAVY), sorted(loaded & set(HEAVY))
+
+
+def test_a_command_imports_no_other_command() -> None:
+    commands_loaded = {m for m in modules_loaded_by("types") if m.startswith("server.cli.")}
+    assert commands_loaded == {"server.cli.types", "server.cli.output"}
 
 
 def test_the_probe_sees_what_a_command_imports(tmp_path: Path) -> None:

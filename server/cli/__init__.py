@@ -3,40 +3,45 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from collections.abc import Sequence
 
-from server.cli import (
-    db,
-    demo,
-    gen,
-    quarantine,
-    query,
-    record,
-    serve,
-    set_aside,
-    spool,
-    tail,
-    types,
-)
+# Each command and the module that registers and runs it, in the order --help lists them.
+# A command line naming one imports that module alone; the others are imported only for the
+# list of commands (`protoevents --help`, or a command that does not exist).
+COMMANDS = {
+    "gen": "server.cli.gen",
+    "types": "server.cli.types",
+    "record": "server.cli.record",
+    "spool": "server.cli.spool",
+    "serve": "server.cli.serve",
+    "db": "server.cli.db",
+    "demo": "server.cli.demo",
+    "query": "server.cli.query",
+    "tail": "server.cli.tail",
+    "quarantine": "server.cli.quarantine",
+    "set-aside": "server.cli.set_aside",
+}
 
-COMMANDS = (gen, types, record, spool, serve, db, demo, query, tail, quarantine, set_aside)
 
-
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser of every command, or, when `argv` starts with a command, of that one."""
     parser = argparse.ArgumentParser(
         prog="protoevents", description="Proto-typed event recording: recorder, proxy, tools."
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command in COMMANDS:
-        command.register(sub)
+    named = [argv[0]] if argv and argv[0] in COMMANDS else list(COMMANDS)
+    for name in named:
+        importlib.import_module(COMMANDS[name]).register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one subcommand; returns its exit code (2 for usage and connection errors)."""
-    args = build_parser().parse_args(argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(words).parse_args(words)
     try:
         code: int = args.run(args)
     except KeyboardInterrupt:
