@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
 import grpc
@@ -172,7 +172,8 @@ async def open_ingest(
     quarantine = await Quarantine.open(
         settings.data_dir / "quarantine", max_bytes=settings.quarantine_max_bytes, metrics=metrics
     )
-    try:
+    async with AsyncExitStack() as undo:
+        undo.push_async_callback(quarantine.close)
         ingest = Ingest(
             wal,
             Validator(registry, Limits.from_settings(settings)),
@@ -183,10 +184,100 @@ async def open_ingest(
         )
         restored = await ingest.restore()
         await ingest.release_quarantined()
-    except BaseException:
-        await quarantine.close()
-        raise
+        undo.pop_all()
     return ingest, restored
+
+
+async def open_log(settings: Settings, metrics: Metrics) -> WriteAheadLog:
+    """The write-ahead log in the data directory, its fsyncs counted."""
+    wal = await WriteAheadLog.open(
+        settings.data_dir / "wal",
+        segment_bytes=settings.wal_segment_bytes,
+        max_bytes=settings.wal_max_bytes,
+        fsync=settings.fsync,
+        fsync_interval_s=settings.fsync_interval_s,
+    )
+    wal.on_fsync = metrics.wal_fsyncs.inc
+    return wal
+
+
+def make_dispatcher(
+    settings: Settings,
+    wal: WriteAheadLog,
+    chosen: Sequence[Writer],
+    hub: ChangeHub,
+    metrics: Metrics,
+) -> Dispatcher:
+    """The feeds of the chosen writers and of the watch publishers, which follow the writer
+    that stores (a watcher sees a change once it can be queried)."""
+    publishers = watch_publishers(settings, hub)
+    stored_by = storing_writer(chosen)
+    return Dispatcher(
+        wal,
+        [*chosen, *publishers],
+        batch_events=settings.writer_batch_events,
+        batch_interval_s=settings.writer_batch_interval_s,
+        metrics=metrics,
+        follows={w.name: stored_by for w in publishers} if stored_by else None,
+        live_only=[w.name for w in publishers],
+        max_attempts=settings.writer_max_attempts,
+        set_aside_dir=settings.data_dir / SET_ASIDE_DIR,
+    )
+
+
+def start_relay(settings: Settings, hub: ChangeHub) -> tuple[RedisRelay | None, ChangeSource]:
+    """Where watchers get changes: this proxy's hub, or every proxy's through Redis."""
+    if settings.redis_url is None:
+        return None, LocalChanges(hub)
+    relay = RedisRelay(settings.redis_url, hub, settings.redis_channel)
+    relay.start()
+    return relay, relay
+
+
+async def add_services(
+    server: grpc.aio.Server,
+    settings: Settings,
+    registry: Registry,
+    ingest: Ingest,
+    store: EventStore,
+    changes: ChangeSource,
+    metrics: Metrics,
+) -> health.aio.HealthServicer:
+    """Ingest, query, health and reflection on `server`; returns the health servicer."""
+    add_proxy_service(
+        EventProxyServicer(
+            ingest,
+            settings.max_inflight_batches,
+            admission=Admission(settings.max_ingest_streams, settings.max_streams_per_client),
+            idle_stream_timeout_s=settings.idle_stream_timeout_s,
+            metrics=metrics,
+        ),
+        server,
+    )
+    query = EventQueryServicer(
+        store,
+        registry,
+        PageTokens(settings.page_token_secret),
+        changes,
+        max_watchers=settings.max_watchers,
+    )
+    add_query_service(query, server)
+    health_servicer = ListingHealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    services = [PROXY_SERVICE, QUERY_SERVICE, health.SERVICE_NAME]
+    enable_reflection(server, services, await asyncio.to_thread(documented_files))
+    return health_servicer
+
+
+def query_limits(settings: Settings, metrics: Metrics) -> QueryLimits:
+    return QueryLimits(
+        settings.query_timeout_s,
+        settings.query_scan_slots,
+        # Scans running or waiting hold threads: half of them stay for indexed queries.
+        max(settings.query_scan_slots, settings.query_threads // 2),
+        on_timeout=metrics.query_timeouts.inc,
+        on_refused=metrics.queries_refused.inc,
+    )
 
 
 async def start_proxy(
@@ -198,85 +289,38 @@ async def start_proxy(
 ) -> Proxy:
     """Prepare the database, open the log, restore the id cache, start the writers' feeds
     and serve gRPC. Raises DatabaseUnavailableError or DatabaseRevisionError when the
-    database cannot be used."""
+    database cannot be used. Whatever a failed step leaves open is closed, last first."""
     registry = registry or Registry.builtin()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    engine = await asyncio.to_thread(open_database, settings.db, registry)
-    metrics = Metrics()
-    wal = await WriteAheadLog.open(
-        settings.data_dir / "wal",
-        segment_bytes=settings.wal_segment_bytes,
-        max_bytes=settings.wal_max_bytes,
-        fsync=settings.fsync,
-        fsync_interval_s=settings.fsync_interval_s,
-    )
-    wal.on_fsync = metrics.wal_fsyncs.inc
-    try:
+    async with AsyncExitStack() as undo:
+        engine = await asyncio.to_thread(open_database, settings.db, registry)
+        undo.callback(engine.dispose)
+        metrics = Metrics()
+        wal = await open_log(settings, metrics)
+        undo.push_async_callback(wal.close)
         hub = ChangeHub(settings.watch_queue_size)
-        chosen = list(writers(settings, engine))
-        publishers = watch_publishers(settings, hub)
-        stored_by = storing_writer(chosen)
-        dispatcher = Dispatcher(
-            wal,
-            [*chosen, *publishers],
-            batch_events=settings.writer_batch_events,
-            batch_interval_s=settings.writer_batch_interval_s,
-            metrics=metrics,
-            follows={w.name: stored_by for w in publishers} if stored_by else None,
-            live_only=[w.name for w in publishers],
-            max_attempts=settings.writer_max_attempts,
-            set_aside_dir=settings.data_dir / SET_ASIDE_DIR,
-        )
+        dispatcher = make_dispatcher(settings, wal, list(writers(settings, engine)), hub, metrics)
         ingest, restored = await open_ingest(settings, registry, wal, metrics, dedup)
-    except BaseException:
-        await wal.close()
-        engine.dispose()
-        raise
-    dispatcher.start()
-    relay = None
-    changes: ChangeSource = LocalChanges(hub)
-    if settings.redis_url is not None:
-        relay = RedisRelay(settings.redis_url, hub, settings.redis_channel)
-        relay.start()
-        changes = relay
-    query_threads = ThreadPoolExecutor(settings.query_threads, thread_name_prefix="query")
-    server = grpc_server(settings, query_threads)
-    add_proxy_service(
-        EventProxyServicer(
-            ingest,
-            settings.max_inflight_batches,
-            admission=Admission(settings.max_ingest_streams, settings.max_streams_per_client),
-            idle_stream_timeout_s=settings.idle_stream_timeout_s,
-            metrics=metrics,
-        ),
-        server,
-    )
-    limits = QueryLimits(
-        settings.query_timeout_s,
-        settings.query_scan_slots,
-        # Scans running or waiting hold threads: half of them stay for indexed queries.
-        max(settings.query_scan_slots, settings.query_threads // 2),
-        on_timeout=metrics.query_timeouts.inc,
-        on_refused=metrics.queries_refused.inc,
-    )
-    add_query_service(
-        EventQueryServicer(
-            EventStore(engine, limits),
-            registry,
-            PageTokens(settings.page_token_secret),
-            changes,
-            max_watchers=settings.max_watchers,
-        ),
-        server,
-    )
-    health_servicer = ListingHealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    services = [PROXY_SERVICE, QUERY_SERVICE, health.SERVICE_NAME]
-    enable_reflection(server, services, await asyncio.to_thread(documented_files))
+        undo.push_async_callback(ingest.close)
+        dispatcher.start()
+        undo.push_async_callback(dispatcher.stop, 0)
+        relay, changes = start_relay(settings, hub)
+        if relay is not None:
+            undo.push_async_callback(relay.stop)
+        query_threads = ThreadPoolExecutor(settings.query_threads, thread_name_prefix="query")
+        undo.callback(query_threads.shutdown, wait=False, cancel_futures=True)
+        server = grpc_server(settings, query_threads)
+        store = EventStore(engine, query_limits(settings, metrics))
+        health_servicer = await add_services(
+            server, settings, registry, ingest, store, changes, metrics
+        )
+        port = bind(server, settings.listen)
+        await server.start()
+        undo.pop_all()  # the proxy owns all of it now: `Proxy.stop` closes it
     proxy = Proxy(
         settings,
         server,
-        0,
+        port,
         wal,
         ingest,
         dispatcher,
@@ -287,18 +331,6 @@ async def start_proxy(
         query_threads,
         relay,
     )
-    try:
-        proxy.port = bind(server, settings.listen)
-        await server.start()
-    except BaseException:
-        proxy.stopped = True
-        if relay is not None:
-            await relay.stop()
-        await dispatcher.stop(timeout=0)
-        await wal.close()
-        await ingest.close()
-        engine.dispose()
-        raise
     await _report_health(proxy)
     log.info(
         "serving on %s (log %s, %d bytes retained, %d recent ids restored, writers: %s)",
