@@ -1,22 +1,34 @@
-"""Jittered exponential backoff for reconnecting to the proxy."""
+"""Jittered exponential backoff, for the recorder's reconnects and the proxy's retries."""
 
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 
 
+@dataclass(frozen=True, slots=True)
 class Backoff:
-    """Delays that double from `initial` up to `maximum`, each drawn with full jitter."""
+    """Attempt n (from 0) waits a random 50-100 % of min(maximum, initial * 2**n)."""
 
-    def __init__(self, initial: float = 0.05, maximum: float = 5.0) -> None:
-        self.initial = initial
-        self.maximum = maximum
-        self._attempt = 0
+    initial: float = 0.05
+    maximum: float = 5.0
 
-    def next_delay(self) -> float:
-        ceiling = min(self.maximum, self.initial * (2**self._attempt))
-        self._attempt = min(self._attempt + 1, 32)
+    def delay(self, attempt: int) -> float:
+        ceiling: float = min(self.maximum, self.initial * 2.0 ** min(attempt, 32))
         return random.uniform(ceiling / 2, ceiling)
 
+
+class Retries:
+    """The attempts since the last success, and the delay before the next one."""
+
+    def __init__(self, backoff: Backoff) -> None:
+        self.backoff = backoff
+        self.attempt = 0
+
+    def next_delay(self) -> float:
+        delay = self.backoff.delay(self.attempt)
+        self.attempt = min(self.attempt + 1, 32)
+        return delay
+
     def reset(self) -> None:
-        self._attempt = 0
+        self.attempt = 0

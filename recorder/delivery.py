@@ -28,7 +28,7 @@ import grpc
 from google.protobuf import struct_pb2
 
 from protoevents.v1 import event_pb2, proxy_service_pb2
-from recorder.backoff import Backoff
+from recorder.backoff import Backoff, Retries
 from recorder.deadletter import DeadLetter
 from recorder.registry import EventType
 from recorder.setaside import SetAsideInUseError, make_batch
@@ -192,7 +192,7 @@ class Delivery:
         self._counters = counters
         self._settle = settle
         self._spool_changed = spool_changed
-        self._backoff = Backoff(options.backoff_initial, options.backoff_max)
+        self._backoff = Retries(Backoff(options.backoff_initial, options.backoff_max))
         self._inflight: dict[int, _Batch] = {}
         self._held: deque[_Batch] = deque()  # refused by the spool, oldest first
         self._resend: deque[_Batch] = deque()  # in flight on a stream the proxy closed as idle

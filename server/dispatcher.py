@@ -5,12 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
+from recorder.backoff import Backoff
 from recorder.setaside import SetAside, make_batch
 from server import changelog
 from server.changes import CREATED, UPDATED, Change, PermanentWriteError, Writer
@@ -18,19 +17,6 @@ from server.metrics import Metrics
 from server.wal import WriteAheadLog
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    """Jittered exponential backoff: attempt n waits a random 50-100 % of
-    min(maximum, initial * 2**n)."""
-
-    initial: float = 0.1
-    maximum: float = 30.0
-
-    def delay(self, attempt: int) -> float:
-        ceiling: float = min(self.maximum, self.initial * 2.0 ** min(attempt, 30))
-        return ceiling * random.uniform(0.5, 1.0)
 
 
 def coalesce(changes: Sequence[Change]) -> list[Change]:
@@ -335,7 +321,7 @@ class Dispatcher:
         self.wal = wal
         self.batch_events = batch_events
         self.batch_interval_s = batch_interval_s
-        self.backoff = backoff or Backoff()
+        self.backoff = backoff or Backoff(initial=0.1, maximum=30.0)
         self.metrics = metrics or Metrics()
         self.read_bytes = read_bytes
         self.max_attempts = max_attempts

@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from protoevents.v1 import event_pb2
+from recorder.backoff import Backoff
 from server import changelog
 from server.changes import CREATED, UPDATED, Change
-from server.dispatcher import Backoff, Dispatcher, coalesce
+from server.dispatcher import Dispatcher, coalesce
 from server.wal import WriteAheadLog
 from tests.ingest_helpers import MemoryWriter, make_event, make_events, wait_until
 

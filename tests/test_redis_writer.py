@@ -17,9 +17,10 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from protoevents.v1 import event_pb2, query_service_pb2
+from recorder.backoff import Backoff
 from recorder.setaside import read_batches
 from server.changes import CREATED, UPDATED, Change
-from server.dispatcher import Backoff, Dispatcher
+from server.dispatcher import Dispatcher
 from server.wal import WriteAheadLog
 from server.writers import redis_keys
 from server.writers.redis import RedisWriter

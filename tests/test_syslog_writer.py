@@ -11,8 +11,9 @@ from typing import Any, TypeVar
 import pytest
 import trustme
 
+from recorder.backoff import Backoff
 from server.changes import CREATED, Change
-from server.dispatcher import Backoff, Dispatcher
+from server.dispatcher import Dispatcher
 from server.wal import WriteAheadLog
 from server.writers.settings import SyslogOptions
 from server.writers.syslog import SyslogWriter

@@ -20,9 +20,9 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from protoevents.v1 import query_service_pb2
+from recorder.backoff import Backoff
 from server.changes import CREATED, UPDATED, Change, watch_message
-from server.dispatcher import Backoff
-from server.query.errors import UnavailableError
+from server.statuses import UnavailableError
 from server.watch.hub import ChangeHub, Outgoing
 
 log = logging.getLogger(__name__)
