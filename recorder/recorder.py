@@ -19,16 +19,15 @@ from google.protobuf import struct_pb2
 from google.protobuf.descriptor import EnumDescriptor
 from uuid_utils import uuid7
 
-from protoevents.v1 import event_pb2, severity_pb2
+from protoevents.v1 import event_pb2
 from recorder.deadletter import DeadLetter, dead_letter_dir
 from recorder.delivery import Delivery, DeliveryOptions, Item, build_event
 from recorder.errors import EventTooLargeError
-from recorder.registry import EnumType, Registry, parse_severity
+from recorder.registry import SEVERITY_VALUES, EnumType, Registry, parse_severity
 from recorder.resolve import EventTypeResolver
 from recorder.spool import Spool, SpoolSlot
 from recorder.stats import Counters, RecorderStats
 
-_SEVERITIES = frozenset(v for v in severity_pb2.Severity.values() if v)
 # Bytes of an event besides its message, attributes, object and data: id, type and category
 # names, time, severity, source (counted apart) and field tags, with room to spare.
 _EVENT_OVERHEAD = 512
@@ -245,7 +244,7 @@ class Recorder:
             raise TypeError(f"message must be str, not {type(message).__name__}")
         if severity is None:
             level = resolved.severity
-        elif isinstance(severity, int) and severity in _SEVERITIES:
+        elif isinstance(severity, int) and severity in SEVERITY_VALUES:
             level = severity
         elif isinstance(severity, str):
             level = parse_severity(severity)

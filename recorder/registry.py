@@ -21,6 +21,8 @@ BUILTIN_MODULES = (
 )
 
 _SEVERITIES: dict[str, int] = dict(severity_pb2.Severity.items())
+# The defined severities (SEVERITY_UNSPECIFIED aside).
+SEVERITY_VALUES = frozenset(v for v in _SEVERITIES.values() if v)
 _CATEGORY = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 
 

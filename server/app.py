@@ -160,6 +160,19 @@ class Proxy:
         return caught_up
 
 
+def validation_limits(settings: Settings) -> Limits:
+    """What ingest accepts of one batch and one event, from the settings."""
+    return Limits(
+        max_batch_events=settings.max_batch_events,
+        max_message_bytes=settings.max_event_message_bytes,
+        max_attributes=settings.max_attributes,
+        max_attribute_bytes=settings.max_attribute_bytes,
+        max_data_bytes=settings.max_data_bytes,
+        max_field_bytes=settings.max_field_bytes,
+        max_future_s=settings.max_future_s,
+    )
+
+
 async def open_ingest(
     settings: Settings,
     registry: Registry,
@@ -176,7 +189,7 @@ async def open_ingest(
         undo.push_async_callback(quarantine.close)
         ingest = Ingest(
             wal,
-            Validator(registry, Limits.from_settings(settings)),
+            Validator(registry, validation_limits(settings)),
             dedup(settings) if dedup is not None else None,
             id_cache_size=settings.idempotency_cache_size,
             metrics=metrics,

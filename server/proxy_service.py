@@ -16,9 +16,7 @@ from protoevents.v1 import proxy_service_pb2, proxy_service_pb2_grpc
 from server.admission import Admission, AdmissionRefusedError, Ticket
 from server.ingest import Ingest
 from server.metrics import Metrics
-from server.quarantine import QuarantineUnavailable
-from server.validation import MalformedBatchError
-from server.wal import LogFull, LogUnavailable
+from server.statuses import status_of
 
 log = logging.getLogger(__name__)
 
@@ -84,18 +82,6 @@ def add_proxy_service(servicer: EventProxyServicer, server: grpc.aio.Server) -> 
     name = R.DESCRIPTOR.services_by_name["EventProxyService"].full_name
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
     server.add_registered_method_handlers(name, handlers)
-
-
-def status_of(exc: Exception) -> tuple[grpc.StatusCode, str]:
-    """The status code and message a domain error is answered with."""
-    if isinstance(exc, MalformedBatchError):
-        return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
-    if isinstance(exc, LogFull):
-        return grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)
-    if isinstance(exc, LogUnavailable | QuarantineUnavailable):
-        return grpc.StatusCode.UNAVAILABLE, str(exc)
-    log.error("ingest failed", exc_info=exc)
-    return grpc.StatusCode.INTERNAL, "the proxy could not persist the batch; retry later"
 
 
 class EventProxyServicer(proxy_service_pb2_grpc.EventProxyServiceServicer):

@@ -1,4 +1,7 @@
-"""Errors of the query and watch services, and the one place that turns them into statuses."""
+"""The gRPC status of every error the services answer with: the query and watch services'
+own errors, ingest's (a malformed batch, a full or failing log), and anything unexpected
+(INTERNAL, logged). Both services answer through `status_of`, or `grpc_errors` around a
+method."""
 
 from __future__ import annotations
 
@@ -10,7 +13,20 @@ from typing import Any, NoReturn, TypeVar, cast
 
 import grpc
 
+from server.quarantine import QuarantineUnavailable
+from server.validation import MalformedBatchError
+from server.wal import LogFull, LogUnavailable
+
 log = logging.getLogger(__name__)
+
+# Errors of the lower layers, which know nothing of gRPC, by the status they are answered with.
+_DOMAIN_STATUSES: tuple[
+    tuple[type[Exception] | tuple[type[Exception], ...], grpc.StatusCode], ...
+] = (
+    (MalformedBatchError, grpc.StatusCode.INVALID_ARGUMENT),
+    (LogFull, grpc.StatusCode.RESOURCE_EXHAUSTED),  # QuarantineFull included
+    ((LogUnavailable, QuarantineUnavailable), grpc.StatusCode.UNAVAILABLE),
+)
 
 
 class QueryError(Exception):
@@ -58,11 +74,15 @@ class WatcherTooSlowError(QueryError):
 
 
 def status_of(exc: Exception) -> tuple[grpc.StatusCode, str]:
-    """The status code and message an exception is answered with: a QueryError's own, else
-    INTERNAL with a generic message (the exception is logged)."""
+    """The status code and message an exception is answered with: a QueryError's own, a
+    lower layer's by `_DOMAIN_STATUSES`, else INTERNAL with a generic message (the exception
+    is logged)."""
     if isinstance(exc, QueryError):
         return exc.code, str(exc)
-    log.error("query service failed", exc_info=exc)
+    for kinds, code in _DOMAIN_STATUSES:
+        if isinstance(exc, kinds):
+            return code, str(exc)
+    log.error("a call failed unexpectedly", exc_info=exc)
     return grpc.StatusCode.INTERNAL, "internal error of the proxy; see its log"
 
 

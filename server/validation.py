@@ -12,11 +12,10 @@ from typing import TypeAlias
 
 from google.protobuf import struct_pb2
 
-from protoevents.v1 import event_pb2, proxy_service_pb2, severity_pb2
-from recorder.registry import Registry
+from protoevents.v1 import event_pb2, proxy_service_pb2
+from recorder.registry import SEVERITY_VALUES, Registry
 from server import ids
-from server.config import Settings
-from server.db.models import FIELD_LIMITS
+from server.fields import FIELD_LIMITS
 
 Reason: TypeAlias = proxy_service_pb2.RejectionReason.ValueType
 Problem: TypeAlias = tuple[Reason, str]
@@ -31,7 +30,6 @@ INVALID_SEVERITY = proxy_service_pb2.REJECTION_REASON_INVALID_SEVERITY
 INVALID_VALUE = proxy_service_pb2.REJECTION_REASON_INVALID_VALUE
 
 EARLIEST_SECONDS = int(datetime(2001, 1, 1, tzinfo=UTC).timestamp())
-_SEVERITIES = frozenset(v for v in severity_pb2.Severity.values() if v)
 _CANONICAL_ID = ids.CANONICAL  # checked inline: the id check is on every event
 # A qualified event-type name: package, enum and value, each a protobuf identifier.
 _QUALIFIED_TYPE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*){2,}")
@@ -83,18 +81,6 @@ class Limits:
     max_data_bytes: int = 65536
     max_field_bytes: int = 1024
     max_future_s: float = 3600.0
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Limits:
-        return cls(
-            max_batch_events=settings.max_batch_events,
-            max_message_bytes=settings.max_event_message_bytes,
-            max_attributes=settings.max_attributes,
-            max_attribute_bytes=settings.max_attribute_bytes,
-            max_data_bytes=settings.max_data_bytes,
-            max_field_bytes=settings.max_field_bytes,
-            max_future_s=settings.max_future_s,
-        )
 
 
 def _utf8_len_over(text: str, limit: int) -> bool:
@@ -275,7 +261,7 @@ class Validator:
                 f"proxy's clock ({_iso(int(now))})",
             )
         severity = event.severity
-        if severity not in _SEVERITIES:
+        if severity not in SEVERITY_VALUES:
             if severity:
                 return INVALID_SEVERITY, f"severity {severity} is not a defined Severity value"
             if event_type is not None:

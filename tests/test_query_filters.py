@@ -9,9 +9,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from protoevents.v1 import query_service_pb2
 from recorder.registry import Registry
-from server.query.errors import InvalidArgumentError
 from server.query.filters import parse_filter
 from server.query.page_token import Cursor, PageTokens
+from server.statuses import InvalidArgumentError
 from tests.ingest_helpers import LEADER_ELECTED, make_event
 
 F = query_service_pb2.EventFilter

@@ -10,10 +10,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from server.changes import CREATED, Change
-from server.query.errors import DeadlineExceededError, TooManyQueriesError
 from server.query.filters import EventQuery
 from server.query.limits import QueryLimits
 from server.query.store import EventStore
+from server.statuses import DeadlineExceededError, TooManyQueriesError
 from server.writers.sql import SqlWriter
 from tests.faults.harness import poll
 from tests.test_query_servicer import stored_event

@@ -10,6 +10,8 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from server.fields import FIELD_LIMITS
+
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -20,18 +22,6 @@ NAMING_CONVENTION = {
 
 metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
-# Longest value, in characters, of each bounded text column: ingest rejects longer fields.
-# Small enough that a PostgreSQL B-tree entry of any index stays under its ~2.7 kB limit.
-FIELD_LIMITS = {
-    "id": 64,
-    "type": 255,
-    "category": 64,
-    "source_node": 253,
-    "source_component": 128,
-    "object_kind": 128,
-    "object_namespace": 128,
-    "object_name": 253,
-}
 
 # JSONB on PostgreSQL (indexable, compact), JSON text elsewhere.
 # None is stored as SQL NULL (an event without data), not as the JSON `null`.

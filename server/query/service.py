@@ -12,16 +12,16 @@ from protoevents.v1 import query_service_pb2, query_service_pb2_grpc
 from recorder.registry import Registry
 from server import ids
 from server.changes import Change
-from server.db.models import FIELD_LIMITS
-from server.query.errors import (
+from server.fields import FIELD_LIMITS
+from server.query.filters import EventQuery, parse_filter
+from server.query.page_token import PageTokens
+from server.query.store import EventStore
+from server.statuses import (
     InvalidArgumentError,
     NotFoundError,
     TooManyQueriesError,
     grpc_errors,
 )
-from server.query.filters import EventQuery, parse_filter
-from server.query.page_token import PageTokens
-from server.query.store import EventStore
 from server.watch.hub import ChangeHub, Outgoing, batches
 
 log = logging.getLogger(__name__)

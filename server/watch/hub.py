@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from protoevents.v1 import event_pb2
 from server.changes import CREATED, Change, watch_message
-from server.query.errors import QueryError, WatcherTooSlowError
+from server.statuses import QueryError, WatcherTooSlowError
 
 log = logging.getLogger(__name__)
 
