@@ -6,11 +6,17 @@ oldest first and a segment file is deleted once every record in it is acknowledg
 at any point loses nothing that was appended (replays may repeat acknowledged records; the
 proxy is idempotent by event id). Past the size cap the oldest segments are deleted and their
 events counted as dropped. A damaged record ends its segment: what precedes it is kept.
+
+Why not the proxy's write-ahead log (server/wal.py), which is also CRC-checked records in
+segment files: the spool is a queue with one consumer, inside the component that embeds the
+recorder, driven by one thread with no event loop; it deletes what is acknowledged, drops the
+oldest past its cap (counted), and keeps each record's event count for that. The log keeps
+records for many readers at their own positions, commits groups from an event loop, never drops
+(it refuses at its cap) and resynchronises past damage. They share `recorder.files`.
 """
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import logging
 import os
@@ -21,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from recorder.errors import SpoolInUseError
+from recorder.files import fsync_dir, write_all
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +119,7 @@ class Spool:
             active = self._new_segment()
         fd = self._writer_fd(active)
         try:
-            _write_all(fd, record)
+            write_all(fd, record)
             if self.fsync:
                 os.fsync(fd)
         except OSError:
@@ -139,7 +146,7 @@ class Spool:
         segment = _Segment(number, self.directory / f"{number:012d}{_SUFFIX}")
         segment.path.touch()
         if self.fsync:
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
         self._segments.append(segment)
         self._sealed = False
         return segment
@@ -245,7 +252,7 @@ class Spool:
         temporary = segment.path.with_name(segment.path.name + _TEMPORARY)
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            _write_all(fd, bytes(kept))
+            write_all(fd, bytes(kept))
             if self.fsync:
                 os.fsync(fd)
         except OSError:
@@ -255,7 +262,7 @@ class Spool:
         os.close(fd)
         os.replace(temporary, segment.path)
         if self.fsync:
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
         segment.records, segment.size, segment.acked = records, len(kept), 0
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -312,24 +319,6 @@ class Spool:
             if self.repair:
                 with segment.path.open("r+b") as handle:
                     handle.truncate(offset)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    """Write every byte of `data` (os.write may write fewer, on a disk that fills up)."""
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        if written == 0:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        view = view[written:]
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class SpoolSlot:

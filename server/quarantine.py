@@ -26,10 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from protoevents.v1 import event_pb2, proxy_service_pb2, set_aside_pb2
+from recorder.files import fsync_dir
 from recorder.setaside import SetAside, make_batch, read_batches
 from server.metrics import Metrics
 from server.validation import UnknownType, Validator
-from server.wal import LogFull, fsync_dir
+from server.wal import LogFull
 
 log = logging.getLogger(__name__)
 

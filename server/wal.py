@@ -41,6 +41,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from recorder.files import fsync_dir, write_all
+
 log = logging.getLogger(__name__)
 
 HEADER = struct.Struct("<II")
@@ -95,14 +97,6 @@ class _Segment:
 
 def _segment_path(directory: Path, start: int) -> Path:
     return directory / f"{start:020d}.wal"
-
-
-def fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _record_end(data: bytes | memoryview, offset: int) -> int | None:
@@ -513,11 +507,7 @@ class WriteAheadLog:
     def _write(self, chunk: list[bytes], chunk_bytes: int) -> None:
         if not chunk or self._file is None:
             return
-        data = b"".join(chunk)
-        view = memoryview(data)
-        while view:
-            written = os.write(self._file, view)
-            view = view[written:]
+        write_all(self._file, b"".join(chunk))
         self._segments[-1].size += chunk_bytes
         self.bytes_written += chunk_bytes
 

@@ -12,11 +12,18 @@ from typing import Any, TypeVar
 
 import pytest
 
+from recorder import files as files_module
 from server import wal as wal_module
 from server.wal import HEADER, LogFull, LogUnavailable, WriteAheadLog
 from tests.ingest_helpers import wait_until
 
 T = TypeVar("T")
+
+
+def use_disk(monkeypatch: pytest.MonkeyPatch, disk: object) -> None:
+    """The log's file calls (its own and the shared writes) go to `disk`."""
+    monkeypatch.setattr(wal_module, "os", disk)
+    monkeypatch.setattr(files_module, "os", disk)
 
 
 def run(coro: Awaitable[T]) -> T:
@@ -242,7 +249,7 @@ def test_a_full_disk_holds_the_torn_write_refuses_new_records_then_resumes(
 ) -> None:
     async def main() -> None:
         disk = SmallDisk(free=250)
-        monkeypatch.setattr(wal_module, "os", disk)
+        use_disk(monkeypatch, disk)
         wal = await WriteAheadLog.open(tmp_path, segment_bytes=4096, max_bytes=65536)
         await wal.append(b"a" * 100)  # 108 bytes with its header
         held = wal.submit(b"b" * 200)  # 142 of its 208 bytes fit
@@ -268,7 +275,7 @@ def test_closing_while_the_disk_is_full_acknowledges_nothing_held(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async def main() -> None:
-        monkeypatch.setattr(wal_module, "os", SmallDisk(free=50))
+        use_disk(monkeypatch, SmallDisk(free=50))
         wal = await WriteAheadLog.open(tmp_path)
         held = wal.submit(b"x" * 100)
         await wait_until(lambda: wal.free_bytes() == 0)
@@ -348,7 +355,7 @@ def test_a_write_error_holds_the_group_refuses_as_unavailable_then_resumes_by_it
         wal = await WriteAheadLog.open(tmp_path)
         await wal.append(b"before")
         disk = BrokenDisk(error)
-        monkeypatch.setattr(wal_module, "os", disk)
+        use_disk(monkeypatch, disk)
         changes: list[OSError | None] = []
         wal.on_state = lambda: changes.append(wal.unavailable)
         held = wal.submit(b"held")
@@ -379,7 +386,7 @@ def test_a_failed_fsync_writes_the_group_again_rather_than_trusting_the_page_cac
         wal = await WriteAheadLog.open(tmp_path)
         await wal.append(b"synced")
         disk = BrokenDisk(errno.EIO, calls=("fdatasync",))
-        monkeypatch.setattr(wal_module, "os", disk)
+        use_disk(monkeypatch, disk)
         written: list[int] = []
         write = disk.write
 
