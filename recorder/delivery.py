@@ -9,6 +9,13 @@ No batch is discarded for a status of the proxy's (see `recorder.statuses`): it 
 or, when the proxy refuses it for good, set aside in the slot's dead-letter store. The stream
 is opened when there is something to send; a stream the proxy ends while nothing is in flight
 (an idle stream) is simply opened again with the next batch.
+
+Once `finish()` is called (by `Recorder.close`) the thread stops backing off: it delivers the
+spool while the proxy answers, reconnecting at once on a fresh connection after a stream that
+made progress, and gives up (`gave_up`) when a stream on a fresh connection fails without any
+acknowledgement, so that a closing process does not wait for a proxy that is down. A batch
+refused as bad is still sent alone and set aside; one the proxy fails on (a SUSPECT status)
+is left in the spool, as `protoevents spool replay` leaves it.
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ _DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 _SPOOL_RETRY_S = 0.5  # how often a spool that refused a write is tried again
 _IDLE_TICK_S = 0.05  # the shortest wait of an idle thread (flush_interval 0)
 _HEADER_BYTES = 16  # a RecordRequest's sequence field, prepended to each batch
+_FINISH_TRIES = 3  # finishing, streams in a row that may fail without an acknowledgement
 
 # What record() enqueues: id, type, message, severity, object, attributes, data, time (ns).
 Item = tuple[
@@ -203,6 +211,12 @@ class Delivery:
         self._suspect_attempts = 0
         self._more_due = False  # the last batch was cut by bytes: the next one is due now
         self._stopping = False
+        self._finishing = False  # close() waits for the spool: deliver it without backing off
+        self._failing = False  # the last stream failed, and nothing was acknowledged since
+        self._fresh = False  # the channel was opened after finish(): its failures are real
+        self._progress = False  # the current stream had an acknowledgement
+        self._unanswered = 0  # finishing: streams in a row that failed without one
+        self.gave_up = False  # finishing, the proxy did not answer on a fresh connection
         self._flush_requested = False
         self._last_batch = time.monotonic()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -210,6 +224,8 @@ class Delivery:
         self._ready = threading.Event()
         self._log = _RateLimitedLog()
         self._thread = threading.Thread(target=self._run_thread, name="recorder", daemon=True)
+        self._grpc_channel: grpc.aio.Channel | None = None
+        self._record: Any = None
 
     # -- control from other threads ------------------------------------------------------
 
@@ -225,6 +241,12 @@ class Delivery:
         if loop is not None and signal is not None and not loop.is_closed():
             with contextlib.suppress(RuntimeError):  # the loop closed in between
                 loop.call_soon_threadsafe(signal.set)
+
+    def finish(self) -> None:
+        """Deliver the spool without backing off, until the proxy stops answering (then
+        `gave_up` is set and `spool_changed` called). For `Recorder.close`."""
+        self._finishing = True
+        self.wake()
 
     def stop(self, timeout: float) -> bool:
         """Spool whatever is not acknowledged, close the stream and end the thread."""
@@ -250,41 +272,84 @@ class Delivery:
         self._loop = asyncio.get_running_loop()
         self._signal = asyncio.Event()
         self._ready.set()
-        channel = self._channel()
-        record = channel.stream_stream(
+        self._open_channel()
+        try:
+            while not self._stopping:
+                await self._step()
+        finally:
+            self._spool_everything()
+            self._dead_letter.close()
+            channel, self._grpc_channel, self._record = self._grpc_channel, None, None
+            if channel is not None:  # and not kept: a forked child must not free it
+                await channel.close(grace=None)
+
+    def _open_channel(self, *, fresh: bool = False) -> None:
+        self._grpc_channel = self._channel(fresh=fresh)
+        self._record = self._grpc_channel.stream_stream(
             RECORD_METHOD,
             request_serializer=_identity,
             response_deserializer=proxy_service_pb2.RecordResponse.FromString,
         )
-        try:
-            while not self._stopping:
-                await self._step(record)
-        finally:
-            self._spool_everything()
-            self._dead_letter.close()
-            await channel.close(grace=None)
+        self._fresh = fresh
 
-    async def _step(self, record: Any) -> None:
+    async def _reconnect(self) -> None:
+        """Replace the channel by one with a connection of its own, which connects at once
+        (a failing channel waits out its reconnect backoff, failing calls meanwhile)."""
+        old = self._grpc_channel
+        self._open_channel(fresh=True)
+        if old is not None:
+            await old.close(grace=None)
+
+    async def _step(self) -> None:
         """Wait for a batch, then stream until the stream ends; never raises but to stop."""
         try:
+            if self._finishing and self._failing and not self._fresh and not self.gave_up:
+                await self._reconnect()  # try now, not after the backoff
             first = self._next_batch()
             if first is None:
                 await self._idle()
                 return
-            await self._session(record, first)
+            await self._session(first)
         except StreamBrokenError as broken:
-            if self._after_failure(broken) and not self._stopping:
-                await self._offline(self._backoff.next_delay())
+            if self._after_failure(broken):
+                self._failing = True
+                if self._finishing and not self.gave_up:
+                    await self._finishing_failure(broken)
+                if not self._stopping:
+                    await self._offline(self._backoff.next_delay())
         except (asyncio.CancelledError, KeyboardInterrupt):
             raise
         except Exception:  # an I/O error of the spool, or a bug: keep delivering
             self._log.log(logging.ERROR, "bug", "recorder delivery failed; retrying", exc_info=True)
             self._after_failure(StreamBrokenError(grpc.StatusCode.UNAVAILABLE, "recorder error"))
+            if self._finishing:
+                self._give_up()
             if not self._stopping:
                 await self._offline(self._backoff.next_delay())
 
-    def _channel(self) -> grpc.aio.Channel:
-        options = [
+    async def _finishing_failure(self, broken: StreamBrokenError) -> None:
+        """After a failed stream while finishing: go on at once while the proxy answers (it
+        acknowledged some, refused the batch as bad, or ended the stream for a reason grpc
+        hid), at most `_FINISH_TRIES` streams in a row without an acknowledgement; else give
+        up. A connection from before `finish()` is replaced and tried once more."""
+        if self._progress:
+            self._unanswered = 0
+        self._unanswered += 1
+        answered = broken.status_lost or verdict(broken.code, broken.details) is Verdict.BAD_BATCH
+        if self._unanswered > _FINISH_TRIES:
+            self._give_up()
+        elif self._progress or not self._fresh:
+            await self._reconnect()  # the connection may be gone, or waiting to reconnect
+        elif not answered:
+            self._give_up()
+
+    def _give_up(self) -> None:
+        self.gave_up = True
+        log.debug("proxy %s does not answer: leaving the rest spooled", self.options.proxy)
+        self._spool_changed()
+
+    def _channel(self, *, fresh: bool = False) -> grpc.aio.Channel:
+        options: list[tuple[str, Any]] = [
             ("grpc.initial_reconnect_backoff_ms", 50),
             ("grpc.min_reconnect_backoff_ms", 50),
             ("grpc.max_reconnect_backoff_ms", int(self.options.backoff_max * 1000)),
@@ -292,12 +357,15 @@ class Delivery:
             ("grpc.keepalive_timeout_ms", 10_000),
             ("grpc.max_send_message_length", 64 << 20),
         ]
+        if fresh:  # not the process's shared connection, which may be waiting to reconnect
+            options.append(("grpc.use_local_subchannel_pool", 1))
         if self.options.credentials is not None:
             return grpc.aio.secure_channel(self.options.proxy, self.options.credentials, options)
         return grpc.aio.insecure_channel(self.options.proxy, options)
 
-    async def _session(self, record: Any, first: _Batch) -> None:
-        call = record(wait_for_ready=False)
+    async def _session(self, first: _Batch) -> None:
+        self._progress = False
+        call = self._record(wait_for_ready=False)
         reader = asyncio.create_task(self._read_acks(call))
         try:
             await self._send(call, reader, first)
@@ -395,6 +463,8 @@ class Delivery:
             self._log.warning("ack", "acknowledgement for unknown batch %d", response.sequence)
             return
         self._careful = False
+        self._failing = False
+        self._progress = True
         self._suspect_attempts = 0
         self._quiet_resends = 0
         self._backoff.reset()
@@ -634,6 +704,9 @@ class Delivery:
             self.options.proxy,
             broken,
         )
+        # Oldest first: what was in flight, what waited to be resent after it, what was held.
+        self._held.extendleft(reversed(self._resend))
+        self._resend.clear()
         for batch in reversed(inflight):
             if batch.origin is None:
                 self._held.appendleft(batch)
@@ -678,7 +751,7 @@ class Delivery:
                 self._hold(self._take_batch())
             self._housekeeping()
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if remaining <= 0 or (self._finishing and not self.gave_up):
                 return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._signal.wait(), min(remaining, self._batch_wait()))

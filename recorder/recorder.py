@@ -32,6 +32,7 @@ from recorder.stats import Counters, RecorderStats
 # names, time, severity, source (counted apart) and field tags, with room to spare.
 _EVENT_OVERHEAD = 512
 _live: weakref.WeakSet[Recorder] = weakref.WeakSet()
+_STOP_RESERVE_S = 0.5  # of close()'s timeout, kept for stopping the thread
 
 
 def default_spool_dir() -> Path:
@@ -105,7 +106,8 @@ class Recorder:
     batches (`batch_size` events or `flush_interval` seconds, whichever first), keeps up to
     `max_in_flight` batches on one `EventProxyService.Record` stream, and writes to the spool
     under `spool_dir` whatever the proxy has not acknowledged. The spool is replayed oldest
-    first once the proxy answers again, also by a recorder started later on the same folder.
+    first once the proxy answers again, also by a recorder started later on the same folder;
+    `close()` goes on replaying it while the proxy answers.
 
     Batches hold at most `max_batch_bytes` (3.5 MiB: under the proxy's 16 MiB message limit
     and gRPC's default 4 MiB one), so one event may be at most `max_event_bytes` (1 MiB).
@@ -341,22 +343,49 @@ class Recorder:
         with self._counters.lock:
             return sum(self._counters.dropped.values())
 
-    def close(self, timeout: float | None = 10.0) -> bool:
-        """Flush for up to `timeout`, spool anything still unacknowledged, stop the thread.
+    def _lost(self) -> int:
+        """Events dropped, but for those recorded after `close()`."""
+        with self._counters.lock:
+            return self._counters.dropped.total() - self._counters.dropped["closed"]
 
-        Events recorded afterwards are dropped (counted as `closed`). True when everything was
-        acknowledged or spooled.
+    def close(self, timeout: float | None = 10.0) -> bool:
+        """Flush, deliver the spool while the proxy answers, then stop, all within `timeout`.
+
+        The spool is delivered oldest first (what this recorder spooled, and what an earlier
+        process of the same node and component left) until it is empty, the proxy stops
+        answering (a fresh connection to it fails: then close returns at once), or `timeout`
+        nears; what is left stays spooled for a later recorder or `protoevents spool`.
+        Events recorded afterwards are dropped (counted as `closed`). True when everything
+        was acknowledged, set aside, or is safely in the spool; False when some was dropped
+        meanwhile or the thread did not stop in time.
         """
         if self._closed:
             return True
-        delivered = self.flush(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        # Time kept for stopping: cancelling the stream and spooling what is in flight.
+        reserve = 0.0 if timeout is None else min(_STOP_RESERVE_S, timeout / 4)
+        lost_before = self._lost()
+        self._delivery.finish()
+        self.flush(_remaining(deadline, reserve))
+        with self._settled_cv:
+            self._settled_cv.wait_for(self._backlog_done, _remaining(deadline, reserve))
         self._closed = True
-        stopped = self._delivery.stop(timeout if timeout is not None else 30.0)
+        left = _remaining(deadline)
+        stopped = self._delivery.stop(30.0 if left is None else left)
         if stopped:
+            self._spool.compact()  # what was delivered from a segment stays delivered
             self._spool.close()
             self._slot.release()
         _live.discard(self)
-        return delivered and stopped
+        # Stopped, the thread spooled what was not acknowledged, or counted it as dropped.
+        return stopped and self._lost() == lost_before
+
+    def _backlog_done(self) -> bool:
+        """Nothing left to deliver, or the proxy does not answer."""
+        if self._delivery.gave_up or not self._delivery.alive:
+            return True
+        with self._counters.lock:
+            return self._counters.spool_pending == 0 and self._counters.held == 0
 
     def __enter__(self) -> Recorder:
         return self
@@ -411,6 +440,12 @@ class Recorder:
         self._slot.release()
         if not self._closed:
             self._start()
+
+
+def _remaining(deadline: float | None, reserve: float = 0.0) -> float | None:
+    if deadline is None:
+        return None
+    return max(0.0, deadline - reserve - time.monotonic())
 
 
 def _safe(name: str) -> str:

@@ -155,8 +155,8 @@ def leave_a_spool_slot(session: Session) -> str:
     fake = FakeProxy().start()
     fake.reject_types.add("protoevents.cluster.v1.ClusterEventType.CLUSTER_EVENT_TYPE_LEADER_LOST")
     recorder = Recorder(
-        component="gone-component",
-        node="node-9",
+        component="controller",
+        node="node-1",
         event_types=[ClusterEventType],
         proxy=fake.address,
         spool_dir=spool,
@@ -172,7 +172,7 @@ def leave_a_spool_slot(session: Session) -> str:
     finally:
         fake.stop()
         recorder.close(1)  # the proxy is down: what is left stays spooled
-    (slot,) = (spool / "node-9" / "gone-component").glob("slot-*")
+    (slot,) = (spool / "node-1" / "controller").glob("slot-*")
     return str(slot)
 
 

@@ -327,6 +327,124 @@ def test_killed_recorder_replays_its_spool_on_restart(tmp_path) -> None:
         proxy.stop()
 
 
+# -- closing: a short-lived process delivers the backlog -------------------------------------
+
+
+def spooled_files(recorder: Recorder) -> list[str]:
+    return sorted(p.name for p in recorder.spool_path.glob("*.spool"))
+
+
+def close_in_thread(recorder: Recorder, timeout: float) -> bool:
+    """`recorder.close(timeout)`, failing the test if it is still waiting after 60 s."""
+    result: list[bool] = []
+    closer = threading.Thread(target=lambda: result.append(recorder.close(timeout)))
+    closer.start()
+    closer.join(60)
+    assert not closer.is_alive(), f"close({timeout}) waited for a proxy that is down"
+    return result[0]
+
+
+def test_close_delivers_what_was_spooled_while_the_proxy_was_down(
+    fake_proxy, make_recorder
+) -> None:
+    # A backoff of up to a minute: close must not wait it out, nor grpc's reconnect backoff.
+    recorder = make_recorder(fake_proxy.address, batch_size=100, backoff_max=60)
+    ids = [recorder.record(ELECTED, "before")]
+    assert recorder.flush(10)
+    fake_proxy.stop()
+    ids += [recorder.record(ELECTED, str(i)) for i in range(1000)]
+    assert recorder.flush(10)  # safely in the spool
+    assert recorder.stats().spool_pending == 1000
+
+    fake_proxy.start()
+    assert recorder.close(10) is True
+    assert fake_proxy.stored_ids() == ids
+    stats = recorder.stats()
+    assert (stats.replayed, stats.spool_pending, stats.dropped) == (1000, 0, {})
+    assert spooled_files(recorder) == []
+
+
+def test_a_short_lived_recorder_delivers_the_backlog_an_earlier_one_left(
+    fake_proxy, make_recorder
+) -> None:
+    fake_proxy.stop()
+    earlier = make_recorder(fake_proxy.address, batch_size=100)
+    left = [earlier.record(ELECTED, str(i)) for i in range(500)]
+    assert close_in_thread(earlier, 300) is True  # spooled, without waiting 300 s
+    assert earlier.stats().spool_pending == 500
+
+    fake_proxy.start()
+    later = make_recorder(fake_proxy.address)  # a cron job: one event, then close
+    assert later.spool_path == earlier.spool_path
+    last = later.record(LOST, "the job's one event")
+    assert later.close(10) is True
+    assert fake_proxy.stored_ids() == [*left, last]
+    stats = later.stats()
+    assert stats.acknowledged + stats.replayed == 501
+    assert (stats.spool_pending, stats.dropped) == (0, {})
+    assert spooled_files(later) == []
+
+
+def test_close_with_the_proxy_down_returns_at_once_leaving_the_spool_to_a_later_recorder(
+    make_recorder,
+) -> None:
+    proxy = down_proxy()
+    recorder = make_recorder(proxy.address, batch_size=100)
+    ids = [recorder.record(ELECTED, str(i)) for i in range(300)]
+    assert close_in_thread(recorder, 300) is True  # safely spooled
+    stats = recorder.stats()
+    assert (stats.spooled, stats.spool_pending, stats.dropped) == (300, 300, {})
+    assert spooled_files(recorder) != []
+
+    proxy.start()
+    try:
+        later = make_recorder(proxy.address)
+        assert later.drain(30)
+        assert proxy.stored_ids() == ids
+        assert later.close(10) is True
+        assert spooled_files(later) == []
+    finally:
+        proxy.stop()
+
+
+def test_close_to_a_proxy_that_does_not_answer_keeps_its_timeout_and_spools(
+    fake_proxy, make_recorder
+) -> None:
+    fake_proxy.hold.clear()  # the proxy takes the stream but never acknowledges
+    try:
+        recorder = make_recorder(fake_proxy.address, batch_size=100)
+        ids = [recorder.record(ELECTED, str(i)) for i in range(200)]
+        assert close_in_thread(recorder, 2) is True  # what was in flight went to the spool
+        stats = recorder.stats()
+        assert (stats.acknowledged, stats.spool_pending, stats.dropped) == (0, 200, {})
+    finally:
+        fake_proxy.hold.set()
+    later = make_recorder(fake_proxy.address)
+    assert later.drain(30)
+    assert sorted(fake_proxy.stored_ids()) == sorted(ids)  # each once
+    assert later.close(10) is True
+    assert spooled_files(later) == []
+
+
+def test_cli_record_delivers_what_an_earlier_run_left_in_the_spool(run_cli, tmp_path) -> None:
+    proxy = down_proxy()
+    args = ["--component", "cron", "--node", "node-1", "--spool-dir", str(tmp_path)]
+    # A proxy that is down is told at once: no waiting for the 600 s (or run_cli's 120 s).
+    first = run_cli("record", "CLUSTER_EVENT_TYPE_LEADER_LOST", "first", *args,
+                    "--proxy", proxy.address, "--timeout", "600")  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    assert list(tmp_path.rglob("*.spool"))
+    proxy.start()
+    try:
+        second = run_cli("record", "CLUSTER_EVENT_TYPE_LEADER_LOST", "second", *args,
+                         "--proxy", proxy.address)  # fmt: skip
+        assert second.returncode == 0, second.stderr
+        assert proxy.stored_ids() == [first.stdout.strip(), second.stdout.strip()]
+        assert not list(tmp_path.rglob("*.spool"))
+    finally:
+        proxy.stop()
+
+
 def test_spool_cap_drops_the_oldest_and_counts_exactly(make_recorder) -> None:
     proxy = down_proxy()
     recorder = make_recorder(

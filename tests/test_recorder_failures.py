@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import logging
 import weakref
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +14,13 @@ import grpc
 import pytest
 
 from protoevents.cluster.v1.cluster_events_pb2 import ClusterEventType
-from protoevents.v1 import proxy_service_pb2
+from protoevents.v1 import event_pb2, proxy_service_pb2
 from recorder import EventTooLargeError, Recorder
+from recorder.deadletter import DeadLetter, dead_letter_dir
+from recorder.delivery import Delivery, DeliveryOptions, StreamBrokenError, _Batch
 from recorder.setaside import read_batches
+from recorder.spool import Spool
+from recorder.stats import Counters
 from recorder.statuses import SUSPECT_ATTEMPTS
 from tests.fake_proxy import FakeProxy
 
@@ -224,3 +229,51 @@ def test_a_batch_written_as_the_stream_ends_is_resent_quietly_though_grpc_hides_
     assert (stats.acknowledged, stats.spooled, stats.dropped) == (2, 0, {})
     ours = [r for r in caplog.records if r.name.split(".")[0] == "recorder"]
     assert [r.getMessage() for r in ours if r.levelno >= logging.WARNING] == []
+
+
+def test_close_sets_aside_a_spooled_batch_refused_as_bad_and_delivers_the_rest(
+    fake_proxy: FakeProxy, make_recorder: type[Recorder]
+) -> None:
+    fake_proxy.stop()
+    # One batch at a time: no write races the proxy's refusal (which grpc may hide).
+    recorder = make_recorder(fake_proxy.address, batch_size=10, max_in_flight=1, backoff_max=60)
+    ids = [recorder.record(ELECTED, str(i)) for i in range(30)]
+    assert recorder.flush(10)  # three batches in the spool
+    fake_proxy.abort_code = grpc.StatusCode.INVALID_ARGUMENT
+    fake_proxy.abort_limit = 2  # the first batch, then the same alone
+    fake_proxy.start()
+    assert recorder.close(10) is True
+    assert fake_proxy.stored_ids() == ids[10:]
+    stats = recorder.stats()
+    assert (stats.set_aside, stats.replayed, stats.spool_pending) == (
+        {"batch:INVALID_ARGUMENT": 10}, 20, 0
+    )  # fmt: skip
+    (batch,) = read_batches(recorder.dead_letter_path)
+    assert [e.id for e in batch.events] == ids[:10]
+
+
+def test_batches_waiting_to_be_resent_stay_behind_the_one_in_flight_when_the_stream_fails(
+    tmp_path: Path,
+) -> None:
+    """A stream ended as a batch was written (grpc hid why) is retried at once: its batches
+    wait to be resent. If the new stream fails with the first of them in flight, the others
+    must not overtake it (the delivery thread's state, driven directly: the race is rare)."""
+    spool = Spool(tmp_path / "slot", max_bytes=1 << 20, fsync=False)
+    delivery = Delivery(
+        DeliveryOptions(proxy="127.0.0.1:1"),
+        deque(),
+        event_pb2.EventSource(node="n", component="c"),
+        spool,
+        DeadLetter(dead_letter_dir(tmp_path / "slot"), fsync=False),
+        Counters(),
+        lambda count: None,
+        lambda: None,
+    )
+    first, second, third = (_Batch(f"batch {n}".encode(), 1, None) for n in range(3))
+    delivery._resend.extend([second, third])
+    delivery._inflight[7] = first
+    assert delivery._after_failure(StreamBrokenError(grpc.StatusCode.UNAVAILABLE, "down"))
+    sent = []
+    while (batch := delivery._next_batch()) is not None:
+        sent.append(batch.payload)
+    assert sent == [b"batch 0", b"batch 1", b"batch 2"]
