@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine
 from protoevents.v1 import proxy_service_pb2, query_service_pb2
 from recorder.registry import Registry
 from server.admission import Admission
-from server.changes import Writer
+from server.changes import Writer, has_trait
 from server.config import Settings
 from server.db.setup import open_database
 from server.dedup import Deduplicator
@@ -36,12 +36,12 @@ from server.reflection import documented_files
 from server.reflection import enable as enable_reflection
 from server.validation import Limits, Validator
 from server.wal import WriteAheadLog
-from server.watch.hub import ChangeHub, HubWriter
-from server.watch.redis_bus import RedisRelay, RedisWatchWriter
+from server.watch.hub import ChangeHub
+from server.watch.redis_bus import RedisRelay
+from server.writers.base import BuildContext
 from server.writers.build import build_writers
-from server.writers.filters import FilteredWriter
 from server.writers.settings import effective_writers
-from server.writers.sql import SqlWriter
+from server.writers.watch import HubWriter, RedisWatchWriter
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,8 @@ SET_ASIDE_DIR = "set-aside"
 def default_writers(settings: Settings, engine: Engine) -> list[Writer]:
     """The writers the settings ask for: the `[[writers]]` of the config file (SQL alone when
     there are none), plus JSON lines when given `jsonl_path`."""
-    return build_writers(effective_writers(settings.writers, settings.jsonl_path), engine)
+    configs = effective_writers(settings.writers, settings.jsonl_path)
+    return build_writers(configs, BuildContext(engine))
 
 
 def watch_publishers(settings: Settings, hub: ChangeHub) -> list[Writer]:
@@ -69,15 +70,11 @@ def watch_publishers(settings: Settings, hub: ChangeHub) -> list[Writer]:
 
 
 def storing_writer(writers: Sequence[Writer]) -> str | None:
-    """The name of the first SQL writer that stores every event: watchers are handed a
-    change only after it has stored it, so whatever a watcher sees, GetEvent finds."""
-    for writer in writers:
-        if isinstance(writer, SqlWriter):
-            return writer.name
-    for writer in writers:
-        if isinstance(writer, FilteredWriter) and isinstance(writer.writer, SqlWriter):
-            return writer.name
-    return None
+    """The name of the first writer that stores, one without a filter first: watchers are
+    handed a change only after it has stored it, so whatever a watcher sees, GetEvent finds."""
+    storing = [w for w in writers if has_trait(w, "stores")]
+    whole = [w for w in storing if not has_trait(w, "filtered")]
+    return (whole or storing)[0].name if storing else None
 
 
 def default_dedup(settings: Settings) -> IngestDeduplicator:
@@ -221,18 +218,19 @@ def make_dispatcher(
     hub: ChangeHub,
     metrics: Metrics,
 ) -> Dispatcher:
-    """The feeds of the chosen writers and of the watch publishers, which follow the writer
-    that stores (a watcher sees a change once it can be queried)."""
-    publishers = watch_publishers(settings, hub)
-    stored_by = storing_writer(chosen)
+    """The feeds of the chosen writers and of the watch publishers; writers that follow the
+    store follow the writer that stores (a watcher sees a change once it can be queried)."""
+    writers = [*chosen, *watch_publishers(settings, hub)]
+    stored_by = storing_writer(writers)
+    followers = [w.name for w in writers if has_trait(w, "follows_store") and w.name != stored_by]
     return Dispatcher(
         wal,
-        [*chosen, *publishers],
+        writers,
         batch_events=settings.writer_batch_events,
         batch_interval_s=settings.writer_batch_interval_s,
         metrics=metrics,
-        follows={w.name: stored_by for w in publishers} if stored_by else None,
-        live_only=[w.name for w in publishers],
+        follows=dict.fromkeys(followers, stored_by) if stored_by else None,
+        live_only=[w.name for w in writers if has_trait(w, "live_only")],
         max_attempts=settings.writer_max_attempts,
         set_aside_dir=settings.data_dir / SET_ASIDE_DIR,
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 from protoevents.v1 import event_pb2, query_service_pb2
 
@@ -47,6 +47,8 @@ class Writer(Protocol):
     from the writer's bookmark. Raising means "not written": PermanentWriteError for a refusal
     that retrying will not change, anything else for a failure that may pass (a connection
     lost), which the dispatcher retries with backoff for as long as it lasts.
+
+    A writer says what else it is by attributes set to True (see `Trait`; absent is False).
     """
 
     name: str
@@ -54,3 +56,16 @@ class Writer(Protocol):
     async def write(self, changes: Sequence[Change]) -> None: ...
 
     async def close(self) -> None: ...
+
+
+# What a writer may say of itself, as an attribute set to True:
+#   stores         what it has written, queries find (watchers follow the writer that stores)
+#   follows_store  takes a change only once the writer that stores has written it
+#   live_only      hands changes on as they come: it starts at the end of the log, no history
+#   filtered       takes only the changes its filter passes
+Trait = Literal["stores", "follows_store", "live_only", "filtered"]
+
+
+def has_trait(writer: Writer, trait: Trait) -> bool:
+    """Whether `writer` says it has `trait` (a writer without the attribute has not)."""
+    return getattr(writer, trait, False) is True

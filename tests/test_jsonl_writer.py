@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from server.changes import CREATED, Change
-from server.jsonl_writer import JsonLinesWriter
+from server.writers.jsonl import JsonLinesWriter
 from tests.ingest_helpers import make_events
 
 

@@ -23,8 +23,7 @@ from server.changes import CREATED, UPDATED, Change
 from server.dispatcher import Dispatcher
 from server.wal import WriteAheadLog
 from server.writers import redis_keys
-from server.writers.redis import RedisWriter
-from server.writers.settings import RedisOptions
+from server.writers.redis import RedisOptions, RedisWriter
 from tests.events import repeated, stored_event
 from tests.ingest_helpers import make_events, wait_until
 from tests.test_dispatcher import append

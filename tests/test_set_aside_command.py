@@ -12,8 +12,7 @@ import redis
 
 from protoevents.v1 import event_pb2, proxy_service_pb2
 from recorder.setaside import SetAside, make_batch, read_batches
-from server.writers.redis import RedisWriter
-from server.writers.settings import RedisOptions
+from server.writers.redis import RedisOptions, RedisWriter
 from tests.conftest import CliRunner
 from tests.faults.harness import assert_each_stored_once, poll
 from tests.ingest_helpers import make_events

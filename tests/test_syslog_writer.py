@@ -15,8 +15,7 @@ from recorder.backoff import Backoff
 from server.changes import CREATED, Change
 from server.dispatcher import Dispatcher
 from server.wal import WriteAheadLog
-from server.writers.settings import SyslogOptions
-from server.writers.syslog import SyslogWriter
+from server.writers.syslog import SyslogOptions, SyslogWriter
 from server.writers.syslog_format import Rfc5424
 from tests.events import stored_event
 from tests.ingest_helpers import make_events, wait_until

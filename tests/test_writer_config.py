@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -13,15 +14,12 @@ from recorder.registry import Registry
 from server import config
 from server.config import SettingsError
 from server.writers.filters import WriterFilter
-from server.writers.settings import (
-    JsonlOptions,
-    RedisOptions,
-    SqlOptions,
-    SyslogOptions,
-    WriterConfig,
-    check_types,
-    effective_writers,
-)
+from server.writers.jsonl import JsonlOptions
+from server.writers.kinds import KINDS
+from server.writers.redis import RedisOptions
+from server.writers.settings import WriterConfig, check_types, effective_writers, parse_writer
+from server.writers.sql import SqlOptions
+from server.writers.syslog import SyslogOptions
 from tests.conftest import ROOT, CliRunner
 
 
@@ -185,3 +183,13 @@ def test_serve_refuses_a_bad_writer_with_exit_2(tmp_path: Path, run_cli: CliRunn
     result = run_cli("serve", "--config", str(file), "--data-dir", str(tmp_path / "d"))
     assert result.returncode == 2
     assert "writer 'sql': types: unknown event type 'NO_SUCH_TYPE'" in result.stderr
+
+
+def test_every_kind_names_its_options_and_builder_in_its_own_module() -> None:
+    for kind in KINDS.values():
+        assert kind.options.__module__ == kind.module
+        assert kind.build.__module__ == kind.module
+        assert "kind" not in {f.name for f in fields(kind.options)}
+    assert WriterConfig("db", SqlOptions()).kind == "sql"
+    assert parse_writer({"kind": "jsonl", "path": "x.jsonl"}).kind == "jsonl"
+    assert [kind for kind in KINDS if KINDS[kind].options.uses_database] == ["sql"]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 
 from protoevents.v1 import severity_pb2
-from server.changes import CREATED, UPDATED, Change
+from server.app import storing_writer
+from server.changes import CREATED, UPDATED, Change, has_trait
 from server.writers.filters import FilteredWriter, WriterFilter, filtered
 from tests.events import LEADER_ELECTED, repeated, stored_event
 from tests.ingest_helpers import MemoryWriter
@@ -62,3 +63,17 @@ def test_a_filtered_writer_receives_only_what_passes_and_keeps_its_name() -> Non
 def test_an_empty_filter_adds_no_wrapper() -> None:
     inner = MemoryWriter("all")
     assert filtered(inner, WriterFilter()) is inner
+
+
+def test_a_filtered_writer_keeps_the_traits_of_the_writer_it_wraps() -> None:
+    inner = MemoryWriter("db")
+    inner.stores = True  # type: ignore[attr-defined]
+    writer = filtered(inner, WriterFilter(categories=frozenset({"network"})))
+    assert has_trait(writer, "stores") and has_trait(writer, "filtered")
+    assert not has_trait(writer, "live_only") and not has_trait(inner, "filtered")
+    # Watchers follow the writer that stores, one that stores every change first.
+    whole = MemoryWriter("whole")
+    whole.stores = True  # type: ignore[attr-defined]
+    assert storing_writer([MemoryWriter("x"), writer, whole]) == "whole"
+    assert storing_writer([MemoryWriter("x"), writer]) == "db"
+    assert storing_writer([MemoryWriter("x")]) is None

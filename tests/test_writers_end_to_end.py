@@ -17,7 +17,10 @@ from server.app import run_proxy
 from server.changes import UPDATED
 from server.writers import redis_keys
 from server.writers.filters import WriterFilter
-from server.writers.settings import RedisOptions, SqlOptions, SyslogOptions, WriterConfig
+from server.writers.redis import RedisOptions
+from server.writers.settings import WriterConfig
+from server.writers.sql import SqlOptions
+from server.writers.syslog import SyslogOptions
 from tests.ingest_helpers import proxy_settings
 from tests.syslog_listener import TcpCollector
 

@@ -233,18 +233,18 @@ def _build(
     chosen: WriterConfig, settings: Settings, args: argparse.Namespace
 ) -> tuple[Writer, Engine]:
     """The writer as serve builds it, and the engine it stores through (the database is
-    opened, migrated and its types synced only for a SQL writer)."""
+    opened, migrated and its types synced only for a writer that uses it)."""
     import sqlalchemy as sa
 
     from server.db.setup import open_database
+    from server.writers.base import BuildContext
     from server.writers.build import build_writer
-    from server.writers.settings import SqlOptions
 
-    if isinstance(chosen.options, SqlOptions):
+    if chosen.options.uses_database:
         engine = open_database(settings.db, load_registry(args))
     else:
         engine = sa.create_engine("sqlite://")  # other writers never use it: never connected
-    return build_writer(chosen, engine), engine
+    return build_writer(chosen, BuildContext(engine)), engine
 
 
 def _write_again(store: SetAside, writer: Writer) -> _ReplayReport:

@@ -204,18 +204,3 @@ class ChangeHub:
         """End every subscription with `error` (the source of changes went away)."""
         for subscription in list(self._subscriptions):
             subscription.fail(error)
-
-
-class HubWriter:
-    """The writer that publishes the changes handed to it to a hub (it follows the SQL
-    writer, so watchers see what can already be queried)."""
-
-    def __init__(self, hub: ChangeHub, name: str = "watch") -> None:
-        self.name = name
-        self.hub = hub
-
-    async def write(self, changes: Sequence[Change]) -> None:
-        self.hub.publish(changes)
-
-    async def close(self) -> None:
-        """Nothing to release: watch streams end with the server."""

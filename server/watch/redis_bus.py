@@ -69,48 +69,6 @@ def describe(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
-class RedisWatchWriter:
-    """The writer that publishes this proxy's stored changes on the channel.
-
-    Best effort: a batch Redis does not take is dropped (counted and logged once per
-    outage), because watchers are cut off with UNAVAILABLE while Redis is down anyway and
-    catch up with `replay_count`; keeping the batch would hold the write-ahead log back until
-    ingest stops.
-    """
-
-    def __init__(self, url: str, channel: str = DEFAULT_CHANNEL, name: str = "redis-watch") -> None:
-        self.name = name
-        self.url = url
-        self.channel = channel
-        self.client = connect(url)
-        self.published = 0
-        self.dropped = 0
-        self._failing = False
-
-    async def write(self, changes: Sequence[Change]) -> None:
-        try:
-            await publish(self.client, self.channel, changes)
-        except (RedisError, OSError) as exc:
-            self.dropped += len(changes)
-            if not self._failing:
-                self._failing = True
-                log.warning(
-                    "%s: Redis at %s is unreachable (%s); changes are not published to "
-                    "watchers until it is back",
-                    self.name,
-                    describe(self.url),
-                    exc,
-                )
-            return
-        if self._failing:
-            self._failing = False
-            log.info("%s: publishing to Redis at %s again", self.name, describe(self.url))
-        self.published += len(changes)
-
-    async def close(self) -> None:
-        await self.client.aclose()
-
-
 class RedisRelay:
     """Subscribes to the channel and feeds the hub of this proxy, reconnecting with backoff.
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from protoevents.v1 import event_pb2
-from server.changes import Change, Writer
+from server.changes import Change, Writer, has_trait
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,12 +36,17 @@ class WriterFilter:
 
 class FilteredWriter:
     """A writer that hands on only the changes its filter passes (nothing when none does).
-    It keeps the wrapped writer's name, so the bookmark stays the same."""
+    It keeps the wrapped writer's name, so the bookmark stays the same, and its traits."""
+
+    filtered = True
 
     def __init__(self, writer: Writer, condition: WriterFilter) -> None:
         self.writer = writer
         self.filter = condition
         self.name = writer.name
+        self.stores = has_trait(writer, "stores")
+        self.follows_store = has_trait(writer, "follows_store")
+        self.live_only = has_trait(writer, "live_only")
 
     async def write(self, changes: Sequence[Change]) -> None:
         passed = [change for change in changes if self.filter.matches(change.event)]

@@ -1,15 +1,50 @@
-"""The Redis writer: the most recent events per source, and every change on a pub/sub channel."""
+"""The Redis writer (kind `redis`): the most recent events per source, and every change on a
+pub/sub channel."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 
 from protoevents.v1 import event_pb2
 from server.changes import UPDATED, Change, PermanentWriteError, watch_message
 from server.writers import redis_keys
-from server.writers.settings import RedisOptions
+from server.writers.base import BuildContext, WriterConfigError, WriterOptions
+
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+@dataclass(frozen=True, slots=True)
+class RedisOptions(WriterOptions):
+    """Recent events per source and a pub/sub channel of changes (see RedisWriter)."""
+
+    url: str = "redis://127.0.0.1:6379/0"
+    key_prefix: str = "protoevents"
+    recent_max: int = 1000
+    channel: str = "protoevents:changes"
+    publish: bool = True
+    connect_timeout_s: float = 5.0
+    timeout_s: float = 10.0
+
+    def validate(self) -> None:
+        if urlsplit(self.url).scheme not in REDIS_SCHEMES:
+            raise WriterConfigError(
+                "url", self.url, "expected a redis://, rediss:// or unix:// URL"
+            )
+        if not self.key_prefix:
+            raise WriterConfigError("key_prefix", self.key_prefix, "must not be empty")
+        if self.publish and not self.channel:
+            raise WriterConfigError("channel", self.channel, "must not be empty")
+        for key in ("recent_max", "connect_timeout_s", "timeout_s"):
+            if getattr(self, key) <= 0:
+                raise WriterConfigError(key, getattr(self, key), "must be greater than 0")
+
+
+Options = RedisOptions
+
 
 # One call per batch. KEYS: a stream and a hash per change, then the set of streams.
 # ARGV: channel, recent_max, publish flag, then per change: kind, id, event, message.
@@ -139,3 +174,7 @@ class RedisWriter:
 
     async def close(self) -> None:
         await self.client.aclose()
+
+
+def build(options: RedisOptions, name: str, context: BuildContext) -> RedisWriter:
+    return RedisWriter(options, name=name)

@@ -1,4 +1,5 @@
-"""The SQL writer: stores new events and applies dedup updates, idempotently, per batch."""
+"""The SQL writer (kind `sql`): stores new events and applies dedup updates, idempotently,
+per batch."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import itertools
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import psycopg
 import sqlalchemy as sa
@@ -26,6 +27,7 @@ from server.db.rows import (
     event_to_sqlite_values,
     timestamp_to_text,
 )
+from server.writers.base import BuildContext, WriterOptions
 
 # PostgreSQL staging tables: temporary (no WAL), one per session, emptied at each commit.
 _STAGE = "protoevents_events_stage"
@@ -51,6 +53,16 @@ _UPSERT_FROM_STAGE = (
     "WHERE excluded.count > e.count OR excluded.last_time > e.last_time "
     "RETURNING e.xmax = 0"
 )
+
+
+@dataclass(frozen=True, slots=True)
+class SqlOptions(WriterOptions):
+    """The SQL writer stores into the proxy's database (the `db` setting): no options."""
+
+    uses_database: ClassVar[bool] = True
+
+
+Options = SqlOptions
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,8 +219,11 @@ class SqlWriter:
     """Writes batches of changes to a SQL database, one transaction per batch.
 
     Database work runs on the writer's own thread, so the event loop never blocks on it
-    and batches are applied in the order they are handed in.
+    and batches are applied in the order they are handed in. It `stores`: what it has
+    written, queries find.
     """
+
+    stores = True
 
     def __init__(self, engine: Engine, name: str = "sql") -> None:
         self.name = name
@@ -241,3 +256,7 @@ class SqlWriter:
         """Wait for the batch in progress, then stop the thread (the engine stays open)."""
         self._closed = True
         await asyncio.to_thread(self._executor.shutdown, True)
+
+
+def build(options: SqlOptions, name: str, context: BuildContext) -> SqlWriter:
+    return SqlWriter(context.engine, name=name)

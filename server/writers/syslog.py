@@ -1,4 +1,5 @@
-"""The syslog writer: each change as an RFC 5424 or RFC 3164 message over UDP, TCP or TLS."""
+"""The syslog writer (kind `syslog`): each change as an RFC 5424 or RFC 3164 message over UDP,
+TCP or TLS."""
 
 from __future__ import annotations
 
@@ -13,13 +14,147 @@ import termios
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from server.changes import Change
-from server.writers.settings import SyslogOptions
+from server.writers.base import BuildContext, WriterConfigError, WriterOptions
 from server.writers.syslog_format import RFC3164_MAX_BYTES, Rfc3164, Rfc5424
 
 # Linux: the ioctl giving the bytes sent but not yet acknowledged by the peer (SIOCOUTQ).
 _OUTQ: int | None = getattr(termios, "TIOCOUTQ", None) if sys.platform == "linux" else None
+
+
+# Syslog facilities by name (RFC 5424 section 6.2.1).
+FACILITIES = {
+    "kern": 0,
+    "user": 1,
+    "mail": 2,
+    "daemon": 3,
+    "auth": 4,
+    "syslog": 5,
+    "lpr": 6,
+    "news": 7,
+    "uucp": 8,
+    "cron": 9,
+    "authpriv": 10,
+    "ftp": 11,
+    "ntp": 12,
+    "security": 13,
+    "console": 14,
+    "solaris-cron": 15,
+    **{f"local{n}": 16 + n for n in range(8)},
+}
+SYSLOG_FORMATS = ("rfc5424", "rfc3164")
+SYSLOG_PORTS = {"udp": 514, "tcp": 601, "tls": 6514}
+
+
+def split_address(address: str, default_port: int) -> tuple[str, int]:
+    """(host, port) of `HOST`, `HOST:PORT`, `[V6]` or `[V6]:PORT`."""
+    host, port = address, str(default_port)
+    if address.startswith("["):
+        host, bracket, rest = address[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise ValueError("expected HOST:PORT or [IPV6]:PORT")
+        port = rest[1:] or port
+    elif address.count(":") == 1:
+        host, port = address.split(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("expected HOST:PORT or [IPV6]:PORT with a port from 1 to 65535")
+    return host, int(port)
+
+
+@dataclass(frozen=True, slots=True)
+class SyslogOptions(WriterOptions):
+    """Syslog messages to one collector (see SyslogWriter)."""
+
+    address: str
+    format: str = "rfc5424"
+    transport: str = "udp"
+    facility: str = field(default="user", metadata={"integer_as_text": True})
+    app_name: str = "protoevents"
+    enterprise_number: int = 32473
+    max_datagram_bytes: int = 2048
+    tls_ca_file: Path | None = None
+    tls_verify: bool = True
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_server_name: str | None = None
+    connect_timeout_s: float = 5.0
+    write_timeout_s: float = 30.0
+
+    @property
+    def facility_code(self) -> int:
+        return FACILITIES[self.facility] if self.facility in FACILITIES else int(self.facility)
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        return split_address(self.address, SYSLOG_PORTS[self.transport])
+
+    def validate(self) -> None:
+        if self.transport not in SYSLOG_PORTS:
+            raise WriterConfigError("transport", self.transport, "expected udp, tcp or tls")
+        if self.format not in SYSLOG_FORMATS:
+            raise WriterConfigError("format", self.format, "expected rfc5424 or rfc3164")
+        try:
+            self.host_port  # noqa: B018 - parses the address
+        except ValueError as exc:
+            raise WriterConfigError("address", self.address, str(exc)) from None
+        number = self.facility.isdigit() and int(self.facility) < 24
+        if self.facility not in FACILITIES and not number:
+            raise WriterConfigError(
+                "facility", self.facility, f"expected 0-23 or one of {', '.join(FACILITIES)}"
+            )
+        if not 1 <= len(self.app_name) <= 48 or not all(33 <= ord(c) <= 126 for c in self.app_name):
+            raise WriterConfigError(
+                "app_name", self.app_name, "expected 1 to 48 printable ASCII characters, no space"
+            )
+        if self.enterprise_number <= 0:
+            raise WriterConfigError(
+                "enterprise_number", self.enterprise_number, "must be greater than 0"
+            )
+        if self.max_datagram_bytes < 480:
+            raise WriterConfigError(
+                "max_datagram_bytes",
+                self.max_datagram_bytes,
+                "must be at least 480 (RFC 5426: every receiver takes 480 octets)",
+            )
+        for key in ("connect_timeout_s", "write_timeout_s"):
+            if getattr(self, key) <= 0:
+                raise WriterConfigError(key, getattr(self, key), "must be greater than 0")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise WriterConfigError(
+                "tls_key_file", self.tls_key_file, "tls_cert_file and tls_key_file go together"
+            )
+        tls_only = ("tls_ca_file", "tls_cert_file", "tls_server_name")
+        for key in tls_only:
+            if getattr(self, key) is not None and self.transport != "tls":
+                raise WriterConfigError(key, getattr(self, key), "only used with transport tls")
+        if self.transport == "tls":
+            self.ssl_context()  # reads the files now, so a bad one stops the start
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """The client TLS context: the system CAs or `tls_ca_file`, hostname checks unless
+        `tls_verify` is false, a client certificate when given."""
+        try:
+            context = ssl.create_default_context(
+                cafile=str(self.tls_ca_file) if self.tls_ca_file else None
+            )
+        except (OSError, ssl.SSLError) as exc:
+            raise WriterConfigError("tls_ca_file", str(self.tls_ca_file), str(exc)) from None
+        if not self.tls_verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        if self.tls_cert_file is not None and self.tls_key_file is not None:
+            try:
+                context.load_cert_chain(self.tls_cert_file, self.tls_key_file)
+            except (OSError, ssl.SSLError) as exc:
+                cert = str(self.tls_cert_file)
+                raise WriterConfigError("tls_cert_file", cert, str(exc)) from None
+        return context
+
+
+Options = SyslogOptions
 
 
 class CollectorClosedError(ConnectionError):
@@ -203,3 +338,7 @@ class SyslogWriter:
         self._closed = True
         await asyncio.to_thread(self._executor.shutdown, True)
         self.sender.close()
+
+
+def build(options: SyslogOptions, name: str, context: BuildContext) -> SyslogWriter:
+    return SyslogWriter(options, name=name)

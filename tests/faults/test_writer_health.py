@@ -14,8 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from protoevents.v1 import event_pb2, proxy_service_pb2
 from recorder.setaside import read_batches
-from server.writers.redis import RedisWriter
-from server.writers.settings import RedisOptions
+from server.writers.redis import RedisOptions, RedisWriter
 from tests.faults.harness import poll
 from tests.ingest_helpers import make_events
 from tests.serve_process import ServeProcess

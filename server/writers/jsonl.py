@@ -1,4 +1,5 @@
-"""A writer that appends every change to a JSON-lines file (debugging, tests, simple setups)."""
+"""The JSON lines writer (kind `jsonl`): every change appended to a file (debugging, tests,
+simple setups)."""
 
 from __future__ import annotations
 
@@ -7,14 +8,26 @@ import json
 import logging
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from google.protobuf import json_format
 
 from protoevents.v1 import query_service_pb2
 from server.changes import Change
+from server.writers.base import BuildContext, WriterOptions
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class JsonlOptions(WriterOptions):
+    """Every change as a JSON line appended to `path`."""
+
+    path: Path
+
+
+Options = JsonlOptions
 
 
 class JsonLinesWriter:
@@ -82,3 +95,7 @@ class JsonLinesWriter:
 
     async def close(self) -> None:
         self._file.close()
+
+
+def build(options: JsonlOptions, name: str, context: BuildContext) -> JsonLinesWriter:
+    return JsonLinesWriter(options.path, name=name)
