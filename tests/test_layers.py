@@ -1,0 +1,75 @@
+"""Imports only go down: the recorder stands alone, the proxy's lower layers know nothing of
+its services, configuration or command line, and watch knows nothing of query."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+# Module (or package) -> what it must never import.
+FORBIDDEN: dict[str, tuple[str, ...]] = {
+    "recorder": ("server", "migrations"),
+    "server.watch": ("server.query", "server.app", "server.cli"),
+    "server.writers": ("server.query", "server.app", "server.cli", "server.config"),
+    "server.db": ("server.query", "server.watch", "server.writers", "server.app", "server.cli"),
+    **{
+        f"server.{lower}": (
+            "server.config",
+            "server.app",
+            "server.cli",
+            "server.query",
+            "server.watch",
+            "server.writers",
+            "server.db",
+            "server.codegen",
+        )
+        for lower in ("wal", "validation", "dedup", "changelog", "changes", "fields", "ids")
+    },
+}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports_of(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def modules() -> list[Path]:
+    return sorted(p for folder in ("server", "recorder") for p in (ROOT / folder).rglob("*.py"))
+
+
+def within(name: str, package: str) -> bool:
+    return name == package or name.startswith(package + ".")
+
+
+@pytest.mark.parametrize("path", modules(), ids=module_name)
+def test_a_module_imports_nothing_above_it(path: Path) -> None:
+    name = module_name(path)
+    rules = [banned for owner, banned in FORBIDDEN.items() if within(name, owner)]
+    wrong = sorted(
+        imported
+        for imported in imports_of(path)
+        for banned in rules
+        for package in banned
+        if within(imported, package)
+    )
+    assert wrong == [], f"{name} imports {wrong}"
+
+
+def test_the_rules_name_real_modules() -> None:
+    names = {module_name(p) for p in modules()}
+    for owner in FORBIDDEN:
+        assert any(within(n, owner) for n in names), owner
