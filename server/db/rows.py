@@ -1,4 +1,12 @@
-"""Conversion between protobuf Events and rows of the `events` table (on the hot path)."""
+"""Conversion between protobuf Events and rows of the `events` table (on the hot path).
+
+Each driver gets the row in the form it takes without conversion: Python values
+(`event_to_values`, for SQLAlchemy Core), SQLite's stored text (`event_to_sqlite_values`) and
+a PostgreSQL text COPY line (`event_to_copy_line`). Each lists the columns itself: reading
+them through one shared function made the two hot encoders 11-27 % slower per row (medians
+of 15, old and new interleaved in one run), so the lists stay apart; the SQL writer's tests
+store and read back through each of them on SQLite and PostgreSQL.
+"""
 
 from __future__ import annotations
 
