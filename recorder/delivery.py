@@ -27,21 +27,28 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
-from google.protobuf import struct_pb2
 
 from protoevents.v1 import event_pb2, proxy_service_pb2
 from recorder.backoff import Backoff, Retries
 from recorder.deadletter import DeadLetter
-from recorder.registry import EventType
 from recorder.setaside import SetAsideInUseError, make_batch
 from recorder.spool import Spool, SpoolEntry
 from recorder.stats import Counters
 from recorder.statuses import SUSPECT_ATTEMPTS, Verdict, verdict
+from recorder.wire import (
+    HEADER_BYTES,
+    Item,
+    batch_header,
+    batch_payload,
+    build_event,
+    events_of,
+    field_bytes,
+)
 
 log = logging.getLogger("recorder")
 
@@ -49,20 +56,7 @@ RECORD_METHOD = "/protoevents.v1.EventProxyService/Record"
 _DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 _SPOOL_RETRY_S = 0.5  # how often a spool that refused a write is tried again
 _IDLE_TICK_S = 0.05  # the shortest wait of an idle thread (flush_interval 0)
-_HEADER_BYTES = 16  # a RecordRequest's sequence field, prepended to each batch
 _FINISH_TRIES = 3  # finishing, streams in a row that may fail without an acknowledgement
-
-# What record() enqueues: id, type, message, severity, object, attributes, data, time (ns).
-Item = tuple[
-    str,
-    EventType,
-    str,
-    int,
-    event_pb2.ObjectRef | None,
-    Mapping[str, str] | None,
-    struct_pb2.Struct | None,
-    int,
-]
 
 
 @dataclass(frozen=True)
@@ -144,38 +138,11 @@ def _identity(payload: bytes) -> bytes:
     return payload
 
 
-def _field_bytes(size: int) -> int:
-    """Bytes of one `events` entry of `size` bytes in a RecordRequest: tag, length, event."""
-    return 1 + (size.bit_length() + 6) // 7 + size
-
-
-def build_event(item: Item, source: event_pb2.EventSource) -> event_pb2.Event:
-    """The Event message of a queued item."""
-    event_id, event_type, message, severity, obj, attributes, data, time_ns = item
-    event = event_pb2.Event(
-        id=event_id,
-        type=event_type.name,
-        severity=severity,  # type: ignore[arg-type]
-        category=event_type.category,
-        message=message,
-        source=source,
-        object=obj,
-        attributes=attributes,
-        data=data,
-    )
-    event.time.FromNanoseconds(time_ns)
-    return event
-
-
 def _closed_as_idle(broken: StreamBrokenError) -> bool:
     """The proxy ended the stream on purpose: status OK, or UNAVAILABLE saying "idle"."""
     if broken.code is grpc.StatusCode.OK:
         return True
     return broken.code is grpc.StatusCode.UNAVAILABLE and "idle" in broken.details.lower()
-
-
-def _events_of(payload: bytes) -> Sequence[event_pb2.Event]:
-    return proxy_service_pb2.RecordRequest.FromString(payload).events
 
 
 class Delivery:
@@ -394,7 +361,7 @@ class Delivery:
         if batch.origin is None:
             with self._counters.lock:
                 self._counters.sent += batch.count
-        header = proxy_service_pb2.RecordRequest(sequence=self._sequence).SerializeToString()
+        header = batch_header(self._sequence)
         try:
             await call.write(header + batch.payload)
         except (grpc.aio.AioRpcError, asyncio.InvalidStateError) as error:
@@ -486,7 +453,7 @@ class Delivery:
 
     def _sort_out(self, sent: _Batch, result: proxy_service_pb2.BatchResult) -> None:
         """Set aside the events the proxy rejected; note those it keeps in quarantine."""
-        events = _events_of(sent.payload)
+        events = events_of(sent.payload)
         for kept in result.quarantined:
             event_type = events[kept.index].type if kept.index < len(events) else "?"
             self._log.warning(
@@ -561,11 +528,11 @@ class Delivery:
     def _take_batch(self) -> _Batch:
         """Up to `batch_size` queued events, and at most `max_batch_bytes` of them."""
         queue, events = self._queue, list[event_pb2.Event]()
-        budget = self.options.max_batch_bytes - _HEADER_BYTES
+        budget = self.options.max_batch_bytes - HEADER_BYTES
         self._more_due = False
         while queue and len(events) < self.options.batch_size:
             event = build_event(queue[0], self._source)
-            size = _field_bytes(event.ByteSize())
+            size = field_bytes(event)
             if events and size > budget:
                 self._more_due = True
                 break
@@ -575,7 +542,7 @@ class Delivery:
         if not queue:
             self._flush_requested = False
         self._last_batch = time.monotonic()
-        payload = proxy_service_pb2.RecordRequest(events=events).SerializeToString()
+        payload = batch_payload(events)
         return _Batch(payload, len(events), None)
 
     def _next_batch(self) -> _Batch | None:
@@ -719,7 +686,7 @@ class Delivery:
         is kept and sent again) when the store cannot take it now."""
         reason = f"{broken.code.name}: {broken.details}"
         try:
-            self._dead_letter.put(make_batch("recorder", reason, _events_of(batch.payload)))
+            self._dead_letter.put(make_batch("recorder", reason, events_of(batch.payload)))
         except (OSError, SetAsideInUseError) as error:
             self._log.error(
                 "set-aside-failed",

@@ -21,12 +21,13 @@ from uuid_utils import uuid7
 
 from protoevents.v1 import event_pb2
 from recorder.deadletter import DeadLetter, dead_letter_dir
-from recorder.delivery import Delivery, DeliveryOptions, Item, build_event
+from recorder.delivery import Delivery, DeliveryOptions
 from recorder.errors import EventTooLargeError
 from recorder.registry import SEVERITY_VALUES, EnumType, Registry, parse_severity
 from recorder.resolve import EventTypeResolver
 from recorder.spool import Spool, SpoolSlot
 from recorder.stats import Counters, RecorderStats
+from recorder.wire import Item, build_event
 
 # Bytes of an event besides its message, attributes, object and data: id, type and category
 # names, time, severity, source (counted apart) and field tags, with room to spare.
