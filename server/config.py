@@ -28,6 +28,40 @@ MiB = 1024 * KiB
 GiB = 1024 * MiB
 
 
+# Settings that must be greater than 0.
+_POSITIVE = (
+    "fsync_interval_ms",
+    "wal_segment_bytes",
+    "wal_max_bytes",
+    "quarantine_max_bytes",
+    "dedup_window_s",
+    "dedup_max_entries",
+    "dedup_max_bytes",
+    "writer_batch_events",
+    "writer_batch_interval_ms",
+    "max_message_bytes",
+    "max_ingest_streams",
+    "max_streams_per_client",
+    "idle_stream_timeout_s",
+    "query_timeout_s",
+    "query_threads",
+    "query_scan_slots",
+    "max_watchers",
+    "max_batch_events",
+    "max_inflight_batches",
+    "max_event_message_bytes",
+    "max_attributes",
+    "max_attribute_bytes",
+    "max_data_bytes",
+    "max_field_bytes",
+    "max_future_s",
+    "idempotency_cache_size",
+    "watch_queue_size",
+    "writer_max_attempts",
+    "writer_stuck_after_s",
+)
+
+
 class SettingsError(ValueError):
     """A setting has a bad value; the message names the key, the value and where it came from."""
 
@@ -199,38 +233,7 @@ class Settings:
             _bad("log_level", self.log_level, f"expected one of {', '.join(LOG_LEVELS)}")
         if not self.db:
             _bad("db", self.db, "expected a database URL")
-        positive = (
-            "fsync_interval_ms",
-            "wal_segment_bytes",
-            "wal_max_bytes",
-            "quarantine_max_bytes",
-            "dedup_window_s",
-            "dedup_max_entries",
-            "dedup_max_bytes",
-            "writer_batch_events",
-            "writer_batch_interval_ms",
-            "max_message_bytes",
-            "max_ingest_streams",
-            "max_streams_per_client",
-            "idle_stream_timeout_s",
-            "query_timeout_s",
-            "query_threads",
-            "query_scan_slots",
-            "max_watchers",
-            "max_batch_events",
-            "max_inflight_batches",
-            "max_event_message_bytes",
-            "max_attributes",
-            "max_attribute_bytes",
-            "max_data_bytes",
-            "max_field_bytes",
-            "max_future_s",
-            "idempotency_cache_size",
-            "watch_queue_size",
-            "writer_max_attempts",
-            "writer_stuck_after_s",
-        )
-        for name in positive:
+        for name in _POSITIVE:
             if getattr(self, name) <= 0:
                 _bad(name, getattr(self, name), "must be greater than 0")
         if self.shutdown_grace_s < 0:
