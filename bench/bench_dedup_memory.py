@@ -3,14 +3,14 @@
     python -m bench.bench_dedup_memory [--small-keys 20000] [--large-keys 2000]
         [--data-bytes 60000] [--storm 10000] [--scan]
 
-Per key: distinct events (each its own dedup key) as ingest hands them over, small (about
-330 bytes serialized) and large (`--data-bytes` of data, about 60 KB, under the default
-`max_data_bytes` of 64 KiB), go through `Deduplicator.observe_many` with bounds that never
-bind. The memory tracemalloc traces as still held afterwards, divided by the keys, is shown
-beside what the deduplicator accounts against `max_bytes` (`held_bytes`), and the fixed part:
-what a key holds beyond its event's bytes and its strings' characters, the measure of
-`server.dedup.ENTRY_OVERHEAD`. The deduplicator holds only Python objects (serialized events,
-strings, ints, its entries and the LRU), all of which tracemalloc sees.
+Per key: distinct events (each its own dedup key) as ingest hands them over, small (about 330 bytes
+serialized) and large (`--data-bytes` of data, about 60 KB, under the default `max_data_bytes` of 64
+KiB), go through `Deduplicator.observe_many` with bounds that never bind. The memory tracemalloc
+traces as still held afterwards, divided by the keys, is shown beside what the deduplicator accounts
+against `max_bytes` (`held_bytes`), and the fixed part: what a key holds beyond its event's bytes
+and its strings' characters, the measure of `protoevents.proxy.dedup.ENTRY_OVERHEAD`. The
+deduplicator holds only Python objects (serialized events, strings, ints, its entries and the LRU),
+all of which tracemalloc sees.
 
 Storm: `--storm` distinct large events within one window at the default settings
 (`dedup_window_s`, `dedup_max_entries`, `dedup_max_bytes`), in batches of 250 (a request of
@@ -40,14 +40,14 @@ from dataclasses import dataclass
 import psutil
 
 from bench.bench_sql_writer import make_events
-from protoevents.v1 import event_pb2
-from server.dedup import (
+from protoevents.proxy.dedup import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_ENTRIES,
     DEFAULT_WINDOW_SECONDS,
     ENTRY_OVERHEAD,
     Deduplicator,
 )
+from protoevents.v1 import event_pb2
 
 KiB = 1024
 MiB = 1024 * KiB

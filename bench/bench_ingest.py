@@ -25,10 +25,10 @@ import grpc
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from protoevents.proxy.changes import Change, Writer
+from protoevents.proxy.config import Settings
+from protoevents.proxy.db.engine import create_engine
 from protoevents.v1 import event_pb2, proxy_service_pb2, proxy_service_pb2_grpc
-from server.changes import Change, Writer
-from server.config import Settings
-from server.db.engine import create_engine
 
 
 class CountingWriter:
@@ -48,7 +48,7 @@ class CountingWriter:
 
 def _proxy_main(settings: Settings, conn: Connection) -> None:
     """Child process: run the proxy until the parent says stop; report the writer's count."""
-    from server.app import run_proxy
+    from protoevents.proxy.app import run_proxy
 
     writer = CountingWriter()
 

@@ -31,9 +31,9 @@ import sqlalchemy as sa
 from bench.bench_sql_writer import bench_naive, postgres_database
 from bench.peers.unary import record_one_by_one
 from protoevents.cluster.v1.cluster_events_pb2 import ClusterEventType
-from recorder import Recorder
-from server.db import migrate
-from server.db.engine import create_engine
+from protoevents.proxy.db import migrate
+from protoevents.proxy.db.engine import create_engine
+from protoevents.recorder import Recorder
 
 ELECTED = ClusterEventType.CLUSTER_EVENT_TYPE_LEADER_ELECTED
 DEFAULT_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -44,7 +44,7 @@ def proxy(url: str, data: Path, flags: Sequence[str] = ()) -> Iterator[str]:
     """`protoevents serve` (fsync=batch: persisted before acknowledged) in a child process;
     yields its address."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "server.cli", "serve", "--listen", "127.0.0.1:0",
+        [sys.executable, "-m", "protoevents.proxy.cli", "serve", "--listen", "127.0.0.1:0",
          "--db", url, "--data-dir", str(data), "--fsync", "batch", *flags],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )  # fmt: skip

@@ -24,9 +24,9 @@ import sqlalchemy as sa
 
 from bench.bench_pipeline import ELECTED, is_stored, proxy, stored
 from protoevents.cluster.v1.cluster_events_pb2 import ClusterEventType
-from recorder import Recorder
-from server.db import migrate
-from server.db.engine import create_engine
+from protoevents.proxy.db import migrate
+from protoevents.proxy.db.engine import create_engine
+from protoevents.recorder import Recorder
 
 Status = Callable[[str], None]
 

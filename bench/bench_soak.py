@@ -27,9 +27,9 @@ import psutil
 from bench.bench_pipeline import DEFAULT_POSTGRES, proxy, wait_stored
 from bench.bench_sql_writer import postgres_database
 from protoevents.cluster.v1.cluster_events_pb2 import ClusterEventType
-from recorder import Recorder
-from server.db import migrate
-from server.db.engine import create_engine
+from protoevents.proxy.db import migrate
+from protoevents.proxy.db.engine import create_engine
+from protoevents.recorder import Recorder
 
 ELECTED = ClusterEventType.CLUSTER_EVENT_TYPE_LEADER_ELECTED
 MIB = 1 << 20

@@ -27,15 +27,15 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
+from protoevents.proxy.changes import CREATED, Change
+from protoevents.proxy.db import migrate
+from protoevents.proxy.db.engine import create_engine
+from protoevents.proxy.db.models import EventRow, events
+from protoevents.proxy.db.rows import event_to_copy_line, event_to_row, event_to_sqlite_values
+from protoevents.proxy.dedup import Deduplicator
+from protoevents.proxy.dispatcher import coalesce
+from protoevents.proxy.writers.sql import SqlWriter
 from protoevents.v1 import event_pb2
-from server.changes import CREATED, Change
-from server.db import migrate
-from server.db.engine import create_engine
-from server.db.models import EventRow, events
-from server.db.rows import event_to_copy_line, event_to_row, event_to_sqlite_values
-from server.dedup import Deduplicator
-from server.dispatcher import coalesce
-from server.writers.sql import SqlWriter
 
 LEADER_ELECTED = "protoevents.cluster.v1.ClusterEventType.CLUSTER_EVENT_TYPE_LEADER_ELECTED"
 

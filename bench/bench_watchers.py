@@ -28,8 +28,8 @@ import sqlalchemy as sa
 
 from bench.bench_pipeline import ELECTED, proxy, wait_stored
 from protoevents.cluster.v1.cluster_events_pb2 import ClusterEventType
+from protoevents.recorder import Recorder
 from protoevents.v1 import query_service_pb2, query_service_pb2_grpc
-from recorder import Recorder
 
 
 async def _watch(address: str, count: int, batched: bool) -> int:

@@ -21,9 +21,9 @@ from bench.bench_sql_writer import bench_observe, bench_storm, empty, postgres_d
 from bench.peers import otel, syslog
 from bench.peers.sink import counting_sink
 from bench.suite import Context, Row, Scenario, Target, rate_row, times
-from server.db import migrate
-from server.db.engine import create_engine
-from server.dedup import DEFAULT_MAX_BYTES
+from protoevents.proxy.db import migrate
+from protoevents.proxy.db.engine import create_engine
+from protoevents.proxy.dedup import DEFAULT_MAX_BYTES
 
 RECORD_COST = Target(5.0, at_least=False, unit="µs", text="<= 5 µs")
 INTO_POSTGRES = Target(100_000, at_least=True, unit="events/s", text=">= 100,000 events/s")

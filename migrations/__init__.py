@@ -1,1 +1,1 @@
-"""Alembic migrations of the event database; `server.db.migrate` runs them."""
+"""Alembic migrations of the event database; `protoevents.proxy.db.migrate` runs them."""

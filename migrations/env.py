@@ -5,12 +5,12 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from server.db.engine import create_engine
-from server.db.models import metadata
+from protoevents.proxy.db.engine import create_engine
+from protoevents.proxy.db.models import metadata
 
 config = context.config
 
-# Shared by `alembic check`, autogenerate and `server.db.migrate.schema_diff`.
+# Shared by `alembic check`, autogenerate and `protoevents.proxy.db.migrate.schema_diff`.
 COMPARE_OPTIONS = {"compare_type": True, "compare_server_default": True}
 
 

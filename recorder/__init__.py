@@ -1,6 +1,6 @@
 """The protoevents recorder, embedded by components to emit typed events.
 
-from recorder import Recorder
+from protoevents.recorder import Recorder
 from protoevents.cluster.v1.cluster_events_pb2 import ClusterEventType
 
 with Recorder(component="controller", event_types=[ClusterEventType]) as events:
@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-from recorder.errors import (
+from protoevents.recorder.errors import (
     AmbiguousEventTypeError,
     EventTooLargeError,
     EventTypeError,
@@ -20,19 +20,19 @@ from recorder.errors import (
     UnknownEventTypeError,
     UnspecifiedEventTypeError,
 )
-from recorder.registry import EventType, Registry, RegistryError
-from recorder.stats import RecorderStats
+from protoevents.recorder.registry import EventType, Registry, RegistryError
+from protoevents.recorder.stats import RecorderStats
 
 if TYPE_CHECKING:
-    from recorder.logging_handler import EventHandler
-    from recorder.recorder import Recorder, default_spool_dir
+    from protoevents.recorder.logging_handler import EventHandler
+    from protoevents.recorder.recorder import Recorder, default_spool_dir
 
 # Imported on first use (PEP 562), as concurrent.futures does with its process pool: they
 # bring in grpc, which a program that only reads the registry (`protoevents types`) never needs.
 _LAZY = {
-    "EventHandler": "recorder.logging_handler",
-    "Recorder": "recorder.recorder",
-    "default_spool_dir": "recorder.recorder",
+    "EventHandler": "protoevents.recorder.logging_handler",
+    "Recorder": "protoevents.recorder.recorder",
+    "default_spool_dir": "protoevents.recorder.recorder",
 }
 
 __all__ = [

@@ -1,8 +1,8 @@
 """The dead-letter store of a spool slot: what the proxy refused for good, kept to be replayed.
 
-It is a set-aside store (`recorder.setaside`) in the folder `dead-letter` inside the slot. The
-recorder opens it when it first sets a batch aside and releases it once no batch was set aside
-for `idle_s` seconds, so that `protoevents spool replay-dead-letter` can take it meanwhile,
+It is a set-aside store (`protoevents.recorder.setaside`) in the folder `dead-letter` inside the
+slot. The recorder opens it when it first sets a batch aside and releases it once no batch was set
+aside for `idle_s` seconds, so that `protoevents spool replay-dead-letter` can take it meanwhile,
 even while the component runs.
 """
 
@@ -12,8 +12,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from protoevents.recorder.setaside import SetAside
 from protoevents.v1 import set_aside_pb2
-from recorder.setaside import SetAside
 
 DEAD_LETTER = "dead-letter"
 

@@ -5,10 +5,10 @@ sent from it, oldest first, so nothing overtakes a spooled batch. While the spoo
 writes (a full disk, an I/O error), batches wait in memory in the same order and are sent from
 there; `record()` bounds them with the queue.
 
-No batch is discarded for a status of the proxy's (see `recorder.statuses`): it is sent again,
-or, when the proxy refuses it for good, set aside in the slot's dead-letter store. The stream
-is opened when there is something to send; a stream the proxy ends while nothing is in flight
-(an idle stream) is simply opened again with the next batch.
+No batch is discarded for a status of the proxy's (see `protoevents.recorder.statuses`): it is sent
+again, or, when the proxy refuses it for good, set aside in the slot's dead-letter store. The stream
+is opened when there is something to send; a stream the proxy ends while nothing is in flight (an
+idle stream) is simply opened again with the next batch.
 
 Once `finish()` is called (by `Recorder.close`) the thread stops backing off: it delivers the
 spool while the proxy answers, reconnecting at once on a fresh connection after a stream that
@@ -33,14 +33,13 @@ from typing import Any
 
 import grpc
 
-from protoevents.v1 import event_pb2, proxy_service_pb2
-from recorder.backoff import Backoff, Retries
-from recorder.deadletter import DeadLetter
-from recorder.setaside import SetAsideInUseError, make_batch
-from recorder.spool import Spool, SpoolEntry
-from recorder.stats import Counters
-from recorder.statuses import SUSPECT_ATTEMPTS, Verdict, verdict
-from recorder.wire import (
+from protoevents.recorder.backoff import Backoff, Retries
+from protoevents.recorder.deadletter import DeadLetter
+from protoevents.recorder.setaside import SetAsideInUseError, make_batch
+from protoevents.recorder.spool import Spool, SpoolEntry
+from protoevents.recorder.stats import Counters
+from protoevents.recorder.statuses import SUSPECT_ATTEMPTS, Verdict, verdict
+from protoevents.recorder.wire import (
     HEADER_BYTES,
     Item,
     batch_header,
@@ -49,8 +48,9 @@ from recorder.wire import (
     events_of,
     field_bytes,
 )
+from protoevents.v1 import event_pb2, proxy_service_pb2
 
-log = logging.getLogger("recorder")
+log = logging.getLogger("protoevents.recorder")
 
 RECORD_METHOD = "/protoevents.v1.EventProxyService/Record"
 _DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 
+from protoevents.recorder.recorder import Recorder
 from protoevents.v1 import severity_pb2
-from recorder.recorder import Recorder
 
 
 def severity_for_level(levelno: int) -> int:

@@ -19,15 +19,15 @@ from google.protobuf import struct_pb2
 from google.protobuf.descriptor import EnumDescriptor
 from uuid_utils import uuid7
 
+from protoevents.recorder.deadletter import DeadLetter, dead_letter_dir
+from protoevents.recorder.delivery import Delivery, DeliveryOptions
+from protoevents.recorder.errors import EventTooLargeError
+from protoevents.recorder.registry import SEVERITY_VALUES, EnumType, Registry, parse_severity
+from protoevents.recorder.resolve import EventTypeResolver
+from protoevents.recorder.spool import Spool, SpoolSlot
+from protoevents.recorder.stats import Counters, RecorderStats
+from protoevents.recorder.wire import Item, build_event
 from protoevents.v1 import event_pb2
-from recorder.deadletter import DeadLetter, dead_letter_dir
-from recorder.delivery import Delivery, DeliveryOptions
-from recorder.errors import EventTooLargeError
-from recorder.registry import SEVERITY_VALUES, EnumType, Registry, parse_severity
-from recorder.resolve import EventTypeResolver
-from recorder.spool import Spool, SpoolSlot
-from recorder.stats import Counters, RecorderStats
-from recorder.wire import Item, build_event
 
 # Bytes of an event besides its message, attributes, object and data: id, type and category
 # names, time, severity, source (counted apart) and field tags, with room to spare.
@@ -220,7 +220,7 @@ class Recorder:
     @property
     def dead_letter_path(self) -> Path:
         """The folder of the dead-letter store: batches and events the proxy refused for good
-        (a set-aside store, see `recorder.setaside`; created when first needed)."""
+        (a set-aside store, see `protoevents.recorder.setaside`; created when first needed)."""
         return self._dead_letter.directory
 
     # -- recording -----------------------------------------------------------------------

@@ -16,18 +16,18 @@ from pathlib import Path
 
 import grpc
 
-from protoevents.v1 import event_pb2, proxy_service_pb2
-from recorder.deadletter import DeadLetter, dead_letter_dir
-from recorder.errors import SpoolInUseError
-from recorder.setaside import (
+from protoevents.recorder.deadletter import DeadLetter, dead_letter_dir
+from protoevents.recorder.errors import SpoolInUseError
+from protoevents.recorder.setaside import (
     SetAside,
     SetAsideBatch,
     SetAsideInUseError,
     make_batch,
     read_batches,
 )
-from recorder.spool import Spool
-from recorder.statuses import Verdict, verdict
+from protoevents.recorder.spool import Spool
+from protoevents.recorder.statuses import Verdict, verdict
+from protoevents.v1 import event_pb2, proxy_service_pb2
 
 _NO_CAP = 1 << 62
 # Sends one batch of events to the proxy; raises grpc.RpcError when it refuses the batch.

@@ -6,12 +6,12 @@ from collections.abc import Iterable
 
 from google.protobuf.descriptor import EnumDescriptor
 
-from recorder.errors import (
+from protoevents.recorder.errors import (
     AmbiguousEventTypeError,
     UnknownEventTypeError,
     UnspecifiedEventTypeError,
 )
-from recorder.registry import EnumType, EventType, Registry
+from protoevents.recorder.registry import EnumType, EventType, Registry
 
 
 class EventTypeResolver:

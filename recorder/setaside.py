@@ -1,11 +1,11 @@
 """Set-aside stores: batches a later stage refused for good, kept on disk to be seen and replayed.
 
-Every stage that cannot pass a batch on and must not drop it puts it here: the recorder (a batch
-or event the proxy refused), the proxy's quarantine (event types it does not know yet) and each
-writer (changes it rejected). A store is a folder of spool segments (`recorder.spool`) whose
-records are serialized `protoevents.v1.SetAsideBatch` messages, appended with fsync and read
-back oldest first. One process at a time writes a store (an advisory lock on `lock`); anyone may
-list it read-only meanwhile.
+Every stage that cannot pass a batch on and must not drop it puts it here: the recorder (a batch or
+event the proxy refused), the proxy's quarantine (event types it does not know yet) and each writer
+(changes it rejected). A store is a folder of spool segments (`protoevents.recorder.spool`) whose
+records are serialized `protoevents.v1.SetAsideBatch` messages, appended with fsync and read back
+oldest first. One process at a time writes a store (an advisory lock on `lock`); anyone may list it
+read-only meanwhile.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+from protoevents.recorder.spool import Spool
 from protoevents.v1 import event_pb2, set_aside_pb2
-from recorder.spool import Spool
 
 SetAsideBatch = set_aside_pb2.SetAsideBatch
 _NO_CAP = 1 << 62  # never drop what was set aside: the caller bounds what it puts here

@@ -12,7 +12,7 @@ segment files: the spool is a queue with one consumer, inside the component that
 recorder, driven by one thread with no event loop; it deletes what is acknowledged, drops the
 oldest past its cap (counted), and keeps each record's event count for that. The log keeps
 records for many readers at their own positions, commits groups from an event loop, never drops
-(it refuses at its cap) and resynchronises past damage. They share `recorder.files`.
+(it refuses at its cap) and resynchronises past damage. They share `protoevents.recorder.files`.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from recorder.errors import SpoolInUseError
-from recorder.files import fsync_dir, write_all
+from protoevents.recorder.errors import SpoolInUseError
+from protoevents.recorder.files import fsync_dir, write_all
 
 log = logging.getLogger(__name__)
 

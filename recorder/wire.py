@@ -7,8 +7,8 @@ from collections.abc import Mapping, Sequence
 
 from google.protobuf import struct_pb2
 
+from protoevents.recorder.registry import EventType
 from protoevents.v1 import event_pb2, proxy_service_pb2
-from recorder.registry import EventType
 
 HEADER_BYTES = 16  # at most: a RecordRequest's sequence field, prepended to each batch
 

@@ -13,35 +13,40 @@ import grpc
 from grpc_health.v1 import health, health_pb2_grpc
 from sqlalchemy.engine import Engine
 
+from protoevents.proxy.admission import Admission
+from protoevents.proxy.changes import Writer, has_trait
+from protoevents.proxy.config import Settings
+from protoevents.proxy.db.setup import open_database
+from protoevents.proxy.dedup import Deduplicator
+from protoevents.proxy.dispatcher import Dispatcher
+from protoevents.proxy.health import HealthReporter, ListingHealthServicer
+from protoevents.proxy.ingest import Deduplicator as IngestDeduplicator
+from protoevents.proxy.ingest import Ingest
+from protoevents.proxy.metrics import Metrics
+from protoevents.proxy.ownership import address_error
+from protoevents.proxy.proxy_service import EventProxyServicer, add_proxy_service
+from protoevents.proxy.quarantine import Quarantine
+from protoevents.proxy.query.limits import QueryLimits
+from protoevents.proxy.query.page_token import PageTokens
+from protoevents.proxy.query.service import (
+    ChangeSource,
+    EventQueryServicer,
+    LocalChanges,
+    add_query_service,
+)
+from protoevents.proxy.query.store import EventStore
+from protoevents.proxy.reflection import documented_files
+from protoevents.proxy.reflection import enable as enable_reflection
+from protoevents.proxy.validation import Limits, Validator
+from protoevents.proxy.wal import WriteAheadLog
+from protoevents.proxy.watch.hub import ChangeHub
+from protoevents.proxy.watch.redis_bus import RedisRelay
+from protoevents.proxy.writers.base import BuildContext
+from protoevents.proxy.writers.build import build_writers
+from protoevents.proxy.writers.settings import effective_writers
+from protoevents.proxy.writers.watch import HubWriter, RedisWatchWriter
+from protoevents.recorder.registry import Registry
 from protoevents.v1 import proxy_service_pb2, query_service_pb2
-from recorder.registry import Registry
-from server.admission import Admission
-from server.changes import Writer, has_trait
-from server.config import Settings
-from server.db.setup import open_database
-from server.dedup import Deduplicator
-from server.dispatcher import Dispatcher
-from server.health import HealthReporter, ListingHealthServicer
-from server.ingest import Deduplicator as IngestDeduplicator
-from server.ingest import Ingest
-from server.metrics import Metrics
-from server.ownership import address_error
-from server.proxy_service import EventProxyServicer, add_proxy_service
-from server.quarantine import Quarantine
-from server.query.limits import QueryLimits
-from server.query.page_token import PageTokens
-from server.query.service import ChangeSource, EventQueryServicer, LocalChanges, add_query_service
-from server.query.store import EventStore
-from server.reflection import documented_files
-from server.reflection import enable as enable_reflection
-from server.validation import Limits, Validator
-from server.wal import WriteAheadLog
-from server.watch.hub import ChangeHub
-from server.watch.redis_bus import RedisRelay
-from server.writers.base import BuildContext
-from server.writers.build import build_writers
-from server.writers.settings import effective_writers
-from server.writers.watch import HubWriter, RedisWatchWriter
 
 log = logging.getLogger(__name__)
 
@@ -355,7 +360,7 @@ async def start_proxy(
 
 
 async def _report_health(proxy: Proxy) -> None:
-    """Set every health status now, and keep them true from then on (server.health)."""
+    """Set every health status now, and keep them true from then on (protoevents.proxy.health)."""
     reporter = HealthReporter(
         proxy.health,
         proxy.wal,

@@ -21,8 +21,8 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable
 
+from protoevents.proxy.changes import CREATED, UPDATED, Change
 from protoevents.v1 import proxy_service_pb2
-from server.changes import CREATED, UPDATED, Change
 
 VERSION = 1
 _HEAD = struct.Struct("<BBII")

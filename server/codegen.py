@@ -142,6 +142,9 @@ def generate(protos: Path, out: Path, includes: Iterable[Path] = ()) -> None:
 
 
 def _owned(tree: Path) -> set[str]:
+    """The files of `tree` that generation owns. Path.rglob does not descend into linked
+    folders, so the links installing server/, recorder/ and migrations/ inside `protoevents`
+    are not among them."""
     owned: set[str] = set()
     if not tree.is_dir():
         return owned

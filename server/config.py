@@ -11,12 +11,12 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from server.db import DEFAULT_URL
+from protoevents.proxy.db import DEFAULT_URL
 
 if TYPE_CHECKING:
     # Imported where used: the command line builds its --help from these settings without
     # the writers' modules (and the protobuf runtime they bring).
-    from server.writers.settings import WriterConfig
+    from protoevents.proxy.writers.settings import WriterConfig
 
 ENV_PREFIX = "PROTOEVENTS_"
 FSYNC_POLICIES = ("batch", "interval", "off")
@@ -257,7 +257,7 @@ class Settings:
             _bad("query_threads", self.query_threads, "must be at least 2")
         if self.max_message_bytes < 1 * KiB:
             _bad("max_message_bytes", self.max_message_bytes, "must be at least 1024")
-        from server.writers.settings import effective_writers, parse_writers
+        from protoevents.proxy.writers.settings import effective_writers, parse_writers
 
         try:
             effective_writers(parse_writers(self.writers), self.jsonl_path)
@@ -290,7 +290,7 @@ def _convert(key: str, raw: object, source: str) -> object:
     """The value of `raw` for field `key`, converted to the field's type."""
     kind = str(_FIELDS[key].type)
     if key == "writers":
-        from server.writers.settings import parse_writers
+        from protoevents.proxy.writers.settings import parse_writers
 
         try:
             return parse_writers(raw)

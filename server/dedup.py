@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 from google.protobuf import timestamp_pb2
 
+from protoevents.proxy.changes import CREATED, UPDATED, Change
 from protoevents.v1 import event_pb2
-from server.changes import CREATED, UPDATED, Change
 
 DEFAULT_WINDOW_SECONDS = 10.0
 DEFAULT_MAX_ENTRIES = 100_000

@@ -10,11 +10,11 @@ from typing import cast
 
 from sqlalchemy.engine import Engine
 
+from protoevents.proxy.db.models import events
+from protoevents.proxy.dedup import Deduplicator
+from protoevents.proxy.writers.sql import write_changes
+from protoevents.recorder.registry import EventType, Registry
 from protoevents.v1 import event_pb2, severity_pb2
-from recorder.registry import EventType, Registry
-from server.db.models import events
-from server.dedup import Deduplicator
-from server.writers.sql import write_changes
 
 NODES = tuple(f"node-{n}" for n in range(1, 7))
 NICS = ("eth0", "eth1", "ens4f0")

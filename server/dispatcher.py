@@ -9,12 +9,12 @@ import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 
-from recorder.backoff import Backoff
-from recorder.setaside import SetAside, make_batch
-from server import changelog
-from server.changes import CREATED, UPDATED, Change, PermanentWriteError, Writer
-from server.metrics import Metrics
-from server.wal import WriteAheadLog
+from protoevents.proxy import changelog
+from protoevents.proxy.changes import CREATED, UPDATED, Change, PermanentWriteError, Writer
+from protoevents.proxy.metrics import Metrics
+from protoevents.proxy.wal import WriteAheadLog
+from protoevents.recorder.backoff import Backoff
+from protoevents.recorder.setaside import SetAside, make_batch
 
 log = logging.getLogger(__name__)
 
@@ -291,7 +291,7 @@ class Dispatcher:
 
     A batch a writer refuses permanently (PermanentWriteError) `max_attempts` times in a row
     is written in halves down to the changes it refuses, which go to that writer's store in
-    `set_aside_dir/<writer>/` (a `recorder.setaside.SetAside`, held while the dispatcher
+    `set_aside_dir/<writer>/` (a `protoevents.recorder.setaside.SetAside`, held while the dispatcher
     runs); the writer then moves on. A feed that fails for any other reason is restarted from
     its bookmark with backoff. `on_state` is called when a writer starts or stops failing.
     """

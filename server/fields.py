@@ -1,8 +1,8 @@
 """How long each bounded text field of a stored event may be, in characters.
 
-The database's columns are sized by it (`server.db.models`), ingest rejects longer fields
-(`server.validation`) and query filters refuse longer values (`server.query`). Small enough
-that a PostgreSQL B-tree entry of any index stays under its ~2.7 kB limit.
+The database's columns are sized by it (`protoevents.proxy.db.models`), ingest rejects longer fields
+(`protoevents.proxy.validation`) and query filters refuse longer values (`protoevents.proxy.query`).
+Small enough that a PostgreSQL B-tree entry of any index stays under its ~2.7 kB limit.
 """
 
 from __future__ import annotations

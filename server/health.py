@@ -24,9 +24,9 @@ from collections.abc import Callable, Sequence
 import grpc
 from grpc_health.v1 import health, health_pb2
 
-from server.dispatcher import Dispatcher
-from server.metrics import Metrics
-from server.wal import Damage, WriteAheadLog
+from protoevents.proxy.dispatcher import Dispatcher
+from protoevents.proxy.metrics import Metrics
+from protoevents.proxy.wal import Damage, WriteAheadLog
 
 log = logging.getLogger(__name__)
 

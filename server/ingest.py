@@ -1,7 +1,7 @@
 """The ingest pipeline of one batch: validate, drop replayed ids, dedup, persist, acknowledge.
 
-Events of types the proxy does not know yet go to the quarantine (`server.quarantine`) instead,
-persisted before the ack like the rest.
+Events of types the proxy does not know yet go to the quarantine (`protoevents.proxy.quarantine`)
+instead, persisted before the ack like the rest.
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ from typing import Protocol, TypeAlias
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from protoevents.proxy import changelog
+from protoevents.proxy.changes import CREATED, Change
+from protoevents.proxy.metrics import Metrics
+from protoevents.proxy.quarantine import Quarantine, Unknown
+from protoevents.proxy.validation import UNKNOWN_TYPE, UnknownType, Validator
+from protoevents.proxy.wal import WriteAheadLog
 from protoevents.v1 import event_pb2, proxy_service_pb2
-from server import changelog
-from server.changes import CREATED, Change
-from server.metrics import Metrics
-from server.quarantine import Quarantine, Unknown
-from server.validation import UNKNOWN_TYPE, UnknownType, Validator
-from server.wal import WriteAheadLog
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ class _Decision:
 
 
 class Deduplicator(Protocol):
-    """Decides whether an event is new or a repeat of a recent one (see server.dedup)."""
+    """Decides whether an event is new or a repeat of a recent one (see protoevents.proxy.dedup)."""
 
     def observe_many(
         self,

@@ -12,11 +12,11 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf.message import DecodeError, Message
 
+from protoevents.proxy.admission import Admission, AdmissionRefusedError, Ticket
+from protoevents.proxy.ingest import Ingest
+from protoevents.proxy.metrics import Metrics
+from protoevents.proxy.statuses import status_of
 from protoevents.v1 import proxy_service_pb2, proxy_service_pb2_grpc
-from server.admission import Admission, AdmissionRefusedError, Ticket
-from server.ingest import Ingest
-from server.metrics import Metrics
-from server.statuses import status_of
 
 log = logging.getLogger(__name__)
 

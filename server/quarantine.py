@@ -1,16 +1,16 @@
 """The quarantine: events of types the proxy does not know yet, kept with their bytes until it does.
 
-An event whose only fault is a type of newer protos (`server.validation.UnknownType`) is put
-here, durably, before its batch is acknowledged, and answered in `BatchResult.quarantined`. At
-start the proxy hands every quarantined event whose type it now knows back to ingest, which
-stores it like any other (idempotent by id), and keeps the rest.
+An event whose only fault is a type of newer protos (`protoevents.proxy.validation.UnknownType`) is
+put here, durably, before its batch is acknowledged, and answered in `BatchResult.quarantined`. At
+start the proxy hands every quarantined event whose type it now knows back to ingest, which stores
+it like any other (idempotent by id), and keeps the rest.
 
 `<data_dir>/quarantine/` holds numbered generations, each a set-aside store
-(`recorder.setaside`, stage "quarantine"). Events are appended to the newest. A release writes
-what stays into a new generation, fsyncs it, then deletes the older ones whole: a crash at any
-point leaves every event in at least one generation, and an event found twice is one event
-(listings and releases go by id). A write that fails leaves its generation behind (its torn
-tail is cut when it is next opened) and the next write starts a new one.
+(`protoevents.recorder.setaside`, stage "quarantine"). Events are appended to the newest. A release
+writes what stays into a new generation, fsyncs it, then deletes the older ones whole: a crash at
+any point leaves every event in at least one generation, and an event found twice is one event
+(listings and releases go by id). A write that fails leaves its generation behind (its torn tail is
+cut when it is next opened) and the next write starts a new one.
 """
 
 from __future__ import annotations
@@ -25,12 +25,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from protoevents.proxy.metrics import Metrics
+from protoevents.proxy.validation import UnknownType, Validator
+from protoevents.proxy.wal import LogFull
+from protoevents.recorder.files import fsync_dir
+from protoevents.recorder.setaside import SetAside, make_batch, read_batches
 from protoevents.v1 import event_pb2, proxy_service_pb2, set_aside_pb2
-from recorder.files import fsync_dir
-from recorder.setaside import SetAside, make_batch, read_batches
-from server.metrics import Metrics
-from server.validation import UnknownType, Validator
-from server.wal import LogFull
 
 log = logging.getLogger(__name__)
 

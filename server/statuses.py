@@ -13,9 +13,9 @@ from typing import Any, NoReturn, TypeVar, cast
 
 import grpc
 
-from server.quarantine import QuarantineUnavailable
-from server.validation import MalformedBatchError
-from server.wal import LogFull, LogUnavailable
+from protoevents.proxy.quarantine import QuarantineUnavailable
+from protoevents.proxy.validation import MalformedBatchError
+from protoevents.proxy.wal import LogFull, LogUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -12,10 +12,10 @@ from typing import TypeAlias
 
 from google.protobuf import struct_pb2
 
+from protoevents.proxy import ids
+from protoevents.proxy.fields import FIELD_LIMITS
+from protoevents.recorder.registry import SEVERITY_VALUES, Registry
 from protoevents.v1 import event_pb2, proxy_service_pb2
-from recorder.registry import SEVERITY_VALUES, Registry
-from server import ids
-from server.fields import FIELD_LIMITS
 
 Reason: TypeAlias = proxy_service_pb2.RejectionReason.ValueType
 Problem: TypeAlias = tuple[Reason, str]

@@ -41,7 +41,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from recorder.files import fsync_dir, write_all
+from protoevents.recorder.files import fsync_dir, write_all
 
 log = logging.getLogger(__name__)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -12,7 +13,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from protoevents.cluster.v1.cluster_events_pb2 import ClusterEventType
-from recorder import Recorder
+from protoevents.recorder import Recorder
 from tests.fake_proxy import FakeProxy
 
 if TYPE_CHECKING:
@@ -21,6 +22,18 @@ if TYPE_CHECKING:
 pytest_plugins = ["tests.db_fixtures", "tests.redis_fixtures"]
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def copy_generated(out: Path) -> None:
+    """Copy generated/ to `out` (without caches), its links to the hand-written folders still
+    pointing to them."""
+    ignore = shutil.ignore_patterns("__pycache__")
+    shutil.copytree(ROOT / "generated", out, symlinks=True, ignore=ignore)
+    for link in (p for p in (out / "protoevents").iterdir() if p.is_symlink()):
+        target = (ROOT / "generated" / "protoevents" / link.readlink()).resolve()
+        link.unlink()
+        link.symlink_to(target)
+
 
 CliRunner = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -36,7 +49,7 @@ def run_cli() -> CliRunner:
         if pythonpath:
             env["PYTHONPATH"] = os.pathsep.join(str(p) for p in pythonpath)
         return subprocess.run(
-            [sys.executable, "-m", "server.cli", *args],
+            [sys.executable, "-m", "protoevents.proxy.cli", *args],
             capture_output=True,
             text=True,
             env=env,

@@ -11,8 +11,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from server.db import migrate
-from server.db.engine import create_engine
+from protoevents.proxy.db import migrate
+from protoevents.proxy.db.engine import create_engine
 from tests.unavailable import unavailable
 
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"

@@ -12,9 +12,9 @@ from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from protoevents.proxy.changes import Change
+from protoevents.proxy.config import Settings
 from protoevents.v1 import event_pb2
-from server.changes import Change
-from server.config import Settings
 
 LEADER_ELECTED = "protoevents.cluster.v1.ClusterEventType.CLUSTER_EVENT_TYPE_LEADER_ELECTED"
 

@@ -16,9 +16,9 @@ import sqlalchemy as sa
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy.engine import Engine
 
+from protoevents.proxy.app import DedupFactory, Proxy, default_dedup, start_proxy
+from protoevents.proxy.config import Settings
 from protoevents.v1 import proxy_service_pb2, proxy_service_pb2_grpc
-from server.app import DedupFactory, Proxy, default_dedup, start_proxy
-from server.config import Settings
 from tests.db_fixtures import postgres_url
 from tests.ingest_helpers import make_events, proxy_settings
 

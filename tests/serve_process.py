@@ -38,7 +38,7 @@ class ServeProcess:
             [
                 sys.executable,
                 "-m",
-                "server.cli",
+                "protoevents.proxy.cli",
                 "serve",
                 "--listen",
                 "127.0.0.1:0",

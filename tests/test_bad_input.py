@@ -20,8 +20,8 @@ from google.protobuf.struct_pb2 import Struct
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from protoevents.proxy.quarantine import read_quarantine
 from protoevents.v1 import event_pb2, proxy_service_pb2, query_service_pb2, query_service_pb2_grpc
-from server.quarantine import read_quarantine
 from tests.ingest_helpers import make_event, make_events
 from tests.live_proxy import BACKENDS, LiveProxy, serve_live
 

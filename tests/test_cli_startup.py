@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from server.cli import build_parser
+from protoevents.proxy.cli import build_parser
 from tests.conftest import ROOT
 
 HEAVY = (
@@ -32,7 +32,7 @@ HEAVY = (
 # (on stderr, after whatever the command printed).
 PROBE = """
 import json, sys
-from server.cli import main
+from protoevents.proxy.cli import main
 try:
     code = main(sys.argv[1:])
 except SystemExit as exit:
@@ -95,8 +95,10 @@ def test_types_imports_no_heavy_library(argv: tuple[str, ...]) -> None:
 
 
 def test_a_command_imports_no_other_command() -> None:
-    commands_loaded = {m for m in modules_loaded_by("types") if m.startswith("server.cli.")}
-    assert commands_loaded == {"server.cli.types", "server.cli.output"}
+    commands_loaded = {
+        m for m in modules_loaded_by("types") if m.startswith("protoevents.proxy.cli.")
+    }
+    assert commands_loaded == {"protoevents.proxy.cli.types", "protoevents.proxy.cli.output"}
 
 
 def test_the_probe_sees_what_a_command_imports(tmp_path: Path) -> None:

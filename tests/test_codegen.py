@@ -11,7 +11,7 @@ import pytest
 from google.protobuf import descriptor_pb2
 
 from protoevents.v1 import severity_pb2
-from tests.conftest import ROOT, CliRunner
+from tests.conftest import ROOT, CliRunner, copy_generated
 from tests.fake_proxy import FakeProxy
 
 WIDGET_PROTO = """\
@@ -67,7 +67,7 @@ def test_generated_code_is_in_sync_with_protos(run_cli: CliRunner) -> None:
 
 def test_check_names_stale_missing_and_extra_files(run_cli: CliRunner, tmp_path: Path) -> None:
     out = tmp_path / "generated"
-    shutil.copytree(ROOT / "generated", out)
+    copy_generated(out)
     stale = out / "protoevents" / "v1" / "event_pb2.py"
     stale.write_text(stale.read_text() + "\n# edited by hand\n")
     (out / "protoevents" / "v1" / "severity_pb2.pyi").unlink()
@@ -85,7 +85,7 @@ def test_check_names_stale_missing_and_extra_files(run_cli: CliRunner, tmp_path:
 
 def test_gen_replaces_generated_files_and_keeps_others(run_cli: CliRunner, tmp_path: Path) -> None:
     out = tmp_path / "generated"
-    shutil.copytree(ROOT / "generated", out)
+    copy_generated(out)
     (out / "protoevents" / "v1" / "removed_pb2.py").write_text("")
     (out / "NOTES.txt").write_text("mine")
 
@@ -94,6 +94,13 @@ def test_gen_replaces_generated_files_and_keeps_others(run_cli: CliRunner, tmp_p
     assert run_cli("gen", "--check", "--out", str(out)).returncode == 0
     assert not (out / "protoevents" / "v1" / "removed_pb2.py").exists()
     assert (out / "NOTES.txt").read_text() == "mine"
+    # The links that install the hand-written folders inside `protoevents` are not its output.
+    for link, folder in (
+        ("proxy", "server"),
+        ("recorder", "recorder"),
+        ("migrations", "migrations"),
+    ):
+        assert (out / "protoevents" / link).resolve() == ROOT / folder
 
 
 def test_the_descriptor_set_is_byte_stable_and_holds_the_comments_and_imports(
@@ -219,7 +226,7 @@ def test_adding_an_event_type_round_trip(run_cli: CliRunner, tmp_path: Path) -> 
     protos = tmp_path / "protos"
     shutil.copytree(ROOT / "protos", protos)
     out = tmp_path / "generated"
-    shutil.copytree(ROOT / "generated", out)
+    copy_generated(out)
     cluster = protos / "protoevents" / "cluster" / "v1" / "cluster_events.proto"
     text = cluster.read_text()
     cluster.write_text(text[: text.rindex("}")] + SPLIT_BRAIN)
@@ -249,6 +256,7 @@ def test_added_type_is_accepted_by_a_recorder(
     protos = tmp_path / "protos"
     shutil.copytree(ROOT / "protos", protos)
     out = tmp_path / "generated"
+    copy_generated(out)
     cluster = protos / "protoevents" / "cluster" / "v1" / "cluster_events.proto"
     text = cluster.read_text()
     cluster.write_text(text[: text.rindex("}")] + SPLIT_BRAIN)

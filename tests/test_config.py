@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from server import config
-from server.app import default_dedup
-from server.config import MiB, Settings, SettingsError
-from server.dedup import DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES, Deduplicator
+from protoevents.proxy import config
+from protoevents.proxy.app import default_dedup
+from protoevents.proxy.config import MiB, Settings, SettingsError
+from protoevents.proxy.dedup import DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRIES, Deduplicator
 from tests.conftest import CliRunner
 
 

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from protoevents.proxy.changes import CREATED, UPDATED, Change
+from protoevents.proxy.dedup import ENTRY_OVERHEAD, Deduplicator, dedup_key
 from protoevents.v1 import event_pb2
-from server.changes import CREATED, UPDATED, Change
-from server.dedup import ENTRY_OVERHEAD, Deduplicator, dedup_key
 from tests.events import stored_event
 
 SECOND = 1_000_000_000

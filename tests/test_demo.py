@@ -5,11 +5,11 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from recorder.registry import Registry
-from server.changes import CREATED, Change
-from server.db.models import events
-from server.demo import demo_events, fill_demo
-from server.writers.sql import SqlWriter
+from protoevents.proxy.changes import CREATED, Change
+from protoevents.proxy.db.models import events
+from protoevents.proxy.demo import demo_events, fill_demo
+from protoevents.proxy.writers.sql import SqlWriter
+from protoevents.recorder.registry import Registry
 from tests.events import stored_event
 
 NOW_NS = 1_767_225_600 * 1_000_000_000

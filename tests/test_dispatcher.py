@@ -7,12 +7,12 @@ from collections.abc import Awaitable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from protoevents.proxy import changelog
+from protoevents.proxy.changes import CREATED, UPDATED, Change
+from protoevents.proxy.dispatcher import Dispatcher, coalesce
+from protoevents.proxy.wal import WriteAheadLog
+from protoevents.recorder.backoff import Backoff
 from protoevents.v1 import event_pb2
-from recorder.backoff import Backoff
-from server import changelog
-from server.changes import CREATED, UPDATED, Change
-from server.dispatcher import Dispatcher, coalesce
-from server.wal import WriteAheadLog
 from tests.ingest_helpers import MemoryWriter, make_event, make_events, wait_until
 
 T = TypeVar("T")

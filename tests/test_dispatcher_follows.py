@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from server import changelog
-from server.dispatcher import Dispatcher
-from server.wal import WriteAheadLog
+from protoevents.proxy import changelog
+from protoevents.proxy.dispatcher import Dispatcher
+from protoevents.proxy.wal import WriteAheadLog
 from tests.ingest_helpers import MemoryWriter, make_events, wait_until
 
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from recorder.setaside import SetAside, SetAsideInUseError, read_batches
-from server.changes import Change, PermanentWriteError
-from server.dispatcher import Dispatcher
-from server.wal import WriteAheadLog
+from protoevents.proxy.changes import Change, PermanentWriteError
+from protoevents.proxy.dispatcher import Dispatcher
+from protoevents.proxy.wal import WriteAheadLog
+from protoevents.recorder.setaside import SetAside, SetAsideInUseError, read_batches
 from tests.ingest_helpers import MemoryWriter, make_events, wait_until
 from tests.test_dispatcher import FAST_RETRY, append, run
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from grpc_health.v1 import health_pb2
 
+from protoevents.proxy.app import run_proxy
 from protoevents.v1 import proxy_service_pb2
-from server.app import run_proxy
 from tests.ingest_helpers import MemoryWriter, make_events, proxy_settings, wait_until
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from server.app import run_proxy
+from protoevents.proxy.app import run_proxy
 from tests.ingest_helpers import proxy_settings
 
 

@@ -19,8 +19,8 @@ from google.protobuf.struct_pb2 import Struct
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from protoevents.recorder.registry import Registry
 from protoevents.v1 import event_pb2, proxy_service_pb2
-from recorder.registry import Registry
 from tests.live_proxy import BACKENDS, LiveProxy, serve_live
 from tests.long_variants import scaled
 

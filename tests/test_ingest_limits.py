@@ -11,9 +11,9 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from protoevents.proxy.admission import Admission, AdmissionRefusedError, client_of
+from protoevents.proxy.app import run_proxy
 from protoevents.v1 import proxy_service_pb2, proxy_service_pb2_grpc
-from server.admission import Admission, AdmissionRefusedError, client_of
-from server.app import run_proxy
 from tests.ingest_helpers import make_events, proxy_settings
 from tests.test_ingest_service import logged_changes
 

@@ -13,15 +13,15 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from protoevents.proxy import changelog
+from protoevents.proxy.app import PROXY_SERVICE, Proxy, run_proxy
+from protoevents.proxy.changes import CREATED, UPDATED, Change
+from protoevents.proxy.dedup import Deduplicator
+from protoevents.proxy.ingest import Ingest
+from protoevents.proxy.validation import Limits, MalformedBatchError, Validator
+from protoevents.proxy.wal import LogFull, WriteAheadLog
+from protoevents.recorder.registry import Registry
 from protoevents.v1 import event_pb2, proxy_service_pb2, proxy_service_pb2_grpc
-from recorder.registry import Registry
-from server import changelog
-from server.app import PROXY_SERVICE, Proxy, run_proxy
-from server.changes import CREATED, UPDATED, Change
-from server.dedup import Deduplicator
-from server.ingest import Ingest
-from server.validation import Limits, MalformedBatchError, Validator
-from server.wal import LogFull, WriteAheadLog
 from tests.ingest_helpers import make_event, make_events, proxy_settings, wait_until
 
 T = TypeVar("T")

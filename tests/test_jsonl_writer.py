@@ -6,8 +6,8 @@ import asyncio
 import json
 from pathlib import Path
 
-from server.changes import CREATED, Change
-from server.writers.jsonl import JsonLinesWriter
+from protoevents.proxy.changes import CREATED, Change
+from protoevents.proxy.writers.jsonl import JsonLinesWriter
 from tests.ingest_helpers import make_events
 
 

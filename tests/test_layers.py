@@ -12,29 +12,50 @@ from tests.conftest import ROOT
 
 # Module (or package) -> what it must never import.
 FORBIDDEN: dict[str, tuple[str, ...]] = {
-    "recorder": ("server", "migrations"),
-    "server.watch": ("server.query", "server.app", "server.cli"),
-    "server.writers": ("server.query", "server.app", "server.cli", "server.config"),
-    "server.db": ("server.query", "server.watch", "server.writers", "server.app", "server.cli"),
+    "protoevents.recorder": ("protoevents.proxy", "protoevents.migrations"),
+    "protoevents.proxy.watch": (
+        "protoevents.proxy.query",
+        "protoevents.proxy.app",
+        "protoevents.proxy.cli",
+    ),
+    "protoevents.proxy.writers": (
+        "protoevents.proxy.query",
+        "protoevents.proxy.app",
+        "protoevents.proxy.cli",
+        "protoevents.proxy.config",
+    ),
+    "protoevents.proxy.db": (
+        "protoevents.proxy.query",
+        "protoevents.proxy.watch",
+        "protoevents.proxy.writers",
+        "protoevents.proxy.app",
+        "protoevents.proxy.cli",
+    ),
     **{
-        f"server.{lower}": (
-            "server.config",
-            "server.app",
-            "server.cli",
-            "server.query",
-            "server.watch",
-            "server.writers",
-            "server.db",
-            "server.codegen",
+        f"protoevents.proxy.{lower}": (
+            "protoevents.proxy.config",
+            "protoevents.proxy.app",
+            "protoevents.proxy.cli",
+            "protoevents.proxy.query",
+            "protoevents.proxy.watch",
+            "protoevents.proxy.writers",
+            "protoevents.proxy.db",
+            "protoevents.proxy.codegen",
         )
         for lower in ("wal", "validation", "dedup", "changelog", "changes", "fields", "ids")
     },
 }
 
 
+# Folder of the checkout -> the package it installs as.
+INSTALLED = {"server": "protoevents.proxy", "recorder": "protoevents.recorder"}
+# Top-level names nothing imports: the folders install inside `protoevents`.
+CHECKOUT_NAMES = ("server", "recorder", "migrations")
+
+
 def module_name(path: Path) -> str:
-    parts = path.relative_to(ROOT).with_suffix("").parts
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+    folder, *parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join([INSTALLED[folder], *(parts[:-1] if parts[-1] == "__init__" else parts)])
 
 
 def imports_of(path: Path) -> set[str]:
@@ -73,3 +94,14 @@ def test_the_rules_name_real_modules() -> None:
     names = {module_name(p) for p in modules()}
     for owner in FORBIDDEN:
         assert any(within(n, owner) for n in names), owner
+
+
+@pytest.mark.parametrize("folder", ["server", "recorder", "migrations", "tests", "bench"])
+def test_code_imports_the_installed_names_not_the_folders(folder: str) -> None:
+    wrong = sorted(
+        f"{path.relative_to(ROOT)}: {imported}"
+        for path in (ROOT / folder).rglob("*.py")
+        for imported in imports_of(path)
+        if any(within(imported, name) for name in CHECKOUT_NAMES)
+    )
+    assert wrong == []

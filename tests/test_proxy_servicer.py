@@ -10,13 +10,13 @@ import grpc
 import grpc_testing
 import pytest
 
+from protoevents.proxy.dedup import Deduplicator
+from protoevents.proxy.ingest import Ingest
+from protoevents.proxy.proxy_service import EventProxyServicer
+from protoevents.proxy.validation import Limits, Validator
+from protoevents.proxy.wal import WriteAheadLog
+from protoevents.recorder.registry import Registry
 from protoevents.v1 import event_pb2, proxy_service_pb2
-from recorder.registry import Registry
-from server.dedup import Deduplicator
-from server.ingest import Ingest
-from server.proxy_service import EventProxyServicer
-from server.validation import Limits, Validator
-from server.wal import WriteAheadLog
 from tests.aio_servicer import AioBridge, method
 from tests.ingest_helpers import make_event, make_events
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from protoevents.proxy.app import run_proxy, start_proxy
+from protoevents.proxy.ownership import AddressInUseError
 from protoevents.v1 import proxy_service_pb2
-from server.app import run_proxy, start_proxy
-from server.ownership import AddressInUseError
 from tests.ingest_helpers import MemoryWriter, make_events, proxy_settings, wait_until
 
 

@@ -17,15 +17,15 @@ from typing import TypeVar
 import grpc
 import pytest
 
+from protoevents.proxy import changelog
+from protoevents.proxy.app import run_proxy
+from protoevents.proxy.ingest import Ingest
+from protoevents.proxy.metrics import Metrics
+from protoevents.proxy.quarantine import Quarantine, QuarantineFull, read_quarantine
+from protoevents.proxy.validation import Limits, Validator
+from protoevents.proxy.wal import WriteAheadLog
+from protoevents.recorder.registry import BUILTIN_MODULES, Registry
 from protoevents.v1 import event_pb2, proxy_service_pb2, proxy_service_pb2_grpc, severity_pb2
-from recorder.registry import BUILTIN_MODULES, Registry
-from server import changelog
-from server.app import run_proxy
-from server.ingest import Ingest
-from server.metrics import Metrics
-from server.quarantine import Quarantine, QuarantineFull, read_quarantine
-from server.validation import Limits, Validator
-from server.wal import WriteAheadLog
 from tests.ingest_helpers import make_event, make_events, proxy_settings
 
 T = TypeVar("T")
@@ -133,7 +133,7 @@ def test_unknown_types_are_quarantined_beside_stored_known_ones_and_a_resend_is_
         await ingest.record(R.RecordBatchRequest(events=make_events(1)))
         await close(ingest)
 
-    with caplog.at_level(logging.WARNING, logger="server.quarantine"):
+    with caplog.at_level(logging.WARNING, logger="protoevents.proxy.quarantine"):
         run(main())
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 2, warnings

@@ -19,8 +19,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from protoevents.recorder.registry import Registry
 from protoevents.v1 import query_service_pb2, query_service_pb2_grpc, severity_pb2
-from recorder.registry import Registry
 from tests.live_proxy import BACKENDS, LiveProxy, serve_live
 from tests.long_variants import scaled
 

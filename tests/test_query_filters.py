@@ -7,11 +7,11 @@ from datetime import UTC, datetime
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from protoevents.proxy.query.filters import parse_filter
+from protoevents.proxy.query.page_token import Cursor, PageTokens
+from protoevents.proxy.statuses import InvalidArgumentError
+from protoevents.recorder.registry import Registry
 from protoevents.v1 import query_service_pb2
-from recorder.registry import Registry
-from server.query.filters import parse_filter
-from server.query.page_token import Cursor, PageTokens
-from server.statuses import InvalidArgumentError
 from tests.ingest_helpers import LEADER_ELECTED, make_event
 
 F = query_service_pb2.EventFilter

@@ -9,12 +9,12 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from server.changes import CREATED, Change
-from server.query.filters import EventQuery
-from server.query.limits import QueryLimits
-from server.query.store import EventStore
-from server.statuses import DeadlineExceededError, TooManyQueriesError
-from server.writers.sql import SqlWriter
+from protoevents.proxy.changes import CREATED, Change
+from protoevents.proxy.query.filters import EventQuery
+from protoevents.proxy.query.limits import QueryLimits
+from protoevents.proxy.query.store import EventStore
+from protoevents.proxy.statuses import DeadlineExceededError, TooManyQueriesError
+from protoevents.proxy.writers.sql import SqlWriter
 from tests.faults.harness import poll
 from tests.test_query_servicer import stored_event
 

@@ -13,14 +13,14 @@ import sqlalchemy as sa
 from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy.engine import Engine
 
+from protoevents.proxy.changes import CREATED, UPDATED, Change
+from protoevents.proxy.query.page_token import PageTokens
+from protoevents.proxy.query.service import EventQueryServicer, LocalChanges
+from protoevents.proxy.query.store import EventStore
+from protoevents.proxy.watch.hub import ChangeHub
+from protoevents.proxy.writers.sql import SqlWriter
+from protoevents.recorder.registry import Registry
 from protoevents.v1 import event_pb2, query_service_pb2
-from recorder.registry import Registry
-from server.changes import CREATED, UPDATED, Change
-from server.query.page_token import PageTokens
-from server.query.service import EventQueryServicer, LocalChanges
-from server.query.store import EventStore
-from server.watch.hub import ChangeHub
-from server.writers.sql import SqlWriter
 from tests.ingest_helpers import LEADER_ELECTED, make_event
 
 Q = query_service_pb2

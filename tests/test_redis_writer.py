@@ -16,14 +16,14 @@ import redis.asyncio as aioredis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from protoevents.proxy.changes import CREATED, UPDATED, Change
+from protoevents.proxy.dispatcher import Dispatcher
+from protoevents.proxy.wal import WriteAheadLog
+from protoevents.proxy.writers import redis_keys
+from protoevents.proxy.writers.redis import RedisOptions, RedisWriter
+from protoevents.recorder.backoff import Backoff
+from protoevents.recorder.setaside import read_batches
 from protoevents.v1 import event_pb2, query_service_pb2
-from recorder.backoff import Backoff
-from recorder.setaside import read_batches
-from server.changes import CREATED, UPDATED, Change
-from server.dispatcher import Dispatcher
-from server.wal import WriteAheadLog
-from server.writers import redis_keys
-from server.writers.redis import RedisOptions, RedisWriter
 from tests.events import repeated, stored_event
 from tests.ingest_helpers import make_events, wait_until
 from tests.test_dispatcher import append

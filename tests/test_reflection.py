@@ -5,16 +5,15 @@ than the served one is not sent in its place."""
 from __future__ import annotations
 
 import logging
-import shutil
 import signal
 from pathlib import Path
 
 import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool
 
+from protoevents.proxy.reflection import _DocumentedReflection, documented_files
 from protoevents.v1 import query_service_pb2
-from server.reflection import _DocumentedReflection, documented_files
-from tests.conftest import ROOT
+from tests.conftest import copy_generated
 from tests.serve_process import ServeProcess
 from tests.test_packaging import grpcurl
 
@@ -25,7 +24,7 @@ def test_without_a_descriptor_set_reflection_answers_without_comments_logging_on
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, processes: list[ServeProcess]
 ) -> None:
     generated = tmp_path / "generated"  # as another generator would leave it
-    shutil.copytree(ROOT / "generated", generated, ignore=shutil.ignore_patterns("__pycache__"))
+    copy_generated(generated)
     (generated / "protoevents" / "descriptors.binpb").unlink()
     monkeypatch.setenv("PYTHONPATH", str(generated))
     proxy = ServeProcess(tmp_path, follow_log=True)
@@ -48,7 +47,7 @@ def test_a_package_without_a_descriptor_set_documents_nothing(
     (tmp_path / "undocumented").mkdir()
     (tmp_path / "undocumented" / "__init__.py").touch()
     monkeypatch.syspath_prepend(str(tmp_path))
-    with caplog.at_level(logging.WARNING, "server.reflection"):
+    with caplog.at_level(logging.WARNING, "protoevents.proxy.reflection"):
         assert documented_files("undocumented") == {}
         assert documented_files("undocumented") == {}
     assert len(caplog.records) == 1

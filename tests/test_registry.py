@@ -8,8 +8,8 @@ import pytest
 
 from protoevents.cluster.v1 import cluster_events_pb2
 from protoevents.nic.v1 import nic_events_pb2
+from protoevents.recorder.registry import Registry, RegistryError, parse_severity
 from protoevents.v1 import severity_pb2
-from recorder.registry import Registry, RegistryError, parse_severity
 
 LEADER_ELECTED = "protoevents.cluster.v1.ClusterEventType.CLUSTER_EVENT_TYPE_LEADER_ELECTED"
 

@@ -74,7 +74,7 @@ def test_sigterm_flushes_every_batch_and_exits_0(
 
 def test_a_bad_setting_is_refused_at_start_naming_it(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "server.cli", "serve", "--data-dir", str(tmp_path)],
+        [sys.executable, "-m", "protoevents.proxy.cli", "serve", "--data-dir", str(tmp_path)],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -101,8 +101,8 @@ def test_a_start_logs_the_migration_in_one_line_and_nothing_of_alembic(
     migrated = [line for line in logs[0].splitlines() if "schema migrated" in line]
     assert len(migrated) == 1
     assert migrated[0].endswith(
-        f"INFO server.db.migrate: database sqlite:///{tmp_path}/events.db: schema migrated "
-        "from an empty database to revision 0001"
+        f"INFO protoevents.proxy.db.migrate: database sqlite:///{tmp_path}/events.db: "
+        "schema migrated from an empty database to revision 0001"
     )
     assert "schema migrated" not in logs[1]
     for log in logs:
@@ -116,4 +116,4 @@ def test_debug_logging_shows_alembic_too(tmp_path: Path, processes: list[ServePr
     assert proxy.stop(signal.SIGTERM) == 0
     log = proxy.log()
     assert "INFO alembic.runtime.migration: Running upgrade  -> 0001" in log
-    assert "INFO server.db.migrate: database" in log
+    assert "INFO protoevents.proxy.db.migrate: database" in log

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import redis
 
+from protoevents.proxy.writers.redis import RedisOptions, RedisWriter
+from protoevents.recorder.setaside import SetAside, make_batch, read_batches
 from protoevents.v1 import event_pb2, proxy_service_pb2
-from recorder.setaside import SetAside, make_batch, read_batches
-from server.writers.redis import RedisOptions, RedisWriter
 from tests.conftest import CliRunner
 from tests.faults.harness import assert_each_stored_once, poll
 from tests.ingest_helpers import make_events

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from protoevents.recorder.setaside import SetAside, SetAsideInUseError, make_batch, read_batches
 from protoevents.v1 import event_pb2, set_aside_pb2
-from recorder.setaside import SetAside, SetAsideInUseError, make_batch, read_batches
 
 
 def _event(n: int) -> event_pb2.Event:

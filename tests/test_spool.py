@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from recorder.spool import Spool, SpoolInUseError, SpoolSlot
+from protoevents.recorder.spool import Spool, SpoolInUseError, SpoolSlot
 
 
 def fill(spool: Spool, count: int, size: int = 100) -> list[bytes]:
@@ -152,7 +152,7 @@ def test_slots_are_exclusive_between_live_holders(tmp_path: Path) -> None:
 
 
 def test_all_slots_held_is_a_clear_error(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr("recorder.spool.MAX_SLOTS", 1)
+    monkeypatch.setattr("protoevents.recorder.spool.MAX_SLOTS", 1)
     held = SpoolSlot(tmp_path)
     with pytest.raises(SpoolInUseError, match="held by live recorders"):
         SpoolSlot(tmp_path)
@@ -174,7 +174,7 @@ def test_a_failed_append_leaves_no_torn_record_and_the_spool_stays_writable(
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_write(fd, data)
 
-    monkeypatch.setattr("recorder.spool.os.write", half_then_full)
+    monkeypatch.setattr("protoevents.recorder.spool.os.write", half_then_full)
     with pytest.raises(OSError, match="No space left"):
         spool.append(b"y" * 100, 1)
     assert segment.stat().st_size == size

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from protoevents.cluster.v1.cluster_events_pb2 import ClusterEventType
-from recorder import Recorder
-from server.cli.spool import human_age, human_bytes
+from protoevents.proxy.cli.spool import human_age, human_bytes
+from protoevents.recorder import Recorder
 from tests.conftest import CliRunner
 from tests.fake_proxy import FakeProxy
 from tests.faults.harness import assert_each_stored_once, poll, row_count
@@ -124,7 +124,7 @@ def test_a_slot_left_by_a_process_that_exited_is_listed_and_replayed_once(
     child = run_script(
         textwrap.dedent(
             f"""
-            from recorder import Recorder
+            from protoevents.recorder import Recorder
             from protoevents.cluster.v1.cluster_events_pb2 import ClusterEventType
             r = Recorder(component="nightly", node="node-1", event_types=[ClusterEventType],
                          proxy={down.address!r}, spool_dir={str(spool)!r}, batch_size=100)

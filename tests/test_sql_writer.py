@@ -12,11 +12,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.engine import Engine
 
+from protoevents.proxy.changes import CREATED, UPDATED, Change
+from protoevents.proxy.db.models import events
+from protoevents.proxy.db.rows import event_to_row, row_to_event
+from protoevents.proxy.writers.sql import SqlWriter
 from protoevents.v1 import event_pb2
-from server.changes import CREATED, UPDATED, Change
-from server.db.models import events
-from server.db.rows import event_to_row, row_to_event
-from server.writers.sql import SqlWriter
 from tests.events import repeated, stored_event
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from protoevents.proxy.changes import CREATED, UPDATED, Change
+from protoevents.proxy.writers.syslog_format import Rfc3164, Rfc5424, escape_param
 from protoevents.v1 import severity_pb2
-from server.changes import CREATED, UPDATED, Change
-from server.writers.syslog_format import Rfc3164, Rfc5424, escape_param
 from tests.events import repeated, stored_event
 
 EVENT_ID = "0194f3b2-7c1e-7000-8000-000000000001"

@@ -11,12 +11,12 @@ from typing import Any, TypeVar
 import pytest
 import trustme
 
-from recorder.backoff import Backoff
-from server.changes import CREATED, Change
-from server.dispatcher import Dispatcher
-from server.wal import WriteAheadLog
-from server.writers.syslog import SyslogOptions, SyslogWriter
-from server.writers.syslog_format import Rfc5424
+from protoevents.proxy.changes import CREATED, Change
+from protoevents.proxy.dispatcher import Dispatcher
+from protoevents.proxy.wal import WriteAheadLog
+from protoevents.proxy.writers.syslog import SyslogOptions, SyslogWriter
+from protoevents.proxy.writers.syslog_format import Rfc5424
+from protoevents.recorder.backoff import Backoff
 from tests.events import stored_event
 from tests.ingest_helpers import make_events, wait_until
 from tests.syslog_listener import TcpCollector, UdpCollector

@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from recorder.registry import EventType, Registry
-from server.cli.types import HEADER, table
+from protoevents.proxy.cli.types import HEADER, table
+from protoevents.recorder.registry import EventType, Registry
 from tests.conftest import ROOT
 
 BUILTIN = Registry.builtin()
@@ -23,7 +23,7 @@ def types_output(*args: str, columns: str | None) -> str:
     if columns is not None:
         env["COLUMNS"] = columns
     done = subprocess.run(
-        [sys.executable, "-m", "server.cli", "types", *args],
+        [sys.executable, "-m", "protoevents.proxy.cli", "types", *args],
         capture_output=True,
         text=True,
         cwd=ROOT,

@@ -13,10 +13,10 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from hypothesis import given
 from hypothesis import strategies as st
 
+from protoevents.proxy import ids
+from protoevents.proxy.validation import Limits, MalformedBatchError, Validator
+from protoevents.recorder.registry import Registry
 from protoevents.v1 import event_pb2, proxy_service_pb2, severity_pb2
-from recorder.registry import Registry
-from server import ids
-from server.validation import Limits, MalformedBatchError, Validator
 from tests.ingest_helpers import LEADER_ELECTED, make_event
 
 R = proxy_service_pb2

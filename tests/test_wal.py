@@ -12,9 +12,9 @@ from typing import Any, TypeVar
 
 import pytest
 
-from recorder import files as files_module
-from server import wal as wal_module
-from server.wal import HEADER, LogFull, LogUnavailable, WriteAheadLog
+from protoevents.proxy import wal as wal_module
+from protoevents.proxy.wal import HEADER, LogFull, LogUnavailable, WriteAheadLog
+from protoevents.recorder import files as files_module
 from tests.ingest_helpers import wait_until
 
 T = TypeVar("T")

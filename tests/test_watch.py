@@ -18,6 +18,9 @@ import pytest
 import redis
 import redis.exceptions
 
+from protoevents.proxy.app import Proxy, run_proxy
+from protoevents.proxy.changes import Change
+from protoevents.proxy.watch.hub import batches, framed
 from protoevents.v1 import (
     event_pb2,
     proxy_service_pb2,
@@ -25,9 +28,6 @@ from protoevents.v1 import (
     query_service_pb2,
     query_service_pb2_grpc,
 )
-from server.app import Proxy, run_proxy
-from server.changes import Change
-from server.watch.hub import batches, framed
 from tests.ingest_helpers import make_event, make_events, proxy_settings, wait_until
 from tests.unavailable import unavailable
 

@@ -9,17 +9,22 @@ from pathlib import Path
 import pytest
 import trustme
 
+from protoevents.proxy import config
+from protoevents.proxy.config import SettingsError
+from protoevents.proxy.writers.filters import WriterFilter
+from protoevents.proxy.writers.jsonl import JsonlOptions
+from protoevents.proxy.writers.kinds import KINDS
+from protoevents.proxy.writers.redis import RedisOptions
+from protoevents.proxy.writers.settings import (
+    WriterConfig,
+    check_types,
+    effective_writers,
+    parse_writer,
+)
+from protoevents.proxy.writers.sql import SqlOptions
+from protoevents.proxy.writers.syslog import SyslogOptions
+from protoevents.recorder.registry import Registry
 from protoevents.v1 import severity_pb2
-from recorder.registry import Registry
-from server import config
-from server.config import SettingsError
-from server.writers.filters import WriterFilter
-from server.writers.jsonl import JsonlOptions
-from server.writers.kinds import KINDS
-from server.writers.redis import RedisOptions
-from server.writers.settings import WriterConfig, check_types, effective_writers, parse_writer
-from server.writers.sql import SqlOptions
-from server.writers.syslog import SyslogOptions
 from tests.conftest import ROOT, CliRunner
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
+from protoevents.proxy.app import storing_writer
+from protoevents.proxy.changes import CREATED, UPDATED, Change, has_trait
+from protoevents.proxy.writers.filters import FilteredWriter, WriterFilter, filtered
 from protoevents.v1 import severity_pb2
-from server.app import storing_writer
-from server.changes import CREATED, UPDATED, Change, has_trait
-from server.writers.filters import FilteredWriter, WriterFilter, filtered
 from tests.events import LEADER_ELECTED, repeated, stored_event
 from tests.ingest_helpers import MemoryWriter
 

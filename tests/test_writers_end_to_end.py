@@ -11,16 +11,16 @@ import redis.asyncio as aioredis
 import sqlalchemy as sa
 
 from protoevents.cluster.v1.cluster_events_pb2 import ClusterEventType
+from protoevents.proxy.app import run_proxy
+from protoevents.proxy.changes import UPDATED
+from protoevents.proxy.writers import redis_keys
+from protoevents.proxy.writers.filters import WriterFilter
+from protoevents.proxy.writers.redis import RedisOptions
+from protoevents.proxy.writers.settings import WriterConfig
+from protoevents.proxy.writers.sql import SqlOptions
+from protoevents.proxy.writers.syslog import SyslogOptions
+from protoevents.recorder import Recorder
 from protoevents.v1 import event_pb2, query_service_pb2, severity_pb2
-from recorder import Recorder
-from server.app import run_proxy
-from server.changes import UPDATED
-from server.writers import redis_keys
-from server.writers.filters import WriterFilter
-from server.writers.redis import RedisOptions
-from server.writers.settings import WriterConfig
-from server.writers.sql import SqlOptions
-from server.writers.syslog import SyslogOptions
 from tests.ingest_helpers import proxy_settings
 from tests.syslog_listener import TcpCollector
 

@@ -12,17 +12,17 @@ from collections.abc import Sequence
 # A command line naming one imports that module alone; the others are imported only for the
 # list of commands (`protoevents --help`, or a command that does not exist).
 COMMANDS = {
-    "gen": "server.cli.gen",
-    "types": "server.cli.types",
-    "record": "server.cli.record",
-    "spool": "server.cli.spool",
-    "serve": "server.cli.serve",
-    "db": "server.cli.db",
-    "demo": "server.cli.demo",
-    "query": "server.cli.query",
-    "tail": "server.cli.tail",
-    "quarantine": "server.cli.quarantine",
-    "set-aside": "server.cli.set_aside",
+    "gen": "protoevents.proxy.cli.gen",
+    "types": "protoevents.proxy.cli.types",
+    "record": "protoevents.proxy.cli.record",
+    "spool": "protoevents.proxy.cli.spool",
+    "serve": "protoevents.proxy.cli.serve",
+    "db": "protoevents.proxy.cli.db",
+    "demo": "protoevents.proxy.cli.demo",
+    "query": "protoevents.proxy.cli.query",
+    "tail": "protoevents.proxy.cli.tail",
+    "quarantine": "protoevents.proxy.cli.quarantine",
+    "set-aside": "protoevents.proxy.cli.set_aside",
 }
 
 

@@ -1,7 +1,7 @@
-"""Allow `python -m server.cli`."""
+"""Allow `python -m protoevents.proxy.cli`."""
 
 import sys
 
-from server.cli import main
+from protoevents.proxy.cli import main
 
 sys.exit(main())

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from server.db import DEFAULT_URL
+from protoevents.proxy.db import DEFAULT_URL
 
 
 def register(sub: Any) -> None:
@@ -49,7 +49,7 @@ def database_url(text: str) -> str:
 def run(args: argparse.Namespace) -> int:
     import sqlalchemy as sa
 
-    from server.db import migrate
+    from protoevents.proxy.db import migrate
 
     shown = sa.make_url(args.db).render_as_string(hide_password=True)
     try:

@@ -6,12 +6,12 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
-from server.cli.db import database_url
-from server.cli.types import add_module_arguments, load_registry
-from server.db import DEFAULT_URL
+from protoevents.proxy.cli.db import database_url
+from protoevents.proxy.cli.types import add_module_arguments, load_registry
+from protoevents.proxy.db import DEFAULT_URL
 
 if TYPE_CHECKING:
-    from recorder.registry import Registry
+    from protoevents.recorder.registry import Registry
 
 
 def register(sub: Any) -> None:
@@ -35,8 +35,8 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
 
 def fill(url: str, registry: Registry, count: int, seed: int) -> int:
     """Prepare the database at `url` and fill it; returns the number of rows stored."""
-    from server.db.setup import open_database
-    from server.demo import fill_demo
+    from protoevents.proxy.db.setup import open_database
+    from protoevents.proxy.demo import fill_demo
 
     engine = open_database(url, registry)
     try:
@@ -46,9 +46,9 @@ def fill(url: str, registry: Registry, count: int, seed: int) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from recorder.registry import RegistryError
-    from server.db.migrate import DatabaseRevisionError
-    from server.db.setup import DatabaseUnavailableError, describe
+    from protoevents.proxy.db.migrate import DatabaseRevisionError
+    from protoevents.proxy.db.setup import DatabaseUnavailableError, describe
+    from protoevents.recorder.registry import RegistryError
 
     try:
         registry = load_registry(args)

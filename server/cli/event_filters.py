@@ -8,7 +8,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from server.cli.proxy_flag import add_proxy_argument
+from protoevents.proxy.cli.proxy_flag import add_proxy_argument
 
 if TYPE_CHECKING:
     import grpc
@@ -51,8 +51,8 @@ def add_filter_arguments(parser: argparse.ArgumentParser) -> None:
 
 def build_filter(args: argparse.Namespace) -> query_service_pb2.EventFilter:
     """The EventFilter of the flags; ValueError naming the flag when one is malformed."""
+    from protoevents.recorder.registry import parse_severity
     from protoevents.v1 import query_service_pb2
-    from recorder.registry import parse_severity
 
     message = query_service_pb2.EventFilter(
         types=args.types,
@@ -129,7 +129,7 @@ def integral(value: object) -> object:
 
 def event_cells(event: event_pb2.Event) -> list[str]:
     """TIME, SEVERITY, TYPE, COUNT, SOURCE, OBJECT, MESSAGE of an event."""
-    from recorder.registry import severity_name
+    from protoevents.recorder.registry import severity_name
 
     obj = event.object
     target = "/".join(p for p in (obj.kind, obj.namespace, obj.name) if p)

@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    from server import codegen
+    from protoevents.proxy import codegen
 
     if not args.protos.is_dir():
         print(f"protoevents gen: --protos {args.protos} is not a folder", file=sys.stderr)

@@ -11,9 +11,9 @@ from datetime import UTC
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from server.cli.event_filters import event_json
-from server.cli.output import print_table
-from server.config import ENV_PREFIX, Settings
+from protoevents.proxy.cli.event_filters import event_json
+from protoevents.proxy.cli.output import print_table
+from protoevents.proxy.config import ENV_PREFIX, Settings
 
 if TYPE_CHECKING:
     from protoevents.v1 import event_pb2
@@ -52,7 +52,7 @@ class _TypeSummary:
 
 
 def run(args: argparse.Namespace) -> int:
-    from server.quarantine import held_events, read_quarantine
+    from protoevents.proxy.quarantine import held_events, read_quarantine
 
     directory: Path = args.data_dir / "quarantine"
     summary: dict[str, _TypeSummary] = {}

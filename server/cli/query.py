@@ -7,7 +7,7 @@ import json
 import sys
 from typing import TYPE_CHECKING, Any
 
-from server.cli.event_filters import (
+from protoevents.proxy.cli.event_filters import (
     EVENT_HEADER,
     add_filter_arguments,
     build_filter,
@@ -15,7 +15,7 @@ from server.cli.event_filters import (
     event_json,
     report_rpc_error,
 )
-from server.cli.output import print_table
+from protoevents.proxy.cli.output import print_table
 
 if TYPE_CHECKING:
     from protoevents.v1 import event_pb2

@@ -7,13 +7,13 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from server.cli.proxy_flag import add_proxy_argument
-from server.cli.types import add_module_arguments, load_registry
+from protoevents.proxy.cli.proxy_flag import add_proxy_argument
+from protoevents.proxy.cli.types import add_module_arguments, load_registry
 
 if TYPE_CHECKING:
     from google.protobuf.descriptor import EnumDescriptor
 
-    from recorder.registry import Registry
+    from protoevents.recorder.registry import Registry
 
 
 def register(sub: Any) -> None:
@@ -47,7 +47,7 @@ def _enums(registry: Registry) -> list[EnumDescriptor]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from recorder import EventTypeError, Recorder, RegistryError
+    from protoevents.recorder import EventTypeError, Recorder, RegistryError
 
     try:
         registry = load_registry(args)

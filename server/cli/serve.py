@@ -9,15 +9,15 @@ import signal
 import sys
 from typing import TYPE_CHECKING, Any
 
-from server import config
-from server.cli import demo
-from server.cli.demo import add_demo_arguments
-from server.cli.types import add_module_arguments, load_registry
-from server.config import Settings, SettingsError
+from protoevents.proxy import config
+from protoevents.proxy.cli import demo
+from protoevents.proxy.cli.demo import add_demo_arguments
+from protoevents.proxy.cli.types import add_module_arguments, load_registry
+from protoevents.proxy.config import Settings, SettingsError
 
 if TYPE_CHECKING:
-    from recorder.registry import Registry
-    from server.ownership import DataDirLock
+    from protoevents.proxy.ownership import DataDirLock
+    from protoevents.recorder.registry import Registry
 
 # Libraries whose INFO lines say nothing a proxy's operator needs (Alembic: three lines per
 # migration check at every start): WARNING and above, unless debug logging is asked for.
@@ -45,9 +45,9 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from recorder.registry import RegistryError
-    from server.ownership import DataDirLock, OwnershipError, address_error, bind_problem
-    from server.writers.settings import check_types
+    from protoevents.proxy.ownership import DataDirLock, OwnershipError, address_error, bind_problem
+    from protoevents.proxy.writers.settings import check_types
+    from protoevents.recorder.registry import RegistryError
 
     try:
         settings = config.from_arguments(args)
@@ -77,8 +77,8 @@ def _run_locked(
     """The rest of `run`, once this process owns the data directory."""
     import asyncio
 
-    from server.db.migrate import DatabaseRevisionError
-    from server.db.setup import DatabaseUnavailableError
+    from protoevents.proxy.db.migrate import DatabaseRevisionError
+    from protoevents.proxy.db.setup import DatabaseUnavailableError
 
     configure_logging(settings.log_level)
     if args.demo:
@@ -116,10 +116,10 @@ async def serve(settings: Settings, registry: Registry, lock: DataDirLock | None
     is told the address once the proxy listens."""
     import asyncio
 
-    from server.app import run_proxy
-    from server.db.migrate import DatabaseRevisionError
-    from server.db.setup import DatabaseUnavailableError
-    from server.ownership import OwnershipError
+    from protoevents.proxy.app import run_proxy
+    from protoevents.proxy.db.migrate import DatabaseRevisionError
+    from protoevents.proxy.db.setup import DatabaseUnavailableError
+    from protoevents.proxy.ownership import OwnershipError
 
     loop = asyncio.get_running_loop()
     # A file-size limit (RLIMIT_FSIZE) would kill the process; ignored, the write fails with

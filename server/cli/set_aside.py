@@ -11,18 +11,18 @@ from datetime import UTC
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from server import config
-from server.cli.output import print_table
-from server.cli.types import add_module_arguments, load_registry
-from server.config import Settings, SettingsError
+from protoevents.proxy import config
+from protoevents.proxy.cli.output import print_table
+from protoevents.proxy.cli.types import add_module_arguments, load_registry
+from protoevents.proxy.config import Settings, SettingsError
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
+    from protoevents.proxy.changes import Writer
+    from protoevents.proxy.writers.settings import WriterConfig
+    from protoevents.recorder.setaside import SetAside
     from protoevents.v1 import set_aside_pb2
-    from recorder.setaside import SetAside
-    from server.changes import Writer
-    from server.writers.settings import WriterConfig
 
 PROG = "protoevents set-aside"
 
@@ -79,7 +79,7 @@ def _add_common(parser: argparse.ArgumentParser, default: object) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from server.app import SET_ASIDE_DIR
+    from protoevents.proxy.app import SET_ASIDE_DIR
 
     try:
         settings = config.from_sources(args.config, None, {"data_dir": args.data_dir})
@@ -115,7 +115,7 @@ class _StoreSummary:
 
 
 def _summary(directory: Path) -> _StoreSummary:
-    from recorder.setaside import read_batches, stored_bytes
+    from protoevents.recorder.setaside import read_batches, stored_bytes
 
     summary = _StoreSummary(directory.name, bytes=stored_bytes(directory))
     times = []
@@ -179,13 +179,13 @@ class _ReplayReport:
 
 
 def _replay(args: argparse.Namespace, settings: Settings) -> int:
-    from recorder.registry import RegistryError
-    from recorder.setaside import SetAside, SetAsideInUseError, read_batches
-    from server.app import SET_ASIDE_DIR
-    from server.db.migrate import DatabaseRevisionError
-    from server.db.setup import DatabaseUnavailableError
-    from server.ownership import DataDirLock, OwnershipError
-    from server.writers.settings import effective_writers
+    from protoevents.proxy.app import SET_ASIDE_DIR
+    from protoevents.proxy.db.migrate import DatabaseRevisionError
+    from protoevents.proxy.db.setup import DatabaseUnavailableError
+    from protoevents.proxy.ownership import DataDirLock, OwnershipError
+    from protoevents.proxy.writers.settings import effective_writers
+    from protoevents.recorder.registry import RegistryError
+    from protoevents.recorder.setaside import SetAside, SetAsideInUseError, read_batches
 
     name: str = args.writer
     configs = effective_writers(settings.writers, settings.jsonl_path)
@@ -236,9 +236,9 @@ def _build(
     opened, migrated and its types synced only for a writer that uses it)."""
     import sqlalchemy as sa
 
-    from server.db.setup import open_database
-    from server.writers.base import BuildContext
-    from server.writers.build import build_writer
+    from protoevents.proxy.db.setup import open_database
+    from protoevents.proxy.writers.base import BuildContext
+    from protoevents.proxy.writers.build import build_writer
 
     if chosen.options.uses_database:
         engine = open_database(settings.db, load_registry(args))
@@ -250,8 +250,8 @@ def _build(
 def _write_again(store: SetAside, writer: Writer) -> _ReplayReport:
     import asyncio
 
+    from protoevents.proxy.changes import CREATED, UPDATED, Change, PermanentWriteError
     from protoevents.v1 import set_aside_pb2
-    from server.changes import CREATED, UPDATED, Change, PermanentWriteError
 
     report = _ReplayReport()
     with asyncio.Runner() as runner:

@@ -10,12 +10,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from server.cli.output import print_table
-from server.cli.proxy_flag import add_proxy_argument
+from protoevents.proxy.cli.output import print_table
+from protoevents.proxy.cli.proxy_flag import add_proxy_argument
 
 if TYPE_CHECKING:
+    from protoevents.recorder.replay import ReplayReport, SlotInfo
     from protoevents.v1 import event_pb2, proxy_service_pb2
-    from recorder.replay import ReplayReport, SlotInfo
 
 
 def register(sub: Any) -> None:
@@ -52,10 +52,10 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from recorder import SpoolInUseError, default_spool_dir
-    from recorder.deadletter import DEAD_LETTER, dead_letter_dir
-    from recorder.replay import replay_dead_letter, replay_slot, slot_info
-    from recorder.setaside import SetAsideInUseError
+    from protoevents.recorder import SpoolInUseError, default_spool_dir
+    from protoevents.recorder.deadletter import DEAD_LETTER, dead_letter_dir
+    from protoevents.recorder.replay import replay_dead_letter, replay_slot, slot_info
+    from protoevents.recorder.setaside import SetAsideInUseError
 
     if args.action is None:
         return _list(args.spool_dir or default_spool_dir(), args.json)
@@ -126,7 +126,7 @@ def _print_report(report: ReplayReport, as_json: bool) -> None:
 
 
 def _list(base: Path, as_json: bool) -> int:
-    from recorder.replay import slot_info, slots
+    from protoevents.recorder.replay import slot_info, slots
 
     now = time.time_ns()
     infos = [slot_info(slot) for slot in slots(base)]

@@ -7,7 +7,7 @@ import json
 import sys
 from typing import TYPE_CHECKING, Any
 
-from server.cli.event_filters import (
+from protoevents.proxy.cli.event_filters import (
     add_filter_arguments,
     build_filter,
     event_cells,

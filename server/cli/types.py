@@ -8,10 +8,10 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from server.cli.output import stacked_lines, table_lines, terminal_width
+from protoevents.proxy.cli.output import stacked_lines, table_lines, terminal_width
 
 if TYPE_CHECKING:
-    from recorder.registry import EventType, Registry
+    from protoevents.recorder.registry import EventType, Registry
 
 HEADER = ("NAME", "SEVERITY", "CATEGORY", "SERVICE", "DESCRIPTION")
 # Narrower than this, a description column would hold a few words a line: it goes under its
@@ -51,7 +51,7 @@ def add_module_arguments(parser: argparse.ArgumentParser) -> None:
 
 def load_registry(args: argparse.Namespace) -> Registry:
     """The registry the arguments ask for; RegistryError on a bad module or declaration."""
-    from recorder.registry import Registry
+    from protoevents.recorder.registry import Registry
 
     registry = Registry() if args.no_builtin else Registry.builtin()
     for module in args.module:
@@ -60,7 +60,7 @@ def load_registry(args: argparse.Namespace) -> Registry:
 
 
 def run(args: argparse.Namespace) -> int:
-    from recorder.registry import RegistryError
+    from protoevents.recorder.registry import RegistryError
 
     try:
         registry = load_registry(args)

@@ -9,9 +9,9 @@ from sqlalchemy import event as sa_event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
-from recorder.registry import Registry
-from server.db import DEFAULT_URL
-from server.db.models import event_types
+from protoevents.proxy.db import DEFAULT_URL
+from protoevents.proxy.db.models import event_types
+from protoevents.recorder.registry import Registry
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 

@@ -17,8 +17,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection, Engine
 
-from server.db.engine import create_engine
-from server.db.models import metadata
+from protoevents.proxy.db.engine import create_engine
+from protoevents.proxy.db.models import metadata
 
 EngineOrUrl = Engine | str | sa.URL
 
@@ -32,7 +32,7 @@ class DatabaseRevisionError(RuntimeError):
 def alembic_config(connection: Connection | None = None) -> Config:
     """An Alembic config for the migrations shipped in the `migrations` package."""
     config = Config(stdout=io.StringIO())
-    config.set_main_option("script_location", str(resources.files("migrations")))
+    config.set_main_option("script_location", str(resources.files("protoevents.migrations")))
     if connection is not None:
         config.attributes["connection"] = connection
     return config

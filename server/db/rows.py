@@ -19,8 +19,8 @@ from typing import Any
 import orjson
 from google.protobuf import struct_pb2, timestamp_pb2
 
+from protoevents.proxy.db.models import events
 from protoevents.v1 import event_pb2
-from server.db.models import events
 
 # Column names of `events`, in table order: the order of `event_to_values`.
 COLUMNS: tuple[str, ...] = tuple(c.name for c in events.columns)

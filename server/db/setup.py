@@ -5,9 +5,9 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from recorder.registry import Registry
-from server.db import migrate
-from server.db.engine import create_engine, sync_event_types
+from protoevents.proxy.db import migrate
+from protoevents.proxy.db.engine import create_engine, sync_event_types
+from protoevents.recorder.registry import Registry
 
 
 class DatabaseUnavailableError(RuntimeError):

@@ -11,12 +11,12 @@ from typing import Literal
 import sqlalchemy as sa
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from protoevents.proxy.db.models import events
+from protoevents.proxy.db.rows import timestamp_to_datetime
+from protoevents.proxy.fields import FIELD_LIMITS
+from protoevents.proxy.statuses import InvalidArgumentError
+from protoevents.recorder.registry import Registry
 from protoevents.v1 import event_pb2, query_service_pb2, severity_pb2
-from recorder.registry import Registry
-from server.db.models import events
-from server.db.rows import timestamp_to_datetime
-from server.fields import FIELD_LIMITS
-from server.statuses import InvalidArgumentError
 
 # Longest `message_contains`: longer than any message ingest accepts is pointless.
 MAX_CONTAINS_CHARS = 4096

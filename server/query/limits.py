@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from server.statuses import DeadlineExceededError, TooManyQueriesError
+from protoevents.proxy.statuses import DeadlineExceededError, TooManyQueriesError
 
 Clock = Callable[[], float]
 

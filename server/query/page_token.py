@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 from itsdangerous import BadData, URLSafeSerializer
 
-from server.statuses import InvalidArgumentError
+from protoevents.proxy.statuses import InvalidArgumentError
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _VERSION = 1

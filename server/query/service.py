@@ -8,21 +8,21 @@ from typing import Any, Protocol, cast
 
 import grpc
 
-from protoevents.v1 import query_service_pb2, query_service_pb2_grpc
-from recorder.registry import Registry
-from server import ids
-from server.changes import Change
-from server.fields import FIELD_LIMITS
-from server.query.filters import EventQuery, parse_filter
-from server.query.page_token import PageTokens
-from server.query.store import EventStore
-from server.statuses import (
+from protoevents.proxy import ids
+from protoevents.proxy.changes import Change
+from protoevents.proxy.fields import FIELD_LIMITS
+from protoevents.proxy.query.filters import EventQuery, parse_filter
+from protoevents.proxy.query.page_token import PageTokens
+from protoevents.proxy.query.store import EventStore
+from protoevents.proxy.statuses import (
     InvalidArgumentError,
     NotFoundError,
     TooManyQueriesError,
     grpc_errors,
 )
-from server.watch.hub import ChangeHub, Outgoing, batches
+from protoevents.proxy.watch.hub import ChangeHub, Outgoing, batches
+from protoevents.recorder.registry import Registry
+from protoevents.v1 import query_service_pb2, query_service_pb2_grpc
 
 log = logging.getLogger(__name__)
 

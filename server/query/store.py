@@ -9,13 +9,13 @@ from typing import TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from protoevents.proxy.db.models import events
+from protoevents.proxy.db.rows import row_to_event, timestamp_to_datetime
+from protoevents.proxy.query.filters import EventQuery
+from protoevents.proxy.query.limits import Budget, QueryLimits
+from protoevents.proxy.query.page_token import Cursor
+from protoevents.proxy.statuses import UnavailableError
 from protoevents.v1 import event_pb2
-from server.db.models import events
-from server.db.rows import row_to_event, timestamp_to_datetime
-from server.query.filters import EventQuery
-from server.query.limits import Budget, QueryLimits
-from server.query.page_token import Cursor
-from server.statuses import UnavailableError
 
 T = TypeVar("T")
 # Virtual machine steps of SQLite between two looks at the clock (about 0.1 ms of work).

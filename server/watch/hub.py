@@ -15,9 +15,9 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
+from protoevents.proxy.changes import CREATED, Change, watch_message
+from protoevents.proxy.statuses import QueryError, WatcherTooSlowError
 from protoevents.v1 import event_pb2
-from server.changes import CREATED, Change, watch_message
-from server.statuses import QueryError, WatcherTooSlowError
 
 log = logging.getLogger(__name__)
 

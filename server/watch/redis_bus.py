@@ -19,11 +19,11 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from protoevents.proxy.changes import CREATED, UPDATED, Change, watch_message
+from protoevents.proxy.statuses import UnavailableError
+from protoevents.proxy.watch.hub import ChangeHub, Outgoing
+from protoevents.recorder.backoff import Backoff
 from protoevents.v1 import query_service_pb2
-from recorder.backoff import Backoff
-from server.changes import CREATED, UPDATED, Change, watch_message
-from server.statuses import UnavailableError
-from server.watch.hub import ChangeHub, Outgoing
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
-    from server.changes import Writer
+    from protoevents.proxy.changes import Writer
 
 
 class WriterConfigError(ValueError):

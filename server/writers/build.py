@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from server.changes import Writer
-from server.writers.base import BuildContext
-from server.writers.filters import filtered
-from server.writers.kinds import KINDS
-from server.writers.settings import WriterConfig
+from protoevents.proxy.changes import Writer
+from protoevents.proxy.writers.base import BuildContext
+from protoevents.proxy.writers.filters import filtered
+from protoevents.proxy.writers.kinds import KINDS
+from protoevents.proxy.writers.settings import WriterConfig
 
 
 def build_writer(config: WriterConfig, context: BuildContext) -> Writer:

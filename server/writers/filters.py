@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from protoevents.proxy.changes import Change, Writer, has_trait
 from protoevents.v1 import event_pb2
-from server.changes import Change, Writer, has_trait
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,9 +13,9 @@ from pathlib import Path
 
 from google.protobuf import json_format
 
+from protoevents.proxy.changes import Change
+from protoevents.proxy.writers.base import BuildContext, WriterOptions
 from protoevents.v1 import query_service_pb2
-from server.changes import Change
-from server.writers.base import BuildContext, WriterOptions
 
 log = logging.getLogger(__name__)
 

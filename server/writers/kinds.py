@@ -6,7 +6,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Protocol, cast
 
-from server.writers.base import Builder, WriterOptions
+from protoevents.proxy.writers.base import Builder, WriterOptions
 
 
 class _KindModule(Protocol):
@@ -35,10 +35,10 @@ class WriterKind:
 
 
 KINDS: dict[str, WriterKind] = {
-    "sql": WriterKind("server.writers.sql"),
-    "jsonl": WriterKind("server.writers.jsonl"),
-    "syslog": WriterKind("server.writers.syslog"),
-    "redis": WriterKind("server.writers.redis"),
+    "sql": WriterKind("protoevents.proxy.writers.sql"),
+    "jsonl": WriterKind("protoevents.proxy.writers.jsonl"),
+    "syslog": WriterKind("protoevents.proxy.writers.syslog"),
+    "redis": WriterKind("protoevents.proxy.writers.redis"),
 }
 
 

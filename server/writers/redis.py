@@ -9,10 +9,10 @@ from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 
+from protoevents.proxy.changes import UPDATED, Change, PermanentWriteError, watch_message
+from protoevents.proxy.writers import redis_keys
+from protoevents.proxy.writers.base import BuildContext, WriterConfigError, WriterOptions
 from protoevents.v1 import event_pb2
-from server.changes import UPDATED, Change, PermanentWriteError, watch_message
-from server.writers import redis_keys
-from server.writers.base import BuildContext, WriterConfigError, WriterOptions
 
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 

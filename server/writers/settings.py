@@ -9,10 +9,10 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from recorder.registry import Registry, parse_severity
-from server.writers.base import WriterConfigError, WriterOptions
-from server.writers.filters import WriterFilter
-from server.writers.kinds import KINDS, kind_of
+from protoevents.proxy.writers.base import WriterConfigError, WriterOptions
+from protoevents.proxy.writers.filters import WriterFilter
+from protoevents.proxy.writers.kinds import KINDS, kind_of
+from protoevents.recorder.registry import Registry, parse_severity
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 FILTER_KEYS = ("min_severity", "categories", "types")

@@ -17,17 +17,17 @@ from google.protobuf import timestamp_pb2
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Connection, Engine
 
-from protoevents.v1 import event_pb2
-from server.changes import UPDATED, Change, PermanentWriteError
-from server.db.models import events
-from server.db.rows import (
+from protoevents.proxy.changes import UPDATED, Change, PermanentWriteError
+from protoevents.proxy.db.models import events
+from protoevents.proxy.db.rows import (
     COLUMNS,
     COPY_COLUMNS,
     event_to_copy_line,
     event_to_sqlite_values,
     timestamp_to_text,
 )
-from server.writers.base import BuildContext, WriterOptions
+from protoevents.proxy.writers.base import BuildContext, WriterOptions
+from protoevents.v1 import event_pb2
 
 # PostgreSQL staging tables: temporary (no WAL), one per session, emptied at each commit.
 _STAGE = "protoevents_events_stage"

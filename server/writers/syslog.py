@@ -17,9 +17,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from server.changes import Change
-from server.writers.base import BuildContext, WriterConfigError, WriterOptions
-from server.writers.syslog_format import RFC3164_MAX_BYTES, Rfc3164, Rfc5424
+from protoevents.proxy.changes import Change
+from protoevents.proxy.writers.base import BuildContext, WriterConfigError, WriterOptions
+from protoevents.proxy.writers.syslog_format import RFC3164_MAX_BYTES, Rfc3164, Rfc5424
 
 # Linux: the ioctl giving the bytes sent but not yet acknowledged by the peer (SIOCOUTQ).
 _OUTQ: int | None = getattr(termios, "TIOCOUTQ", None) if sys.platform == "linux" else None

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import orjson
 from google.protobuf import json_format, timestamp_pb2
 
+from protoevents.proxy.changes import UPDATED, Change
 from protoevents.v1 import event_pb2, severity_pb2
-from server.changes import UPDATED, Change
 
 # Event severity -> syslog severity (RFC 5424 section 6.2.1).
 SYSLOG_SEVERITY: dict[int, int] = {

@@ -8,9 +8,9 @@ from collections.abc import Sequence
 
 from redis.exceptions import RedisError
 
-from server.changes import Change
-from server.watch.hub import ChangeHub
-from server.watch.redis_bus import DEFAULT_CHANNEL, connect, describe, publish
+from protoevents.proxy.changes import Change
+from protoevents.proxy.watch.hub import ChangeHub
+from protoevents.proxy.watch.redis_bus import DEFAULT_CHANNEL, connect, describe, publish
 
 log = logging.getLogger(__name__)
 

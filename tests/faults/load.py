@@ -13,7 +13,7 @@ import threading
 import time
 
 from protoevents.cluster.v1.cluster_events_pb2 import ClusterEventType
-from recorder import Recorder
+from protoevents.recorder import Recorder
 
 ELECTED = ClusterEventType.CLUSTER_EVENT_TYPE_LEADER_ELECTED
 TICK_S = 0.01

@@ -11,11 +11,11 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy.engine import Engine
 
+from protoevents.proxy.app import run_proxy
+from protoevents.proxy.changes import Change
+from protoevents.proxy.config import Settings
+from protoevents.proxy.writers.sql import SqlWriter
 from protoevents.v1 import proxy_service_pb2, proxy_service_pb2_grpc
-from server.app import run_proxy
-from server.changes import Change
-from server.config import Settings
-from server.writers.sql import SqlWriter
 from tests.ingest_helpers import make_events, proxy_settings, wait_until
 from tests.test_pipeline import stored_counts
 

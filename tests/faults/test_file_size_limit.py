@@ -14,8 +14,8 @@ import grpc
 import pytest
 
 from protoevents.cluster.v1.cluster_events_pb2 import ClusterEventType
+from protoevents.recorder import Recorder
 from protoevents.v1 import proxy_service_pb2
-from recorder import Recorder
 from tests.db_fixtures import DatabaseFactory
 from tests.faults.harness import assert_each_stored_once, poll, row_count
 from tests.faults.test_writer_health import NOT_SERVING, SERVING, status

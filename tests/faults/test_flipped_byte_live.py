@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from protoevents.proxy import changelog
+from protoevents.proxy.wal import HEADER
 from protoevents.v1 import proxy_service_pb2
-from server import changelog
-from server.wal import HEADER
 from tests.faults.harness import assert_each_stored_once, poll, row_count
 from tests.faults.pg_cluster import PostgresCluster
 from tests.faults.test_writer_health import NOT_SERVING, SERVING, status

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from protoevents.cluster.v1.cluster_events_pb2 import ClusterEventType
+from protoevents.recorder import Recorder
 from protoevents.v1 import (
     event_pb2,
     proxy_service_pb2,
@@ -21,7 +22,6 @@ from protoevents.v1 import (
     query_service_pb2,
     query_service_pb2_grpc,
 )
-from recorder import Recorder
 from tests.faults.harness import assert_each_stored_once, poll
 from tests.ingest_helpers import make_events
 from tests.serve_process import ServeProcess

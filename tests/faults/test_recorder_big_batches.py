@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from protoevents.cluster.v1.cluster_events_pb2 import ClusterEventType
-from recorder import EventTooLargeError, Recorder
+from protoevents.recorder import EventTooLargeError, Recorder
 from tests.faults.harness import assert_each_stored_once, poll, row_count
 from tests.serve_process import ServeProcess
 from tests.test_pipeline import serve

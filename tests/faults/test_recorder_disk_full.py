@@ -6,7 +6,7 @@ import signal
 from pathlib import Path
 
 from protoevents.cluster.v1.cluster_events_pb2 import ClusterEventType
-from recorder import Recorder
+from protoevents.recorder import Recorder
 from tests.faults.harness import assert_each_stored_once, poll
 from tests.serve_process import ServeProcess
 from tests.test_pipeline import serve

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from protoevents.proxy.app import run_proxy
+from protoevents.proxy.ownership import AddressInUseError
 from protoevents.v1 import proxy_service_pb2
-from server.app import run_proxy
-from server.ownership import AddressInUseError
 from tests.conftest import ROOT
 from tests.faults.harness import assert_each_stored_once
 from tests.ingest_helpers import make_events, proxy_settings
@@ -25,7 +25,7 @@ from tests.serve_process import ServeProcess
 def serve_once(*flags: str) -> subprocess.CompletedProcess[str]:
     """`protoevents serve FLAGS` expected to refuse to start."""
     return subprocess.run(
-        [sys.executable, "-m", "server.cli", "serve", *flags],
+        [sys.executable, "-m", "protoevents.proxy.cli", "serve", *flags],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -90,7 +90,7 @@ def test_a_second_serve_on_the_same_address_exits_2_naming_the_first(
     assert second.returncode == 2
     line = (
         rf"protoevents serve: address {re.escape(first.address)} is in use by process "
-        rf"{first.process.pid} \(.*-m server\.cli serve --listen 127\.0\.0\.1:0 .*\)\n"
+        rf"{first.process.pid} \(.*-m protoevents\.proxy\.cli serve --listen 127\.0\.0\.1:0 .*\)\n"
     )
     assert re.fullmatch(line, second.stderr), second.stderr
     assert not Path(f"{other}.db").exists()

@@ -33,7 +33,7 @@ RECORD = textwrap.dedent(
     import json, sys
     from acme.widgets.v1.widget_events_pb2 import WidgetEventType
     from protoevents.cluster.v1.cluster_events_pb2 import ClusterEventType
-    from recorder import Recorder
+    from protoevents.recorder import Recorder
 
     address, spool, newer, known = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
     with Recorder(

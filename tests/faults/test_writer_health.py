@@ -12,9 +12,9 @@ import grpc
 import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from protoevents.proxy.writers.redis import RedisOptions, RedisWriter
+from protoevents.recorder.setaside import read_batches
 from protoevents.v1 import event_pb2, proxy_service_pb2
-from recorder.setaside import read_batches
-from server.writers.redis import RedisOptions, RedisWriter
 from tests.faults.harness import poll
 from tests.ingest_helpers import make_events
 from tests.serve_process import ServeProcess
