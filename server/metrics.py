@@ -10,7 +10,14 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
-        r = self.registry
+        self._events(self.registry)
+        self._log(self.registry)
+        self._writers(self.registry)
+        self._quarantine(self.registry)
+        self._calls(self.registry)
+
+    def _events(self, r: CollectorRegistry) -> None:
+        """What became of the events received."""
         self.received = Counter("protoevents_events_received", "Events received", registry=r)
         self.accepted = Counter(
             "protoevents_events_accepted", "Events accepted and persisted", registry=r
@@ -24,6 +31,9 @@ class Metrics:
         self.dedup_merges = Counter(
             "protoevents_dedup_merges", "Events merged into an earlier one by dedup", registry=r
         )
+
+    def _log(self, r: CollectorRegistry) -> None:
+        """The write-ahead log."""
         self.wal_bytes = Counter(
             "protoevents_wal_written_bytes", "Bytes appended to the write-ahead log", registry=r
         )
@@ -33,6 +43,19 @@ class Metrics:
         self.wal_full = Counter(
             "protoevents_wal_full", "Batches refused because the log was full", registry=r
         )
+        self.wal_corrupt_bytes = Counter(
+            "protoevents_wal_corrupt_bytes",
+            "Damaged bytes found in the write-ahead log (skipped, copied to wal/damaged/)",
+            registry=r,
+        )
+        self.wal_unavailable = Gauge(
+            "protoevents_wal_unavailable",
+            "1 while the write-ahead log cannot write (a write error it retries)",
+            registry=r,
+        )
+
+    def _writers(self, r: CollectorRegistry) -> None:
+        """The writers and their feeds."""
         self.written = Counter(
             "protoevents_writer_changes", "Changes written", ["writer"], registry=r
         )
@@ -57,16 +80,9 @@ class Metrics:
             ["writer"],
             registry=r,
         )
-        self.wal_corrupt_bytes = Counter(
-            "protoevents_wal_corrupt_bytes",
-            "Damaged bytes found in the write-ahead log (skipped, copied to wal/damaged/)",
-            registry=r,
-        )
-        self.wal_unavailable = Gauge(
-            "protoevents_wal_unavailable",
-            "1 while the write-ahead log cannot write (a write error it retries)",
-            registry=r,
-        )
+
+    def _quarantine(self, r: CollectorRegistry) -> None:
+        """Events of types the proxy does not know."""
         self.quarantined = Counter(
             "protoevents_events_quarantined",
             "Events of types the proxy does not know, quarantined",
@@ -81,6 +97,9 @@ class Metrics:
         self.quarantine_events = Gauge(
             "protoevents_quarantine_events", "Events held in quarantine", registry=r
         )
+
+    def _calls(self, r: CollectorRegistry) -> None:
+        """Ingest and query calls: limits and timeouts."""
         self.ingest_streams = Gauge(
             "protoevents_ingest_streams", "Ingest calls (Record, RecordBatch) open", registry=r
         )

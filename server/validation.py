@@ -14,7 +14,7 @@ from google.protobuf import struct_pb2
 
 from protoevents.proxy import ids
 from protoevents.proxy.fields import FIELD_LIMITS
-from protoevents.recorder.registry import SEVERITY_VALUES, Registry
+from protoevents.recorder.registry import SEVERITY_VALUES, EventType, Registry
 from protoevents.v1 import event_pb2, proxy_service_pb2
 
 Reason: TypeAlias = proxy_service_pb2.RejectionReason.ValueType
@@ -227,16 +227,11 @@ class Validator:
         if not type_name:
             return MISSING_TYPE, "type is empty"
         event_type = self.registry.get(type_name)
-        if event_type is None and "." not in type_name:
-            # A value name alone (CLUSTER_EVENT_TYPE_LEADER_ELECTED, as grpcurl users write
-            # it): stored under its qualified name, when it names one type.
-            try:
-                event_type = self.registry.lookup(type_name)
-            except KeyError as unknown:
-                return UNKNOWN_TYPE, self._unknown_detail(type_name, str(unknown.args[0]))
-            event.type = event_type.name
-        if event_type is None and not quarantinable(type_name):
-            return UNKNOWN_TYPE, self._unknown_detail(type_name)
+        if event_type is None:
+            known = self._type_of(event, type_name)
+            if isinstance(known, tuple):
+                return known
+            event_type = known
         source = event.source
         node = source.node
         component = source.component
@@ -248,18 +243,8 @@ class Validator:
             return TIME_OUT_OF_RANGE, "time is not set"
         seconds = event.time.seconds
         nanos = event.time.nanos
-        if not 0 <= nanos <= _MAX_NANOS:
-            return TIME_OUT_OF_RANGE, f"time.nanos {nanos} is outside 0..{_MAX_NANOS}"
-        if seconds < EARLIEST_SECONDS:
-            return TIME_OUT_OF_RANGE, f"time {_iso(seconds)} is before 2001-01-01 (clock not set?)"
-        if now is None:
-            now = time.time()
-        if seconds > now + limits.max_future_s:
-            return (
-                TIME_OUT_OF_RANGE,
-                f"time {_iso(seconds)} is more than {limits.max_future_s:g} s after the "
-                f"proxy's clock ({_iso(int(now))})",
-            )
+        if not 0 <= nanos <= _MAX_NANOS or not EARLIEST_SECONDS <= seconds <= self._latest(now):
+            return TIME_OUT_OF_RANGE, self._time_detail(seconds, nanos, now)
         severity = event.severity
         if severity not in SEVERITY_VALUES:
             if severity:
@@ -292,6 +277,36 @@ class Validator:
             return UnknownType(self._unknown_detail(type_name), size)
         event.category = event_type.category
         return size
+
+    def _type_of(self, event: event_pb2.Event, type_name: str) -> EventType | Problem | None:
+        """The type of a name the registry does not hold as is: a value name alone
+        (CLUSTER_EVENT_TYPE_LEADER_ELECTED, as grpcurl users write it) is stored under its
+        qualified name when it names one type; None for a name of newer protos (quarantined)."""
+        if "." not in type_name:
+            try:
+                event_type = self.registry.lookup(type_name)
+            except KeyError as unknown:
+                return UNKNOWN_TYPE, self._unknown_detail(type_name, str(unknown.args[0]))
+            event.type = event_type.name
+            return event_type
+        if not quarantinable(type_name):
+            return UNKNOWN_TYPE, self._unknown_detail(type_name)
+        return None
+
+    def _latest(self, now: float | None) -> float:
+        """The latest event time accepted: `max_future_s` after the proxy's clock."""
+        return (time.time() if now is None else now) + self.limits.max_future_s
+
+    def _time_detail(self, seconds: int, nanos: int, now: float | None) -> str:
+        if not 0 <= nanos <= _MAX_NANOS:
+            return f"time.nanos {nanos} is outside 0..{_MAX_NANOS}"
+        if seconds < EARLIEST_SECONDS:
+            return f"time {_iso(seconds)} is before 2001-01-01 (clock not set?)"
+        clock = time.time() if now is None else now
+        return (
+            f"time {_iso(seconds)} is more than {self.limits.max_future_s:g} s after the "
+            f"proxy's clock ({_iso(int(clock))})"
+        )
 
     def _too_large(
         self, event: event_pb2.Event, node: str, component: str, field_limit: int
