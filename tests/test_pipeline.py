@@ -12,28 +12,11 @@ import sqlalchemy as sa
 from protoevents.cluster.v1.cluster_events_pb2 import ClusterEventType
 from protoevents.proxy.db import migrate
 from protoevents.recorder import Recorder
-from tests.conftest import ROOT
-from tests.serve_process import ServeProcess
+from tests.support.paths import ROOT
+from tests.support.serve_process import ServeProcess, serve
+from tests.support.stored import stored_counts
 
 ELECTED = ClusterEventType.CLUSTER_EVENT_TYPE_LEADER_ELECTED
-
-
-def stored_counts(url: str) -> dict[str, int]:
-    engine = sa.create_engine(url, poolclass=sa.NullPool)
-    try:
-        with engine.connect() as connection:
-            rows = connection.execute(sa.text("SELECT id, count FROM events")).all()
-    finally:
-        engine.dispose()
-    return {str(row[0]): int(row[1]) for row in rows}
-
-
-def serve(
-    processes: list[ServeProcess], data: Path, url: str, *flags: str, port: int = 0
-) -> ServeProcess:
-    proxy = ServeProcess(data, "--db", url, "--listen", f"127.0.0.1:{port}", *flags)
-    processes.append(proxy)
-    return proxy
 
 
 def make_recorder(address: str, spool: Path, component: str) -> Recorder:

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.faults.harness import Load
-from tests.faults.pg_cluster import ClusterUnavailableError, PostgresCluster
+from tests.support.load import Load
+from tests.support.pg_cluster import ClusterUnavailableError, PostgresCluster
 
 
 @pytest.fixture(scope="session")

@@ -16,8 +16,8 @@ from protoevents.proxy.changes import Change
 from protoevents.proxy.config import Settings
 from protoevents.proxy.writers.sql import SqlWriter
 from protoevents.v1 import proxy_service_pb2, proxy_service_pb2_grpc
-from tests.ingest_helpers import make_events, proxy_settings, wait_until
-from tests.test_pipeline import stored_counts
+from tests.support.ingest_helpers import make_events, proxy_settings, wait_until
+from tests.support.stored import stored_counts
 
 Call = asyncio.Future[object]
 

@@ -16,11 +16,12 @@ import pytest
 from protoevents.cluster.v1.cluster_events_pb2 import ClusterEventType
 from protoevents.recorder import Recorder
 from protoevents.v1 import proxy_service_pb2
-from tests.db_fixtures import DatabaseFactory
-from tests.faults.harness import assert_each_stored_once, poll, row_count
-from tests.faults.test_writer_health import NOT_SERVING, SERVING, status
-from tests.ingest_helpers import make_events
-from tests.serve_process import ServeProcess
+from tests.support.health import NOT_SERVING, SERVING, status
+from tests.support.ingest_helpers import make_events
+from tests.support.polling import poll
+from tests.support.serve_process import ServeProcess
+from tests.support.services import DatabaseFactory
+from tests.support.stored import assert_each_stored_once, row_count
 
 ELECTED = ClusterEventType.CLUSTER_EVENT_TYPE_LEADER_ELECTED
 LIMIT = 256 << 10  # bytes any file of the proxy may reach: its log segment, here

@@ -13,12 +13,13 @@ import pytest
 from protoevents.proxy import changelog
 from protoevents.proxy.wal import HEADER
 from protoevents.v1 import proxy_service_pb2
-from tests.faults.harness import assert_each_stored_once, poll, row_count
-from tests.faults.pg_cluster import PostgresCluster
-from tests.faults.test_writer_health import NOT_SERVING, SERVING, status
-from tests.ingest_helpers import make_events
-from tests.serve_process import ServeProcess
-from tests.test_wal import records_of
+from tests.support.health import NOT_SERVING, SERVING, status
+from tests.support.ingest_helpers import make_events
+from tests.support.pg_cluster import PostgresCluster
+from tests.support.polling import poll
+from tests.support.serve_process import ServeProcess
+from tests.support.stored import assert_each_stored_once, row_count
+from tests.support.wal import records_of
 
 SEGMENT_BYTES = 64 << 10
 BATCH = 50  # events per RecordBatch: one log record each

@@ -22,11 +22,11 @@ from protoevents.v1 import (
     query_service_pb2,
     query_service_pb2_grpc,
 )
-from tests.faults.harness import assert_each_stored_once, poll
-from tests.ingest_helpers import make_events
-from tests.serve_process import ServeProcess
-from tests.test_pipeline import serve
-from tests.test_query_limits import fill
+from tests.support.ingest_helpers import make_events
+from tests.support.polling import poll
+from tests.support.query_events import fill
+from tests.support.serve_process import ServeProcess, serve
+from tests.support.stored import assert_each_stored_once
 
 R = proxy_service_pb2
 Q = query_service_pb2

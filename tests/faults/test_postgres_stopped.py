@@ -11,12 +11,13 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from protoevents.v1 import proxy_service_pb2
-from tests.faults.harness import Load, assert_each_stored_once, poll, row_count
-from tests.faults.pg_cluster import PostgresCluster
-from tests.ingest_helpers import make_events
-from tests.long_variants import scaled
-from tests.serve_process import ServeProcess
-from tests.test_pipeline import serve
+from tests.support.ingest_helpers import make_events
+from tests.support.load import Load
+from tests.support.long_variants import scaled
+from tests.support.pg_cluster import PostgresCluster
+from tests.support.polling import poll
+from tests.support.serve_process import ServeProcess, serve
+from tests.support.stored import assert_each_stored_once, row_count
 
 # The log's cap: what the proxy takes in while the database is down, before it refuses.
 WAL_CAP = scaled(2, 64) << 20

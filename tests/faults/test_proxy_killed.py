@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.harness import Load, assert_each_stored_once, poll, row_count
-from tests.long_variants import scaled
-from tests.serve_process import ServeProcess
-from tests.test_pipeline import serve
+from tests.support.load import Load
+from tests.support.long_variants import scaled
+from tests.support.polling import poll
+from tests.support.serve_process import ServeProcess, serve
+from tests.support.stored import assert_each_stored_once, row_count
 
 KILLS = scaled(10, 40)
 RECORDERS = scaled(3, 6)

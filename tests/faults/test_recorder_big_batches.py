@@ -9,9 +9,9 @@ import pytest
 
 from protoevents.cluster.v1.cluster_events_pb2 import ClusterEventType
 from protoevents.recorder import EventTooLargeError, Recorder
-from tests.faults.harness import assert_each_stored_once, poll, row_count
-from tests.serve_process import ServeProcess
-from tests.test_pipeline import serve
+from tests.support.polling import poll
+from tests.support.serve_process import ServeProcess, serve
+from tests.support.stored import assert_each_stored_once, row_count
 
 ELECTED = ClusterEventType.CLUSTER_EVENT_TYPE_LEADER_ELECTED
 

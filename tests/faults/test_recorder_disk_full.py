@@ -7,9 +7,9 @@ from pathlib import Path
 
 from protoevents.cluster.v1.cluster_events_pb2 import ClusterEventType
 from protoevents.recorder import Recorder
-from tests.faults.harness import assert_each_stored_once, poll
-from tests.serve_process import ServeProcess
-from tests.test_pipeline import serve
+from tests.support.polling import poll
+from tests.support.serve_process import ServeProcess, serve
+from tests.support.stored import assert_each_stored_once
 
 ELECTED = ClusterEventType.CLUSTER_EVENT_TYPE_LEADER_ELECTED
 
@@ -70,6 +70,6 @@ def test_a_full_disk_under_the_spool_drops_only_what_memory_cannot_hold_and_resu
 
 
 def _stored(url: str) -> set[str]:
-    from tests.test_pipeline import stored_counts
+    from tests.support.stored import stored_counts
 
     return set(stored_counts(url))

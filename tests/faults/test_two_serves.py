@@ -16,10 +16,10 @@ import pytest
 from protoevents.proxy.app import run_proxy
 from protoevents.proxy.ownership import AddressInUseError
 from protoevents.v1 import proxy_service_pb2
-from tests.conftest import ROOT
-from tests.faults.harness import assert_each_stored_once
-from tests.ingest_helpers import make_events, proxy_settings
-from tests.serve_process import ServeProcess
+from tests.support.ingest_helpers import make_events, proxy_settings
+from tests.support.paths import ROOT
+from tests.support.serve_process import ServeProcess
+from tests.support.stored import assert_each_stored_once
 
 
 def serve_once(*flags: str) -> subprocess.CompletedProcess[str]:

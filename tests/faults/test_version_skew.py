@@ -18,10 +18,11 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import ROOT, CliRunner
-from tests.faults.harness import poll
-from tests.serve_process import ServeProcess
-from tests.test_codegen import write_user_protos
+from tests.support.commands import CliRunner
+from tests.support.paths import ROOT
+from tests.support.polling import poll
+from tests.support.serve_process import ServeProcess
+from tests.support.user_protos import write_user_protos
 
 WIDGET_MODULE = "acme.widgets.v1.widget_events_pb2"
 JAMMED = "acme.widgets.v1.WidgetEventType.WIDGET_EVENT_TYPE_JAMMED"

@@ -8,26 +8,16 @@ import signal
 import socket
 from pathlib import Path
 
-import grpc
 import redis
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from protoevents.proxy.writers.redis import RedisOptions, RedisWriter
 from protoevents.recorder.setaside import read_batches
 from protoevents.v1 import event_pb2, proxy_service_pb2
-from tests.faults.harness import poll
-from tests.ingest_helpers import make_events
-from tests.serve_process import ServeProcess
-from tests.test_pipeline import stored_counts
-
-SERVING = health_pb2.HealthCheckResponse.SERVING
-NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-
-
-def status(channel: grpc.Channel, service: str) -> int:
-    stub = health_pb2_grpc.HealthStub(channel)
-    response = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
-    return int(response.status)
+from tests.support.health import NOT_SERVING, SERVING, status
+from tests.support.ingest_helpers import make_events
+from tests.support.polling import poll
+from tests.support.serve_process import ServeProcess
+from tests.support.stored import stored_counts
 
 
 def test_a_stuck_writer_makes_health_not_serving_until_it_recovers(

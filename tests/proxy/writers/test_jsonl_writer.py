@@ -1,0 +1,30 @@
+"""The JSON lines writer across a crash: a torn last line is cut, its changes written again."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+from protoevents.proxy.changes import CREATED, Change
+from protoevents.proxy.writers.jsonl import JsonLinesWriter
+from tests.support.ingest_helpers import make_events
+
+
+def test_a_torn_last_line_is_cut_and_its_changes_are_written_once(tmp_path: Path) -> None:
+    """`serve` SIGKILLed mid-write leaves a line without its newline: the next start cuts it
+    (the log's bookmark never passed its changes) instead of failing to start."""
+    path = tmp_path / "changes.jsonl"
+    first, second = make_events(2)
+    writer = JsonLinesWriter(path)
+    asyncio.run(writer.write([Change(CREATED, first)]))
+    asyncio.run(writer.close())
+    whole = path.read_bytes()
+    path.write_bytes(whole + b'{"kind":"CREATED","event":{"id":"01')
+
+    writer = JsonLinesWriter(path)
+    asyncio.run(writer.write([Change(CREATED, first), Change(CREATED, second)]))
+    asyncio.run(writer.close())
+    assert path.read_bytes().startswith(whole)
+    lines = path.read_text().splitlines()
+    assert [json.loads(line)["event"]["id"] for line in lines] == [first.id, second.id]
