@@ -1,19 +1,19 @@
-"""Encoding of the change records the ingest appends to the write-ahead log.
+"""The records ingest appends to the write-ahead log, and how they are read back.
 
-One record holds the outcome of one ingest batch, decided once (after validation,
-idempotency and dedup), so every writer and a restarted proxy see the same changes:
+A record is a `protoevents.v1.ChangeLogRecord` (format 2): the outcome of one ingest batch,
+decided once, so every writer and a restarted proxy see the same changes. Its first byte
+tells it from a record of format 1, which a proxy still reads (a log written before the
+upgrade drains through it):
 
     u8   format version (1)
     u8   field number of the events in CREATED: 1 or 2
     u32  length of CREATED (little endian)
     u32  length of UPDATED
-    CREATED  the new events, as the wire form of a message with `repeated Event events = N`
-             (N = 1: RecordBatchRequest; N = 2: RecordRequest, whose sequence is left out, so
-             a batch accepted whole is logged as its request re-serialized, in one call)
-    UPDATED  the dedup updates (one per first-event id, its latest state), wire form of
-             `repeated Event events = 1`
-    IDS      every event id the batch accepted, UTF-8, separated by "\\n" (the idempotency
-             cache is rebuilt from these at start without parsing events)
+    CREATED  the new events, the wire form of a message with `repeated Event events = N`
+    UPDATED  the dedup updates, the wire form of `repeated Event events = 1`
+    IDS      every event id the batch accepted, UTF-8, separated by "\\n"
+
+tests/proxy/log/test_changelog.py pins both formats to stored golden bytes.
 """
 
 from __future__ import annotations
@@ -22,11 +22,14 @@ import struct
 from collections.abc import Iterable
 
 from protoevents.proxy.changes import CREATED, UPDATED, Change
-from protoevents.v1 import proxy_service_pb2
+from protoevents.v1 import change_log_pb2, event_pb2, proxy_service_pb2
 
-VERSION = 1
-_HEAD = struct.Struct("<BBII")
-_EVENTS_TAG = b"\x0a"  # field 1, length-delimited
+FORMAT = 2
+_Record = change_log_pb2.ChangeLogRecord
+_FORMAT_1_START = b"\x01"  # a record of format 1 starts with its version
+_FORMAT_1_HEAD = struct.Struct("<BBII")
+# The key of a `created` element: its field number, wire type 2 (length-delimited).
+_CREATED_KEY = bytes([_Record.DESCRIPTOR.fields_by_name["created"].number << 3 | 2])
 
 
 def _varint(n: int) -> bytes:
@@ -41,55 +44,67 @@ def _varint(n: int) -> bytes:
 _SMALL_VARINTS = [_varint(n) for n in range(1 << 14)]
 
 
-def encode_events(serialized: Iterable[bytes]) -> bytes:
-    """The wire form of `repeated Event events = 1` from serialized events."""
+def _framed_created(serialized: Iterable[bytes]) -> bytes:
+    """The `created` elements of a record, from events serialized already (dedup holds each
+    new event's bytes; copying the events into a record to serialize them again costs three
+    times as much)."""
     parts: list[bytes] = []
     append = parts.append
     small = _SMALL_VARINTS
     limit = len(small)
+    key = _CREATED_KEY
     for data in serialized:
         n = len(data)
-        append(_EVENTS_TAG)
+        append(key)
         append(small[n] if n < limit else _varint(n))
         append(data)
     return b"".join(parts)
 
 
-def encode(created: Iterable[bytes], updated: Iterable[bytes], ids: Iterable[str]) -> bytes:
-    """One record from serialized CREATED events, serialized UPDATED events and the ids."""
-    return encode_blobs(1, encode_events(created), encode_events(updated), ids)
+def encode(
+    created: Iterable[bytes], updated: Iterable[event_pb2.Event], ids: Iterable[str]
+) -> bytes:
+    """One record from the serialized CREATED events, the UPDATED events and the accepted
+    ids. It starts with its format (protobuf writes fields in number order), then the
+    `created` elements, which a parser takes wherever they stand."""
+    head = _Record(format=FORMAT, updated=updated, accepted_ids=ids).SerializeToString()
+    return head + _framed_created(created)
 
 
-def encode_blobs(created_field: int, created: bytes, updated: bytes, ids: Iterable[str]) -> bytes:
-    """One record from the CREATED blob (events as field `created_field`), the UPDATED blob
-    and the ids."""
-    ids_blob = "\n".join(ids).encode()
-    head = _HEAD.pack(VERSION, created_field, len(created), len(updated))
-    return b"".join((head, created, updated, ids_blob))
+def _read(payload: bytes) -> _Record:
+    """The record in `payload`, of either format."""
+    if payload[:1] == _FORMAT_1_START:
+        return _read_format_1(payload)
+    record = _Record.FromString(payload)
+    if record.format != FORMAT:
+        raise ValueError(f"change record of format {record.format}; this proxy reads 1 and 2")
+    return record
 
 
-def _split(payload: bytes) -> tuple[int, bytes, bytes, bytes]:
-    version, field, created_len, updated_len = _HEAD.unpack_from(payload)
-    if version != VERSION:
-        raise ValueError(f"change record of format {version}; this proxy reads {VERSION}")
-    start = _HEAD.size
+def _read_format_1(payload: bytes) -> _Record:
+    _, field, created_len, updated_len = _FORMAT_1_HEAD.unpack_from(payload)
+    start = _FORMAT_1_HEAD.size
     middle = start + created_len
     end = middle + updated_len
-    return field, payload[start:middle], payload[middle:end], payload[end:]
+    batch = proxy_service_pb2.RecordBatchRequest.FromString
+    parse = batch if field == 1 else proxy_service_pb2.RecordRequest.FromString
+    ids = payload[end:]
+    return _Record(
+        format=1,
+        created=parse(payload[start:middle]).events,
+        updated=batch(payload[middle:end]).events,
+        accepted_ids=ids.decode().split("\n") if ids else [],
+    )
 
 
 def decode(payload: bytes) -> list[Change]:
     """The changes of one record: its CREATED events, then its UPDATED ones."""
-    field, created, updated, _ = _split(payload)
-    batch = proxy_service_pb2.RecordBatchRequest.FromString
-    parse = batch if field == 1 else proxy_service_pb2.RecordRequest.FromString
-    changes = [Change(CREATED, event) for event in parse(created).events]
-    if updated:
-        changes.extend(Change(UPDATED, event) for event in batch(updated).events)
+    record = _read(payload)
+    changes = [Change(CREATED, event) for event in record.created]
+    changes.extend(Change(UPDATED, event) for event in record.updated)
     return changes
 
 
 def decode_ids(payload: bytes) -> list[str]:
     """The event ids a record accepted."""
-    ids = _split(payload)[3]
-    return ids.decode().split("\n") if ids else []
+    return list(_read(payload).accepted_ids)

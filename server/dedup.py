@@ -131,7 +131,7 @@ class Deduplicator:
             entry.last_ns = max(entry.last_ns, time_ns)
             self.merged += 1
             return Change(UPDATED, entry.update())
-        return Change(CREATED, self._create(key, event, received_at, False, entry))
+        return Change(CREATED, self._create(key, event, received_at, False, entry)[0])
 
     def observe_many(
         self,
@@ -140,6 +140,7 @@ class Deduplicator:
         *,
         completed: bool = False,
         merges: dict[str, list[int]] | None = None,
+        serialized: list[bytes] | None = None,
     ) -> list[Change]:
         """The changes of `events`, all received at `received_at`, collapsed.
 
@@ -149,12 +150,18 @@ class Deduplicator:
         repeat. With `completed`, the caller has already set count, first/last and received
         time, and a CREATED change carries the caller's event itself instead of a copy.
         With `merges`, the position in `events` of each repeat is added under the id of the
-        event it was merged into.
+        event it was merged into. With `serialized`, the wire form of each CREATED event is
+        appended to it, in order (the log record is made of them: no event is serialized
+        twice).
         """
         if self._window_ns == 0:
             if completed:
-                return [Change(CREATED, event) for event in events]
-            return [Change(CREATED, _created(event, received_at)) for event in events]
+                made = [Change(CREATED, event) for event in events]
+            else:
+                made = [Change(CREATED, _created(event, received_at)) for event in events]
+            if serialized is not None:
+                serialized.extend(change.event.SerializeToString() for change in made)
+            return made
         entries = self._entries
         changes: list[Change] = []
         updated: dict[str, _Entry] = {}
@@ -186,8 +193,10 @@ class Deduplicator:
                     merges.setdefault(entry.event_id, []).append(position)
                 continue
             latest = None
-            created = self._create(key, event, received_at, completed, entry)
+            created, first = self._create(key, event, received_at, completed, entry)
             changes.append(Change(CREATED, created))
+            if serialized is not None:
+                serialized.append(first)
         self.merged += merged
         if changes or merged:
             self._expire(received_at)  # as `observe` would have, had there been a call
@@ -201,9 +210,9 @@ class Deduplicator:
         received_at: int,
         completed: bool,
         replaced: _Entry | None,
-    ) -> event_pb2.Event:
+    ) -> tuple[event_pb2.Event, bytes]:
         """Remember `event` under `key`, in place of `replaced`, the key's entry whose window
-        has closed (None when it has none)."""
+        has closed (None when it has none). Returns the event as CREATED and its wire form."""
         created = event if completed else _created(event, received_at)
         first = created.SerializeToString()
         event_id = created.id
@@ -230,7 +239,7 @@ class Deduplicator:
         self.held_bytes += size
         if len(entries) > self.max_entries or self.held_bytes > self.max_bytes:
             self._evict(received_at)
-        return created
+        return created, first
 
     def _expire(self, now_ns: int) -> None:
         """Drop least recently used keys whose window has closed by `now_ns`."""

@@ -36,18 +36,6 @@ Batch: TypeAlias = proxy_service_pb2.RecordRequest | proxy_service_pb2.RecordBat
 Persisted: TypeAlias = asyncio.Future[int]
 
 
-def _serialized_events(request: Batch) -> tuple[int, bytes]:
-    """(field number of the events, the request's wire form without anything else)."""
-    if isinstance(request, proxy_service_pb2.RecordBatchRequest):
-        return 1, request.SerializeToString()
-    sequence = request.sequence
-    request.sequence = 0
-    try:
-        return 2, request.SerializeToString()
-    finally:
-        request.sequence = sequence
-
-
 def _joined(first: Persisted | None, second: Persisted | None) -> Persisted | None:
     """A future of both (either may be None), failing when either fails."""
     if second is None:
@@ -73,28 +61,14 @@ class _Decision:
     def __init__(self) -> None:
         self.accepted: dict[str, None] = {}  # ids, in batch order
         self.created: list[event_pb2.Event] = []
-        self.updated: dict[str, bytes] = {}  # first-event id -> its latest state
+        self.serialized: list[bytes] = []  # the wire form of each CREATED event, when dedup made it
+        self.updated: dict[str, event_pb2.Event] = {}  # first-event id -> its latest state
         self.merges: dict[str, list[int]] = {}  # first-event id -> batch indexes merged in
-        self.in_place = True  # every CREATED event is the request's own object
 
-    def encode(self, request: Batch, count: int) -> bytes:
-        """The change record. A batch accepted whole is its request, serialized once."""
-        if self.in_place and len(self.created) == count:
-            field, blob = _serialized_events(request)
-            return changelog.encode_blobs(field, blob, b"", self.accepted)
-        return changelog.encode(
-            (self._as_created(e) for e in self.created), self.updated.values(), self.accepted
-        )
-
-    def _as_created(self, event: event_pb2.Event) -> bytes:
-        """An event as it was created, even when dedup merged repeats into it since."""
-        if event.id not in self.updated:
-            return event.SerializeToString()
-        first = event_pb2.Event()
-        first.CopyFrom(event)
-        first.count = 1
-        first.last_time.CopyFrom(first.first_time)
-        return first.SerializeToString()
+    def encode(self) -> bytes:
+        """The change record (each new event is serialized once, by dedup when it runs)."""
+        serialized = self.serialized or [e.SerializeToString() for e in self.created]
+        return changelog.encode(serialized, self.updated.values(), self.accepted)
 
 
 class Deduplicator(Protocol):
@@ -107,10 +81,12 @@ class Deduplicator(Protocol):
         *,
         completed: bool = False,
         merges: dict[str, list[int]] | None = None,
+        serialized: list[bytes] | None = None,
     ) -> list[Change]:
         """The changes of a batch received at `received_at` (ns since the Unix epoch): every
         CREATED in order, then one UPDATED per merged-into id; `merges` gets the positions
-        of the repeats by the id they were merged into."""
+        of the repeats by the id they were merged into, `serialized` the wire form of each
+        CREATED event."""
         ...
 
 
@@ -233,7 +209,7 @@ class Ingest:
             # Duplicates may be of ids still being persisted by an earlier batch: their ack
             # must not overtake that batch's.
             return result, _joined(wal.barrier() if duplicates else None, quarantined)
-        payload = decision.encode(request, count)
+        payload = decision.encode()
         future = wal.submit(payload)
         self.recent.add_many(accepted)
         metrics.accepted.inc(len(accepted))
@@ -306,11 +282,14 @@ class Ingest:
             decision.created.extend(fresh)
             return decision
         merges: dict[str, list[int]] = {}
-        for change in self.dedup.observe_many(fresh, received_ns, completed=True, merges=merges):
+        changes = self.dedup.observe_many(
+            fresh, received_ns, completed=True, merges=merges, serialized=decision.serialized
+        )
+        for change in changes:
             if change.kind == CREATED:
                 decision.created.append(change.event)
             else:
-                decision.updated[change.event.id] = change.event.SerializeToString()
+                decision.updated[change.event.id] = change.event
         decision.merges = {into: [fresh_at[p] for p in at] for into, at in merges.items()}
         return decision
 

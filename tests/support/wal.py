@@ -17,11 +17,7 @@ async def append(
     wal: WriteAheadLog, created: Sequence[event_pb2.Event], updated: Sequence[event_pb2.Event] = ()
 ) -> None:
     ids = [e.id for e in created]
-    await wal.append(
-        changelog.encode(
-            [e.SerializeToString() for e in created], [e.SerializeToString() for e in updated], ids
-        )
-    )
+    await wal.append(changelog.encode([e.SerializeToString() for e in created], updated, ids))
 
 
 async def logged_changes(wal: WriteAheadLog) -> list[Change]:
