@@ -51,8 +51,9 @@ def dedup_key(event: event_pb2.Event) -> DedupKey:
 
 @dataclass(slots=True)
 class _Entry:
-    first: bytes  # the stored event as CREATED, serialized: compact, and it does not keep
-    # the arena of the request it came in alive
+    first: bytes  # the stored event as CREATED, serialized (the log record is made of these
+    # bytes too): compact, it does not keep the request's arena alive, and it is parsed back
+    # only to make an update, once per merged-into id and batch
     event_id: str
     window_end_ns: int  # received time of the first occurrence + window
     count: int
