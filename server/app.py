@@ -20,7 +20,6 @@ from protoevents.proxy.db.setup import open_database
 from protoevents.proxy.dedup import Deduplicator
 from protoevents.proxy.dispatcher import Dispatcher
 from protoevents.proxy.health import HealthReporter, ListingHealthServicer
-from protoevents.proxy.ingest import Deduplicator as IngestDeduplicator
 from protoevents.proxy.ingest import Ingest
 from protoevents.proxy.metrics import Metrics
 from protoevents.proxy.ownership import address_error
@@ -51,7 +50,7 @@ from protoevents.v1 import proxy_service_pb2, query_service_pb2
 log = logging.getLogger(__name__)
 
 WriterFactory = Callable[[Settings, Engine], Sequence[Writer]]
-DedupFactory = Callable[[Settings], IngestDeduplicator]
+DedupFactory = Callable[[Settings], Deduplicator]
 
 PROXY_SERVICE = proxy_service_pb2.DESCRIPTOR.services_by_name["EventProxyService"].full_name
 QUERY_SERVICE = query_service_pb2.DESCRIPTOR.services_by_name["EventQueryService"].full_name
@@ -82,7 +81,7 @@ def storing_writer(writers: Sequence[Writer]) -> str | None:
     return (whole or storing)[0].name if storing else None
 
 
-def default_dedup(settings: Settings) -> IngestDeduplicator:
+def default_dedup(settings: Settings) -> Deduplicator:
     """Repeats within `dedup_window_s` of their first occurrence merge into one event."""
     return Deduplicator(
         window=settings.dedup_window_s,

@@ -11,12 +11,13 @@ import logging
 import time
 from collections import deque
 from collections.abc import Iterable
-from typing import Protocol, TypeAlias
+from typing import TypeAlias
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from protoevents.proxy import changelog
-from protoevents.proxy.changes import CREATED, Change
+from protoevents.proxy.changes import CREATED
+from protoevents.proxy.dedup import Deduplicator
 from protoevents.proxy.metrics import Metrics
 from protoevents.proxy.quarantine import Quarantine, Unknown
 from protoevents.proxy.validation import UNKNOWN_TYPE, UnknownType, Validator
@@ -69,25 +70,6 @@ class _Decision:
         """The change record (each new event is serialized once, by dedup when it runs)."""
         serialized = self.serialized or [e.SerializeToString() for e in self.created]
         return changelog.encode(serialized, self.updated.values(), self.accepted)
-
-
-class Deduplicator(Protocol):
-    """Decides whether an event is new or a repeat of a recent one (see protoevents.proxy.dedup)."""
-
-    def observe_many(
-        self,
-        events: Iterable[event_pb2.Event],
-        received_at: int,
-        *,
-        completed: bool = False,
-        merges: dict[str, list[int]] | None = None,
-        serialized: list[bytes] | None = None,
-    ) -> list[Change]:
-        """The changes of a batch received at `received_at` (ns since the Unix epoch): every
-        CREATED in order, then one UPDATED per merged-into id; `merges` gets the positions
-        of the repeats by the id they were merged into, `serialized` the wire form of each
-        CREATED event."""
-        ...
 
 
 class RecentIds:
