@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
@@ -52,35 +53,26 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor.close()
 
 
+# The dialects whose INSERT takes ON CONFLICT DO UPDATE, with the same API in SQLAlchemy.
+_INSERT_OF_DIALECT: dict[str, Callable[[sa.Table], postgresql.Insert | sqlite.Insert]] = {
+    "postgresql": postgresql.insert,
+    "sqlite": sqlite.insert,
+}
+
+
 def upsert(connection: Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
     """Insert `rows` into `table`, overwriting the non-key columns of existing rows."""
     if not rows:
         return
     dialect = connection.dialect.name
-    if dialect == "postgresql":
-        pg_stmt = postgresql.insert(table)
-        keys = [c.name for c in table.primary_key.columns]
-        connection.execute(
-            pg_stmt.on_conflict_do_update(
-                index_elements=keys,
-                set_={c.name: pg_stmt.excluded[c.name] for c in table.columns if not c.primary_key},
-            ),
-            rows,
-        )
-    elif dialect == "sqlite":
-        lite_stmt = sqlite.insert(table)
-        keys = [c.name for c in table.primary_key.columns]
-        connection.execute(
-            lite_stmt.on_conflict_do_update(
-                index_elements=keys,
-                set_={
-                    c.name: lite_stmt.excluded[c.name] for c in table.columns if not c.primary_key
-                },
-            ),
-            rows,
-        )
-    else:
+    insert = _INSERT_OF_DIALECT.get(dialect)
+    if insert is None:
         raise NotImplementedError(f"no upsert for the {dialect} dialect")
+    statement = insert(table)
+    keys = [c.name for c in table.primary_key.columns]
+    excluded = statement.excluded
+    changed = {c.name: excluded[c.name] for c in table.columns if not c.primary_key}
+    connection.execute(statement.on_conflict_do_update(index_elements=keys, set_=changed), rows)
 
 
 def sync_event_types(engine: Engine, registry: Registry) -> int:
