@@ -191,8 +191,9 @@ def test_protoc_errors_fail_the_command(run_cli: CliRunner, tmp_path: Path) -> N
     assert "protoc failed" in result.stderr
 
 
-def test_adding_an_event_type_round_trip(run_cli: CliRunner, tmp_path: Path) -> None:
-    """The README's walk-through: edit a .proto, regenerate, the type is listed."""
+def _copies_with_split_brain(tmp_path: Path) -> tuple[Path, Path]:
+    """Copies of protos/ and generated/ in `tmp_path`, the cluster enum given SPLIT_BRAIN
+    in the protos only (generated/ is stale until `gen`)."""
     protos = tmp_path / "protos"
     shutil.copytree(ROOT / "protos", protos)
     out = tmp_path / "generated"
@@ -200,6 +201,12 @@ def test_adding_an_event_type_round_trip(run_cli: CliRunner, tmp_path: Path) -> 
     cluster = protos / "protoevents" / "cluster" / "v1" / "cluster_events.proto"
     text = cluster.read_text()
     cluster.write_text(text[: text.rindex("}")] + SPLIT_BRAIN)
+    return protos, out
+
+
+def test_adding_an_event_type_round_trip(run_cli: CliRunner, tmp_path: Path) -> None:
+    """The README's walk-through: edit a .proto, regenerate, the type is listed."""
+    protos, out = _copies_with_split_brain(tmp_path)
 
     assert run_cli("gen", "--check", "--protos", str(protos), "--out", str(out)).returncode == 1
     assert run_cli("gen", "--protos", str(protos), "--out", str(out)).returncode == 0
@@ -223,13 +230,7 @@ def test_adding_an_event_type_round_trip(run_cli: CliRunner, tmp_path: Path) -> 
 def test_added_type_is_accepted_by_a_recorder(
     run_cli: CliRunner, tmp_path: Path, fake_proxy: FakeProxy
 ) -> None:
-    protos = tmp_path / "protos"
-    shutil.copytree(ROOT / "protos", protos)
-    out = tmp_path / "generated"
-    copy_generated(out)
-    cluster = protos / "protoevents" / "cluster" / "v1" / "cluster_events.proto"
-    text = cluster.read_text()
-    cluster.write_text(text[: text.rindex("}")] + SPLIT_BRAIN)
+    protos, out = _copies_with_split_brain(tmp_path)
     assert run_cli("gen", "--protos", str(protos), "--out", str(out)).returncode == 0
 
     recorded = run_cli(
