@@ -4,22 +4,14 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 from bench.suite import Target
-from tests.support.paths import ROOT
+from tests.support.commands import run_python
 
 
 def run_bench(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "bench", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=180,
-        check=False,
-    )
+    return run_python("-m", "bench", *args, timeout=180)
 
 
 def test_a_slice_of_the_quick_suite_prints_the_table_and_writes_json(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.commands import run_python
 from tests.support.grpcurl import grpcurl
 from tests.support.paths import ROOT
 from tests.support.polling import eventually
@@ -72,17 +73,12 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
         else:
             shutil.copy2(ROOT / name, source / name)
     site = tmp / "site"
-    done = subprocess.run(
-        [
-            *(sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"),
-            *("--no-deps", "--no-build-isolation", "--no-index", "--target", str(site)),
-            str(source),
-        ],
-        capture_output=True,
-        text=True,
+    done = run_python(
+        *("-m", "pip", "install", "--quiet", "--disable-pip-version-check"),
+        *("--no-deps", "--no-build-isolation", "--no-index", "--target", str(site)),
+        str(source),
         cwd=tmp,
         timeout=120,
-        check=False,
     )
     assert done.returncode == 0, done.stderr
     return site
@@ -273,14 +269,7 @@ print(json.dumps({{
 
 
 def test_runtime_modules_import_neither_the_generators_nor_codegen() -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", IMPORT_ALL.format(blocked=GENERATORS)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=120,
-        check=False,
-    )
+    done = run_python("-c", IMPORT_ALL.format(blocked=GENERATORS), timeout=120)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert {

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -12,7 +11,7 @@ import sqlalchemy as sa
 from protoevents.cluster.v1.cluster_events_pb2 import ClusterEventType
 from protoevents.proxy.db import migrate
 from protoevents.recorder import Recorder
-from tests.support.paths import ROOT
+from tests.support.commands import run_python
 from tests.support.serve_process import ServeProcess, serve
 from tests.support.stored import stored_counts
 
@@ -62,14 +61,7 @@ def test_repeats_collapse_into_one_row_with_their_count(
 
 
 def run_serve(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "protoevents.proxy.cli", "serve", "--listen", "127.0.0.1:0", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=60,
-        check=False,
-    )
+    return run_python("-m", "protoevents.proxy.cli", "serve", "--listen", "127.0.0.1:0", *args)
 
 
 def test_serve_refuses_a_database_at_an_unknown_revision(tmp_path: Path) -> None:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
+from tests.support.commands import run_python
 from tests.support.fake_proxy import FakeProxy
 from tests.support.paths import ROOT
 
@@ -24,14 +23,7 @@ def test_the_recording_example_runs_as_written_for_any_user(
     home.mkdir()
     env = {**os.environ, "HOME": str(home), "PYTHONPATH": str(ROOT)}
     env.pop("XDG_STATE_HOME", None)
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
-    )
+    done = run_python("-c", code, env=env)
     assert done.returncode == 0, done.stderr
     event_id = done.stdout.split()[0]
     assert fake_proxy.events[event_id].message == "node-7 is the leader"

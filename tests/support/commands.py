@@ -8,7 +8,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from pathlib import Path
 
 from tests.support.paths import ROOT
 
@@ -16,16 +17,27 @@ CliRunner = Callable[..., subprocess.CompletedProcess[str]]
 DEADLINE = 30.0
 
 
-def run_script(script: str) -> subprocess.CompletedProcess[str]:
-    """Run a Python script in a fresh interpreter (a component process of its own)."""
+def run_python(
+    *args: str,
+    cwd: Path = ROOT,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 60,
+) -> subprocess.CompletedProcess[str]:
+    """Run this interpreter on `args` in a fresh process, its output captured as text."""
     return subprocess.run(
-        [sys.executable, "-c", script],
+        [sys.executable, *args],
         capture_output=True,
         text=True,
-        cwd=ROOT,
-        timeout=60,
+        cwd=cwd,
+        env=env,
+        timeout=timeout,
         check=False,
     )
+
+
+def run_script(script: str) -> subprocess.CompletedProcess[str]:
+    """Run a Python script in a fresh interpreter (a component process of its own)."""
+    return run_python("-c", script)
 
 
 class Lines:
