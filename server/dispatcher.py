@@ -52,11 +52,19 @@ class _WriterFeed:
         self.restarts = 0
         self.set_aside = 0  # changes set aside since start
         self.failing_since: float | None = None  # monotonic time of the first failure in a row
+        self.last_error = ""  # of the last failed write, for health to say what is wrong
         self.restarting = False  # the feed failed and waits to start again
         self.store: SetAside | None = None  # where this writer's refused changes go
         self.task: asyncio.Task[None] | None = None
         self.leader: _WriterFeed | None = None  # the feed whose commits this one waits for
         self.committed = asyncio.Event()  # set (and replaced) at each bookmark commit
+        self.skipped_to = 0  # a live-only feed starts at the end of the log: none before it
+        dispatcher.metrics.writer_lag.labels(self.name).set_function(self.lag)
+
+    def lag(self) -> int:
+        """Bytes of log this writer has still to write (read at each scrape, also from the
+        metrics server's thread: it only reads two integers)."""
+        return max(0, self.dispatcher.wal.end - max(self.bookmark, self.skipped_to))
 
     async def supervise(self) -> None:
         """Run the feed; when it fails for any reason, log it and start it again from its
@@ -169,6 +177,7 @@ class _WriterFeed:
                 d.metrics.write_failures.labels(self.name).inc()
                 permanent = isinstance(exc, PermanentWriteError) and self.store is not None
                 refusals += permanent
+                self.last_error = str(exc) or type(exc).__name__
                 if permanent and (isolate or refusals >= d.max_attempts):
                     assert isinstance(exc, PermanentWriteError)
                     if not isolate:
@@ -271,7 +280,6 @@ class _WriterFeed:
         self.bookmark = position
         committed, self.committed = self.committed, asyncio.Event()
         committed.set()
-        self.dispatcher.metrics.writer_lag.labels(self.name).set(max(0, wal.end - position))
 
 
 class _GaveUpError(Exception):
@@ -334,7 +342,7 @@ class Dispatcher:
             self.feed(follower).leader = self.feed(leader)
         for name in live_only:  # they pass changes on as they come: no history at start
             feed = self.feed(name)
-            feed.read_position = feed.pending_end = max(feed.bookmark, wal.end)
+            feed.read_position = feed.pending_end = feed.skipped_to = max(feed.bookmark, wal.end)
         if set_aside_dir is not None:
             try:
                 for feed in self.feeds:

@@ -1,4 +1,8 @@
-"""Prometheus counters of the proxy, in a registry of their own (one per proxy instance)."""
+"""Prometheus metrics of the proxy, in a registry of their own (one per proxy instance).
+
+Names follow Prometheus' conventions: the exposition adds `_total` to every counter's name
+(`protoevents_events_received` is scraped as `protoevents_events_received_total`), and a
+unit, when there is one, ends the name (`_bytes`). README.md lists them all."""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ class Metrics:
         self._writers(self.registry)
         self._quarantine(self.registry)
         self._calls(self.registry)
+        self._watch(self.registry)
 
     def _events(self, r: CollectorRegistry) -> None:
         """What became of the events received."""
@@ -26,7 +31,7 @@ class Metrics:
             "protoevents_events_rejected", "Events rejected", ["reason"], registry=r
         )
         self.duplicates = Counter(
-            "protoevents_events_duplicate", "Events whose id was already accepted", registry=r
+            "protoevents_events_duplicates", "Events whose id was already accepted", registry=r
         )
         self.dedup_merges = Counter(
             "protoevents_dedup_merges", "Events merged into an earlier one by dedup", registry=r
@@ -41,7 +46,9 @@ class Metrics:
             "protoevents_wal_fsyncs", "fsyncs of the write-ahead log", registry=r
         )
         self.wal_full = Counter(
-            "protoevents_wal_full", "Batches refused because the log was full", registry=r
+            "protoevents_wal_full_batches",
+            "Batches refused because the log was full",
+            registry=r,
         )
         self.wal_corrupt_bytes = Counter(
             "protoevents_wal_corrupt_bytes",
@@ -57,10 +64,10 @@ class Metrics:
     def _writers(self, r: CollectorRegistry) -> None:
         """The writers and their feeds."""
         self.written = Counter(
-            "protoevents_writer_changes", "Changes written", ["writer"], registry=r
+            "protoevents_writer_written_changes", "Changes written", ["writer"], registry=r
         )
         self.write_failures = Counter(
-            "protoevents_writer_failures", "Failed writer batches", ["writer"], registry=r
+            "protoevents_writer_failed_batches", "Failed writer batches", ["writer"], registry=r
         )
         self.writer_lag = Gauge(
             "protoevents_writer_lag_bytes",
@@ -90,7 +97,7 @@ class Metrics:
             registry=r,
         )
         self.quarantine_released = Counter(
-            "protoevents_quarantine_released",
+            "protoevents_quarantine_released_events",
             "Quarantined events handed back to ingest once their type was known",
             registry=r,
         )
@@ -104,7 +111,7 @@ class Metrics:
             "protoevents_ingest_streams", "Ingest calls (Record, RecordBatch) open", registry=r
         )
         self.ingest_refused = Counter(
-            "protoevents_ingest_refused",
+            "protoevents_ingest_calls_refused",
             "Ingest calls refused over max_ingest_streams or max_streams_per_client",
             registry=r,
         )
@@ -123,3 +130,15 @@ class Metrics:
             "Queries refused because too many unindexed queries were waiting",
             registry=r,
         )
+
+    def _watch(self, r: CollectorRegistry) -> None:
+        """WatchEvents and the Redis relay between proxies."""
+        self.watchers = Gauge("protoevents_watchers", "WatchEvents streams open", registry=r)
+        self.relay_forged = Counter(
+            "protoevents_relay_forged",
+            "Messages on the Redis relay channel dropped for a missing or wrong signature",
+            ["reason"],
+            registry=r,
+        )
+        for reason in ("unsigned", "bad_signature"):  # scraped as 0 before the first
+            self.relay_forged.labels(reason)

@@ -22,10 +22,10 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Container, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from protoevents.proxy.metrics import Metrics
+from protoevents.proxy.throttle import Throttle
 from protoevents.proxy.validation import UnknownType, Validator
 from protoevents.proxy.wal import LogFull
 from protoevents.recorder.files import fsync_dir
@@ -84,26 +84,6 @@ def _reason(details: Iterable[str]) -> str:
     return f"{len(distinct)} unknown event types: " + "; ".join(distinct)
 
 
-@dataclass
-class _Throttle:
-    """Counts per key, reported at most once per `interval_s` of `clock` per key."""
-
-    interval_s: float
-    clock: Callable[[], float]
-    _last: dict[str, float] = field(default_factory=dict)
-    _pending: Counter[str] = field(default_factory=Counter)
-
-    def add(self, key: str, count: int) -> int | None:
-        """The count to report now (everything since the last report), or None."""
-        self._pending[key] += count
-        now = self.clock()
-        last = self._last.get(key)
-        if last is not None and now - last < self.interval_s:
-            return None
-        self._last[key] = now
-        return self._pending.pop(key)
-
-
 class Quarantine:
     """The quarantine store of one proxy (see the module docstring); made by `open`.
 
@@ -131,8 +111,8 @@ class Quarantine:
         self._writing: dict[str, asyncio.Future[int]] = {}
         self._size = 0
         self._labels: set[str] = set()
-        self._warnings = _Throttle(log_interval_s, clock)
-        self._failures = _Throttle(log_interval_s, clock)
+        self._warnings = Throttle(log_interval_s, clock)
+        self._failures = Throttle(log_interval_s, clock)
 
     @classmethod
     async def open(
