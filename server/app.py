@@ -7,7 +7,7 @@ import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 from grpc_health.v1 import health, health_pb2_grpc
@@ -19,9 +19,10 @@ from protoevents.proxy.config import Settings
 from protoevents.proxy.db.setup import open_database
 from protoevents.proxy.dedup import Deduplicator
 from protoevents.proxy.dispatcher import Dispatcher
-from protoevents.proxy.health import HealthReporter, ListingHealthServicer
+from protoevents.proxy.health import HealthBoard, HealthReporter, ListingHealthServicer
 from protoevents.proxy.ingest import Ingest
 from protoevents.proxy.metrics import Metrics
+from protoevents.proxy.metrics_server import MetricsServer
 from protoevents.proxy.ownership import address_error
 from protoevents.proxy.proxy_service import EventProxyServicer, add_proxy_service
 from protoevents.proxy.quarantine import Quarantine
@@ -62,14 +63,15 @@ def default_writers(settings: Settings, engine: Engine) -> list[Writer]:
     """The writers the settings ask for: the `[[writers]]` of the config file (SQL alone when
     there are none), plus JSON lines when given `jsonl_path`."""
     configs = effective_writers(settings.writers, settings.jsonl_path)
-    return build_writers(configs, BuildContext(engine))
+    return build_writers(configs, BuildContext(engine, relay_key=settings.relay_key()))
 
 
 def watch_publishers(settings: Settings, hub: ChangeHub) -> list[Writer]:
     """The writers that hand stored changes to watchers: to this proxy's hub, or to Redis
     (whose relay feeds the hub of every proxy subscribed) when `redis_url` is set."""
     if settings.redis_url is not None:
-        return [RedisWatchWriter(settings.redis_url, settings.redis_channel)]
+        key = settings.required_relay_key()
+        return [RedisWatchWriter(settings.redis_url, key, settings.redis_channel)]
     return [HubWriter(hub)]
 
 
@@ -131,7 +133,9 @@ class Proxy:
     hub: ChangeHub
     query_threads: ThreadPoolExecutor
     relay: RedisRelay | None = None
+    metrics_server: MetricsServer | None = None
     reporter: HealthReporter | None = None
+    board: HealthBoard = field(default_factory=HealthBoard)
     stopped: bool = False
 
     @property
@@ -157,6 +161,8 @@ class Proxy:
         await self.wal.close()
         await self.ingest.close()
         self.engine.dispose()
+        if self.metrics_server is not None:  # last: scrapes see the drain
+            await self.metrics_server.stop()
         log.info("proxy stopped%s", "" if caught_up else " with writers behind in the log")
         return caught_up
 
@@ -240,13 +246,28 @@ def make_dispatcher(
     )
 
 
-def start_relay(settings: Settings, hub: ChangeHub) -> tuple[RedisRelay | None, ChangeSource]:
-    """Where watchers get changes: this proxy's hub, or every proxy's through Redis."""
+def start_relay(
+    settings: Settings, hub: ChangeHub, metrics: Metrics
+) -> tuple[RedisRelay | None, ChangeSource]:
+    """Where watchers get changes: this proxy's hub, or every proxy's through Redis (the
+    messages signed with the relay's key)."""
     if settings.redis_url is None:
         return None, LocalChanges(hub)
-    relay = RedisRelay(settings.redis_url, hub, settings.redis_channel)
+    key = settings.required_relay_key()
+    relay = RedisRelay(settings.redis_url, hub, key, settings.redis_channel, metrics=metrics)
     relay.start()
     return relay, relay
+
+
+def start_metrics_server(
+    settings: Settings, metrics: Metrics, board: HealthBoard
+) -> MetricsServer | None:
+    """`/metrics` and `/healthz` over HTTP on `metrics_listen`, when it is set."""
+    if settings.metrics_listen is None:
+        return None
+    server = MetricsServer(settings.metrics_listen, metrics.registry, lambda: board.report)
+    server.start()
+    return server
 
 
 async def add_services(
@@ -304,9 +325,13 @@ async def start_proxy(
 ) -> Proxy:
     """Prepare the database, open the log, restore the id cache, start the writers' feeds
     and serve gRPC. Raises DatabaseUnavailableError or DatabaseRevisionError when the
-    database cannot be used. Whatever a failed step leaves open is closed, last first."""
+    database cannot be used, SettingsError when the relay has no key. Whatever a failed step
+    leaves open is closed, last first."""
     registry = registry or Registry.builtin()
+    if settings.redis_url is not None:
+        settings.required_relay_key()  # before anything opens
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    board = HealthBoard()
     async with AsyncExitStack() as undo:
         engine = await asyncio.to_thread(open_database, settings.db, registry)
         undo.callback(engine.dispose)
@@ -314,12 +339,13 @@ async def start_proxy(
         wal = await open_log(settings, metrics)
         undo.push_async_callback(wal.close)
         hub = ChangeHub(settings.watch_queue_size)
+        metrics.watchers.set_function(hub.__len__)
         dispatcher = make_dispatcher(settings, wal, list(writers(settings, engine)), hub, metrics)
         ingest, restored = await open_ingest(settings, registry, wal, metrics, dedup)
         undo.push_async_callback(ingest.close)
         dispatcher.start()
         undo.push_async_callback(dispatcher.stop, 0)
-        relay, changes = start_relay(settings, hub)
+        relay, changes = start_relay(settings, hub, metrics)
         if relay is not None:
             undo.push_async_callback(relay.stop)
         query_threads = ThreadPoolExecutor(settings.query_threads, thread_name_prefix="query")
@@ -330,6 +356,9 @@ async def start_proxy(
             server, settings, registry, ingest, store, changes, metrics
         )
         port = bind(server, settings.listen)
+        metrics_server = start_metrics_server(settings, metrics, board)
+        if metrics_server is not None:
+            undo.push_async_callback(metrics_server.stop)
         await server.start()
         undo.pop_all()  # the proxy owns all of it now: `Proxy.stop` closes it
     proxy = Proxy(
@@ -345,11 +374,14 @@ async def start_proxy(
         hub,
         query_threads,
         relay,
+        metrics_server,
+        board=board,
     )
     await _report_health(proxy)
     log.info(
-        "serving on %s (log %s, %d bytes retained, %d recent ids restored, writers: %s)",
+        "serving on %s%s (log %s, %d bytes retained, %d recent ids restored, writers: %s)",
         proxy.address,
+        f", metrics on http://{metrics_server.address}/metrics" if metrics_server else "",
         wal.directory,
         wal.size,
         restored,
@@ -369,10 +401,12 @@ async def _report_health(proxy: Proxy) -> None:
         stuck_after_s=proxy.settings.writer_stuck_after_s,
         clock=proxy.dispatcher.clock,
         metrics=proxy.metrics,
+        board=proxy.board,
     )
     statuses, _ = reporter.statuses()
     for name, status in statuses.items():  # before `start_proxy` returns: no window
         await proxy.health.set(name, status)
+    reporter.publish(statuses)
     reporter.start()
     proxy.reporter = reporter
 

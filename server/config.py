@@ -22,6 +22,10 @@ ENV_PREFIX = "PROTOEVENTS_"
 FSYNC_POLICIES = ("batch", "interval", "off")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+# Settings no message, log line or repr shows.
+SECRETS = ("redis_relay_key", "page_token_secret")
+# A shorter relay key is refused (HMAC-SHA256 keys are as strong as they are long, to 32).
+MIN_RELAY_KEY_BYTES = 16
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -81,6 +85,12 @@ class Settings:
     """
 
     listen: str = field(default="127.0.0.1:50051", metadata=_help("host:port to serve gRPC on"))
+    metrics_listen: str | None = field(
+        default=None,
+        metadata=_help(
+            "host:port to serve Prometheus /metrics and /healthz on over HTTP (default: off)"
+        ),
+    )
     db: str = field(default=DEFAULT_URL, metadata=_help("database URL of the SQL writer"))
     data_dir: Path = field(
         default=Path("./protoevents-data"), metadata=_help("folder of the write-ahead log")
@@ -189,11 +199,26 @@ class Settings:
     redis_channel: str = field(
         default="protoevents:changes", metadata=_help("Redis channel of WatchEvents changes")
     )
+    redis_relay_key: str | None = field(
+        default=None,
+        repr=False,
+        metadata=_help(
+            "shared key signing the changes relayed through redis_channel (HMAC-SHA256), the "
+            "same on every proxy of the channel; required with redis_url (or "
+            "redis_relay_key_file). Prefer the file or the environment to the flag, which "
+            "other users see in the process list"
+        ),
+    )
+    redis_relay_key_file: Path | None = field(
+        default=None,
+        metadata=_help("file holding redis_relay_key (surrounding whitespace ignored)"),
+    )
     watch_queue_size: int = field(
         default=10_000, metadata=_help("changes a watcher may fall behind before it is dropped")
     )
     page_token_secret: str | None = field(
         default=None,
+        repr=False,
         metadata=_help(
             "key signing ListEvents page tokens; the same on proxies behind one "
             "address (default: random at each start)"
@@ -224,9 +249,9 @@ class Settings:
 
     def validate(self) -> None:
         """Raise SettingsError naming the first key whose value makes no sense."""
-        host, sep, port = self.listen.rpartition(":")
-        if not sep or not host or not port.isdigit() or int(port) > 65535:
-            _bad("listen", self.listen, "expected HOST:PORT, such as 127.0.0.1:50051")
+        _check_address("listen", self.listen)
+        if self.metrics_listen is not None:
+            _check_address("metrics_listen", self.metrics_listen)
         if self.fsync not in FSYNC_POLICIES:
             _bad("fsync", self.fsync, f"expected one of {', '.join(FSYNC_POLICIES)}")
         if self.log_level.lower() not in LOG_LEVELS:
@@ -253,6 +278,8 @@ class Settings:
             )
         if not self.redis_channel:
             _bad("redis_channel", self.redis_channel, "expected a channel name")
+        if self.redis_url is not None:
+            self.required_relay_key()
         if self.query_threads < 2:
             _bad("query_threads", self.query_threads, "must be at least 2")
         if self.max_message_bytes < 1 * KiB:
@@ -264,6 +291,51 @@ class Settings:
         except ValueError as exc:
             raise SettingsError(f"setting writers: {exc}", "writers") from None
 
+    def relay_key(self) -> bytes | None:
+        """The key signing relayed changes, from redis_relay_key or its file (None when
+        neither is set). Raises SettingsError for both, an unreadable file or a short key;
+        no message holds the key."""
+        if self.redis_relay_key is not None and self.redis_relay_key_file is not None:
+            raise SettingsError(
+                "settings redis_relay_key and redis_relay_key_file: set one, not both",
+                "redis_relay_key",
+            )
+        key, name = self.redis_relay_key, "redis_relay_key"
+        if self.redis_relay_key_file is not None:
+            name = "redis_relay_key_file"
+            try:
+                key = self.redis_relay_key_file.read_text(encoding="utf-8").strip()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise SettingsError(
+                    f"setting {name} = '{self.redis_relay_key_file}': cannot read it ({exc})",
+                    name,
+                ) from None
+        if key is None:
+            return None
+        encoded = key.encode()
+        if len(encoded) < MIN_RELAY_KEY_BYTES:
+            where = "" if name == "redis_relay_key" else f" in '{self.redis_relay_key_file}'"
+            raise SettingsError(
+                f"setting {name}: the key{where} has {len(encoded)} bytes, fewer than "
+                f"{MIN_RELAY_KEY_BYTES} (make one with `openssl rand -hex 32`)",
+                name,
+            )
+        return encoded
+
+    def required_relay_key(self) -> bytes:
+        """The relay key, which the relay (`redis_url`) cannot go without: raises
+        SettingsError when neither redis_relay_key nor its file is set."""
+        key = self.relay_key()
+        if key is None:
+            raise SettingsError(
+                f"setting redis_url = {self.redis_url!r}: the Redis relay needs "
+                "redis_relay_key or redis_relay_key_file (a shared secret of at least "
+                f"{MIN_RELAY_KEY_BYTES} bytes, the same on every proxy of the channel; without "
+                "it anyone who can publish on the channel feeds every proxy's watchers)",
+                "redis_url",
+            )
+        return key
+
     @property
     def host(self) -> str:
         return self.listen.rpartition(":")[0]
@@ -271,6 +343,12 @@ class Settings:
     @property
     def port(self) -> int:
         return int(self.listen.rpartition(":")[2])
+
+
+def _check_address(key: str, value: str) -> None:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        _bad(key, value, "expected HOST:PORT, such as 127.0.0.1:50051")
 
 
 def _bad(key: str, value: object, why: str) -> None:
@@ -317,7 +395,8 @@ def _convert(key: str, raw: object, source: str) -> object:
             raise ValueError("expected a string")
         return raw
     except ValueError as exc:
-        raise SettingsError(f"setting {key} = {raw!r} (from {source}): {exc}") from None
+        shown = "(hidden)" if key in SECRETS else repr(raw)
+        raise SettingsError(f"setting {key} = {shown} (from {source}): {exc}") from None
 
 
 def from_sources(
@@ -378,7 +457,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             flag,
             dest=f.name,
             default=None,
-            metavar=f.name.split("_")[-1].upper() if f.name != "listen" else "HOST:PORT",
+            metavar="HOST:PORT" if f.name.endswith("listen") else f.name.split("_")[-1].upper(),
             help=_flag_help(f.metadata.get("help", ""), default, f.name),
         )
 

@@ -19,7 +19,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import grpc
 from grpc_health.v1 import health, health_pb2
@@ -35,6 +36,27 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 WAL = "protoevents.wal"
 WAL_INTEGRITY = "protoevents.wal.integrity"
 WRITER_PREFIX = "protoevents.writer."
+
+
+@dataclass(frozen=True, slots=True)
+class HealthReport:
+    """The proxy's health in words, for HTTP (`/healthz`): whether `""` is SERVING, every
+    service's status by name, and what is wrong (empty when nothing is)."""
+
+    serving: bool
+    problems: tuple[str, ...]
+    statuses: Mapping[str, str] = field(default_factory=dict)
+
+
+class HealthBoard:
+    """The latest HealthReport, replaced whole at each change: readers on other threads (the
+    metrics server's) see one report or the next, never half of one."""
+
+    def __init__(self) -> None:
+        self.report = HealthReport(False, ("the proxy is starting",))
+
+    def stopping(self) -> None:
+        self.report = HealthReport(False, ("the proxy is stopping",), self.report.statuses)
 
 
 class ListingHealthServicer(health.aio.HealthServicer):  # type: ignore[misc]
@@ -87,8 +109,10 @@ class HealthReporter:
         stuck_after_s: float,
         clock: Callable[[], float],
         metrics: Metrics | None = None,
+        board: HealthBoard | None = None,
     ) -> None:
         self.servicer = servicer
+        self.board = board or HealthBoard()
         self.wal = wal
         self.dispatcher = dispatcher
         self.ingest_services = ("", *ingest_services)
@@ -149,9 +173,44 @@ class HealthReporter:
             statuses[name] = SERVING
         return statuses, next_check
 
+    def problems(self) -> tuple[str, ...]:
+        """What is wrong now, in words, worst first."""
+        found: list[str] = []
+        if self.wal.unavailable is not None:
+            found.append(f"the write-ahead log cannot write: {self.wal.unavailable}")
+        now = self.clock()
+        for feed in self.dispatcher.feeds:
+            if feed.failing_since is not None:
+                stuck = now - feed.failing_since >= self.stuck_after_s
+                found.append(
+                    f"writer {feed.name} has been failing for {now - feed.failing_since:.0f} s"
+                    f"{' (stuck)' if stuck else ''}: {feed.last_error or 'no detail'}"
+                )
+            elif feed.restarting:
+                found.append(f"writer {feed.name}'s feed failed and is being started again")
+        damaged = self.wal.damaged_files()
+        if damaged:
+            found.append(
+                f"{len(damaged)} copies of damaged log bytes wait in {damaged[0].parent} "
+                "(ingest goes on)"
+            )
+        return tuple(found)
+
+    def publish(self, statuses: Mapping[str, int]) -> None:
+        """Put the report of `statuses` on the board."""
+        self.board.report = HealthReport(
+            statuses[""] == SERVING,
+            self.problems(),
+            {
+                name or "(proxy)": health_pb2.HealthCheckResponse.ServingStatus.Name(status)
+                for name, status in sorted(statuses.items())
+            },
+        )
+
     async def _run(self) -> None:
         while True:
             statuses, next_check = self.statuses()
+            self.publish(statuses)
             for name, status in statuses.items():
                 if self._shown.get(name) != status:
                     if name in self._shown or status != SERVING:
@@ -169,7 +228,9 @@ class HealthReporter:
                     await self._changed.wait()
 
     async def stop(self) -> None:
-        """Stop updating (before the servicer enters its graceful shutdown)."""
+        """Stop updating (before the servicer enters its graceful shutdown); the board says
+        the proxy is stopping."""
+        self.board.stopping()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -17,6 +17,10 @@ from typing import IO
 import psutil
 
 LOCK_FILE = "lock"
+# Flags whose values no message or lock file shows (config.SECRETS as flags), and what
+# shows instead.
+SECRET_FLAGS = ("--redis-relay-key", "--page-token-secret")
+HIDDEN = "(hidden)"
 # Longest command line quoted in a message, in characters.
 _COMMAND_CHARS = 300
 
@@ -34,8 +38,25 @@ class AddressInUseError(OwnershipError):
 
 
 def this_command() -> str:
-    """This process' command line as a user typed it (`protoevents serve ...`)."""
-    return shlex.join(["protoevents", *sys.argv[1:]])
+    """This process' command line as a user typed it (`protoevents serve ...`), secrets
+    hidden."""
+    return shlex.join(["protoevents", *hide_secrets(sys.argv[1:])])
+
+
+def hide_secrets(arguments: list[str]) -> list[str]:
+    """`arguments` with the values of SECRET_FLAGS replaced (`--flag VALUE`, `--flag=VALUE`)."""
+    shown: list[str] = []
+    hide_next = False
+    for argument in arguments:
+        flag, equals, _ = argument.partition("=")
+        if hide_next:
+            shown.append(HIDDEN)
+        elif equals and flag in SECRET_FLAGS:
+            shown.append(f"{flag}={HIDDEN}")
+        else:
+            shown.append(argument)
+        hide_next = not hide_next and argument in SECRET_FLAGS
+    return shown
 
 
 class DataDirLock:
@@ -159,7 +180,7 @@ def listening_process(port: int) -> str | None:
             and connection.pid is not None
         ):
             try:
-                command = shlex.join(psutil.Process(connection.pid).cmdline())
+                command = shlex.join(hide_secrets(psutil.Process(connection.pid).cmdline()))
             except (psutil.Error, OSError):
                 return f"process {connection.pid}"
             return f"process {connection.pid} ({_cut(command)})"

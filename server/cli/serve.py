@@ -31,7 +31,8 @@ def register(sub: Any) -> None:
         description="Receive events from recorders over gRPC, persist them in the write-ahead "
         "log before acknowledging, and hand them to the writers. Settings come from defaults, "
         "then --config FILE (TOML, keys as the flag names with '_'), then PROTOEVENTS_* "
-        "variables, then flags. The first line printed is `listening on HOST:PORT`.",
+        "variables, then flags. The first line printed is `listening on HOST:PORT`; with "
+        "--metrics-listen, the second is `metrics on http://HOST:PORT/metrics`.",
     )
     config.add_arguments(parser)
     parser.add_argument(
@@ -134,6 +135,8 @@ async def serve(settings: Settings, registry: Registry, lock: DataDirLock | None
             if lock is not None:
                 lock.describe(address=proxy.address)
             print(f"listening on {proxy.address}", flush=True)
+            if proxy.metrics_server is not None:
+                print(f"metrics on http://{proxy.metrics_server.address}/metrics", flush=True)
             await stop.wait()
             logging.getLogger(__name__).info("stopping: draining streams and writers")
     except (DatabaseUnavailableError, DatabaseRevisionError, OwnershipError) as exc:

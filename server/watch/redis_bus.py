@@ -1,8 +1,10 @@
 """Changes over a Redis pub/sub channel, so that watchers of every proxy see every change.
 
 The payload of a message is one serialized `protoevents.v1.WatchEventsResponse` (kind and
-event) per change; anything that publishes that payload on the channel (this module's
-`publish`, the Redis writer) feeds the watchers of every proxy subscribed to it.
+event) per change, signed with the relay's shared key (watch/signing.py); what publishes it
+signed (this module's `publish`, the Redis writer given the key) feeds the watchers of every
+proxy subscribed to the channel. A message without a valid signature is dropped, counted in
+`protoevents_relay_forged_total` and logged at most once per `FORGED_LOG_INTERVAL_S`.
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
@@ -20,14 +23,18 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from protoevents.proxy.changes import CREATED, UPDATED, Change, watch_message
+from protoevents.proxy.metrics import Metrics
 from protoevents.proxy.statuses import UnavailableError
+from protoevents.proxy.throttle import Throttle
 from protoevents.proxy.watch.hub import ChangeHub, Outgoing
+from protoevents.proxy.watch.signing import ForgedMessageError, sign, verify
 from protoevents.recorder.backoff import Backoff
 from protoevents.v1 import query_service_pb2
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CHANNEL = "protoevents:changes"
+FORGED_LOG_INTERVAL_S = 60.0
 
 
 def connect(url: str) -> aioredis.Redis:
@@ -50,13 +57,16 @@ def decode(payload: bytes) -> Change:
     return Change(message.kind, message.event)
 
 
-async def publish(client: aioredis.Redis, channel: str, changes: Sequence[Change]) -> None:
-    """Publish each change, in order, in one round trip. Raises RedisError."""
+async def publish(
+    client: aioredis.Redis, channel: str, changes: Sequence[Change], key: bytes
+) -> None:
+    """Publish each change, in order, signed with `key`, in one round trip. Raises
+    RedisError."""
     if not changes:
         return
     async with client.pipeline(transaction=False) as pipe:
         for change in changes:
-            pipe.publish(channel, watch_message(change))
+            pipe.publish(channel, sign(key, channel, watch_message(change)))
         await pipe.execute()
 
 
@@ -76,10 +86,22 @@ class RedisRelay:
     subscription ends every watch with UNAVAILABLE (changes in between would be missed).
     """
 
-    def __init__(self, url: str, hub: ChangeHub, channel: str = DEFAULT_CHANNEL) -> None:
+    def __init__(
+        self,
+        url: str,
+        hub: ChangeHub,
+        key: bytes,
+        channel: str = DEFAULT_CHANNEL,
+        *,
+        metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.url = url
         self.channel = channel
         self.hub = hub
+        self._key = key
+        self.metrics = metrics or Metrics()
+        self._forged = Throttle(FORGED_LOG_INTERVAL_S, clock)
         self.connected = asyncio.Event()
         self.failed = asyncio.Event()  # set (and replaced) at each failed connection attempt
         self.error = "not connected yet"
@@ -144,10 +166,30 @@ class RedisRelay:
             await asyncio.sleep(self.backoff.delay(attempt))
             attempt += 1
 
-    def _relay(self, payload: bytes) -> None:
+    def _relay(self, message: bytes) -> None:
+        try:
+            payload = verify(self._key, self.channel, message)
+        except ForgedMessageError as exc:
+            self._count_forged(exc)
+            return
         try:
             change = decode(payload)
         except ValueError as exc:
             log.warning("ignored a message on %s: %s", self.channel, exc)
             return
         self.hub.publish_encoded([Outgoing.of(change, payload)])
+
+    def _count_forged(self, forged: ForgedMessageError) -> None:
+        self.metrics.relay_forged.labels(forged.reason).inc()
+        count = self._forged.add("forged", 1)
+        if count is not None:
+            log.warning(
+                "dropped %d message%s on Redis channel %s not signed with the relay key "
+                "(redis_relay_key), the last with %s: a publisher without the key, or a "
+                "proxy with another one (logged at most once per %.0f s)",
+                count,
+                "" if count == 1 else "s",
+                self.channel,
+                forged,
+                FORGED_LOG_INTERVAL_S,
+            )

@@ -38,9 +38,11 @@ class WriterOptions:
 
 @dataclass(frozen=True, slots=True)
 class BuildContext:
-    """What a builder may use besides its options: the proxy's database engine."""
+    """What a builder may use besides its options: the proxy's database engine, and the key
+    signing what is published for the Redis relay (None when the proxy has none)."""
 
     engine: Engine
+    relay_key: bytes | None = None
 
 
 # build(options, name, context): the writer named `name` that the options describe.

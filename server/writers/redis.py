@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 import redis.asyncio as aioredis
 
 from protoevents.proxy.changes import UPDATED, Change, PermanentWriteError, watch_message
+from protoevents.proxy.watch.signing import sign
 from protoevents.proxy.writers import redis_keys
 from protoevents.proxy.writers.base import BuildContext, WriterConfigError, WriterOptions
 from protoevents.v1 import event_pb2
@@ -119,16 +120,20 @@ class RedisWriter:
     share a key, and no stream is named like a hash or the set, whatever the node and
     component hold. Past `recent_max`, the oldest entries leave the stream and the hash
     together. Every change is published on `channel` as a serialized
-    `protoevents.v1.WatchEventsResponse` (kind CREATED or UPDATED, and the event).
+    `protoevents.v1.WatchEventsResponse` (kind CREATED or UPDATED, and the event), signed
+    as the relay signs (watch/signing.py) when the proxy has a relay key.
 
     A batch is one script call: one round trip, applied atomically. Replays (after a crash or
     a failed call) leave the stored state as it was, but publish again: subscribers can see a
     change twice. A key of the wrong type (set by something else) refuses the whole batch.
     """
 
-    def __init__(self, options: RedisOptions, name: str = "redis") -> None:
+    def __init__(
+        self, options: RedisOptions, name: str = "redis", relay_key: bytes | None = None
+    ) -> None:
         self.name = name
         self.options = options
+        self.relay_key = relay_key
         self.client = aioredis.Redis.from_url(
             options.url,
             socket_connect_timeout=options.connect_timeout_s,
@@ -162,7 +167,7 @@ class RedisWriter:
                 "U" if change.kind == UPDATED else "C",
                 change.event.id,
                 change.event.SerializeToString(),
-                watch_message(change) if self.options.publish else b"",
+                self._message(change) if self.options.publish else b"",
             ]
         keys.append(self.sources_key)
         try:
@@ -172,9 +177,16 @@ class RedisWriter:
                 raise
             raise PermanentWriteError(f"Redis refused the batch: {exc}") from exc
 
+    def _message(self, change: Change) -> bytes:
+        """What is published for `change`: signed for the relay when the proxy has its key."""
+        message = watch_message(change)
+        if self.relay_key is None:
+            return message
+        return sign(self.relay_key, self.options.channel, message)
+
     async def close(self) -> None:
         await self.client.aclose()
 
 
 def build(options: RedisOptions, name: str, context: BuildContext) -> RedisWriter:
-    return RedisWriter(options, name=name)
+    return RedisWriter(options, name=name, relay_key=context.relay_key)

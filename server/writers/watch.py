@@ -34,7 +34,8 @@ class HubWriter:
 
 
 class RedisWatchWriter:
-    """The writer that publishes this proxy's stored changes on the channel.
+    """The writer that publishes this proxy's stored changes on the channel, signed with the
+    relay's key.
 
     Best effort: a batch Redis does not take is dropped (counted and logged once per
     outage), because watchers are cut off with UNAVAILABLE while Redis is down anyway and
@@ -45,10 +46,13 @@ class RedisWatchWriter:
     live_only = True
     follows_store = True
 
-    def __init__(self, url: str, channel: str = DEFAULT_CHANNEL, name: str = "redis-watch") -> None:
+    def __init__(
+        self, url: str, key: bytes, channel: str = DEFAULT_CHANNEL, name: str = "redis-watch"
+    ) -> None:
         self.name = name
         self.url = url
         self.channel = channel
+        self._key = key
         self.client = connect(url)
         self.published = 0
         self.dropped = 0
@@ -56,7 +60,7 @@ class RedisWatchWriter:
 
     async def write(self, changes: Sequence[Change]) -> None:
         try:
-            await publish(self.client, self.channel, changes)
+            await publish(self.client, self.channel, changes, self._key)
         except (RedisError, OSError) as exc:
             self.dropped += len(changes)
             if not self._failing:

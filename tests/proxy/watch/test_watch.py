@@ -35,6 +35,7 @@ T = TypeVar("T")
 Q = query_service_pb2
 CREATED, UPDATED, REPLAYED = Q.CHANGE_KIND_CREATED, Q.CHANGE_KIND_UPDATED, Q.CHANGE_KIND_REPLAYED
 Watch = grpc.aio.UnaryStreamCall[Q.WatchEventsRequest, Q.WatchEventsResponse]
+RELAY_KEY = "a relay key the proxies of a test share"
 
 
 def run(coro: Awaitable[T]) -> T:
@@ -266,7 +267,9 @@ def test_listing_pages_stay_correct_while_events_arrive(tmp_path: Path, database
 
 def test_without_redis_a_watch_fails_unavailable_and_ingest_goes_on(tmp_path: Path) -> None:
     async def scenario() -> None:
-        async with client_of(tmp_path, redis_url="redis://127.0.0.1:1/0") as client:
+        async with client_of(
+            tmp_path, redis_url="redis://127.0.0.1:1/0", redis_relay_key=RELAY_KEY
+        ) as client:
             await client.record(severe("stored anyway"))
             call = client.query.WatchEvents(Q.WatchEventsRequest())
             with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -287,7 +290,12 @@ def test_two_proxies_sharing_postgresql_and_redis_see_each_others_events(
     tmp_path: Path, postgres_database: Callable[[], str], redis_url: str, redis_channel: str
 ) -> None:
     url = postgres_database()
-    shared = {"db": url, "redis_url": redis_url, "redis_channel": redis_channel}
+    shared = {
+        "db": url,
+        "redis_url": redis_url,
+        "redis_channel": redis_channel,
+        "redis_relay_key": RELAY_KEY,
+    }
 
     async def scenario() -> None:
         async with (
@@ -363,7 +371,8 @@ def test_losing_redis_ends_watches_unavailable_and_ingest_goes_on(tmp_path: Path
     async def scenario() -> None:
         server = start_redis(port)
         try:
-            async with client_of(tmp_path, redis_url=f"redis://127.0.0.1:{port}/0") as client:
+            on_redis = {"redis_url": f"redis://127.0.0.1:{port}/0", "redis_relay_key": RELAY_KEY}
+            async with client_of(tmp_path, **on_redis) as client:
                 call = await client.watch(severe("marker"))
                 await client.record(severe("before"))
                 assert await read(call, 1) == [(CREATED, "before", 1)]
