@@ -115,3 +115,20 @@ def test_serve_help_says_each_default_once(run_cli: CliRunner) -> None:
     assert "start) (default:" not in text
     assert "(default: random at each start) (env PROTOEVENTS_PAGE_TOKEN_SECRET)" in text
     assert "(default: 64; env PROTOEVENTS_MAX_STREAMS_PER_CLIENT)" in text
+
+
+def test_metrics_listen_is_off_by_default_and_set_like_any_setting(tmp_path: Path) -> None:
+    assert config.from_sources(environ={}).metrics_listen is None
+    file = tmp_path / "proxy.toml"
+    file.write_text('metrics_listen = "127.0.0.1:9464"\n')
+    assert config.from_sources(file, {}).metrics_listen == "127.0.0.1:9464"
+    env = {"PROTOEVENTS_METRICS_LISTEN": "[::1]:9465"}
+    assert config.from_sources(file, env).metrics_listen == "[::1]:9465"
+    flag = {"metrics_listen": "0.0.0.0:9466"}
+    assert config.from_sources(file, env, flag).metrics_listen == "0.0.0.0:9466"
+    with pytest.raises(SettingsError) as caught:
+        config.from_sources(environ={"PROTOEVENTS_METRICS_LISTEN": "9464"})
+    assert str(caught.value) == (
+        "setting metrics_listen = '9464': expected HOST:PORT, such as 127.0.0.1:50051 "
+        "(from PROTOEVENTS_METRICS_LISTEN)"
+    )

@@ -23,7 +23,8 @@ class ServeProcess:
     `jsonl=False` leaves the JSON lines writer out. `preexec_fn` runs in the child before
     `serve` starts (to lower a resource limit, say). With `follow_log`, a thread reads the
     log (stderr) as it comes, so that a long run never blocks on a full pipe: read it with
-    `log()`, not from `process.stderr`."""
+    `log()`, not from `process.stderr`. With `--metrics-listen` in `flags`, `metrics_url` is
+    where its metrics page is."""
 
     def __init__(
         self,
@@ -68,6 +69,11 @@ class ServeProcess:
             _, errors = self.process.communicate()
             raise AssertionError(f"no address printed: {first!r} {errors}")
         self.address = first.removeprefix("listening on ").strip()
+        self.metrics_url: str | None = None  # http://HOST:PORT/metrics with --metrics-listen
+        if "--metrics-listen" in flags:
+            second = self.process.stdout.readline()
+            assert second.startswith("metrics on http://"), second
+            self.metrics_url = second.removeprefix("metrics on ").strip()
         self.channel = grpc.insecure_channel(self.address)
         self.stub = proxy_service_pb2_grpc.EventProxyServiceStub(self.channel)
 
