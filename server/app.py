@@ -355,10 +355,10 @@ async def start_proxy(
         health_servicer = await add_services(
             server, settings, registry, ingest, store, changes, metrics
         )
-        port = bind(server, settings.listen)
         metrics_server = start_metrics_server(settings, metrics, board)
         if metrics_server is not None:
             undo.push_async_callback(metrics_server.stop)
+        port = bind(server, settings.listen)
         await server.start()
         undo.pop_all()  # the proxy owns all of it now: `Proxy.stop` closes it
     proxy = Proxy(

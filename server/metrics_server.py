@@ -94,7 +94,7 @@ class MetricsServer:
         self.host = host
         self.port: int = self._server.server_port
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="metrics-http", daemon=True
+            target=self._server.serve_forever, args=(0.1,), name="metrics-http", daemon=True
         )
 
     @property
