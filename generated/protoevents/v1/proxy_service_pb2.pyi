@@ -46,6 +46,10 @@ class _RejectionReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Rejec
     """A field holds a value the event store cannot keep: a NUL character in a string, or a
     number in `data` that is NaN or infinite (JSON has neither).
     """
+    REJECTION_REASON_SOURCE_FORBIDDEN: _RejectionReason.ValueType  # 9
+    """The caller's identity may not record events of this source (node and component): the
+    access file's `sources` of the identity name what it may claim.
+    """
 
 class RejectionReason(_RejectionReason, metaclass=_RejectionReasonEnumTypeWrapper):
     """Why the proxy rejected one event of a batch. A rejected event is not stored; resending
@@ -71,6 +75,10 @@ REJECTION_REASON_INVALID_SEVERITY: RejectionReason.ValueType  # 7
 REJECTION_REASON_INVALID_VALUE: RejectionReason.ValueType  # 8
 """A field holds a value the event store cannot keep: a NUL character in a string, or a
 number in `data` that is NaN or infinite (JSON has neither).
+"""
+REJECTION_REASON_SOURCE_FORBIDDEN: RejectionReason.ValueType  # 9
+"""The caller's identity may not record events of this source (node and component): the
+access file's `sources` of the identity name what it may claim.
 """
 Global___RejectionReason: _TypeAlias = RejectionReason  # noqa: Y015
 
