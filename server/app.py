@@ -13,6 +13,9 @@ import grpc
 from grpc_health.v1 import health, health_pb2_grpc
 from sqlalchemy.engine import Engine
 
+from protoevents.proxy.access.denials import Denials
+from protoevents.proxy.access.interceptor import AccessInterceptor
+from protoevents.proxy.access.reloading import AccessFile
 from protoevents.proxy.admission import Admission
 from protoevents.proxy.changes import Writer, has_trait
 from protoevents.proxy.config import Settings
@@ -92,10 +95,15 @@ def default_dedup(settings: Settings) -> Deduplicator:
     )
 
 
-def grpc_server(settings: Settings, query_threads: ThreadPoolExecutor) -> grpc.aio.Server:
+def grpc_server(
+    settings: Settings,
+    query_threads: ThreadPoolExecutor,
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+) -> grpc.aio.Server:
     """The gRPC server, without services: message limits, and a port of its own."""
     limit = settings.max_message_bytes
     return grpc.aio.server(
+        interceptors=interceptors,
         # Runs the query service's plain-function RPCs, off the event loop.
         migration_thread_pool=query_threads,
         options=[
@@ -109,9 +117,21 @@ def grpc_server(settings: Settings, query_threads: ThreadPoolExecutor) -> grpc.a
     )
 
 
-def bind(server: grpc.aio.Server, listen: str) -> int:
-    """Listen on `listen`; the port bound. Raises AddressInUseError naming the holder."""
+def server_credentials(
+    settings: Settings, given: grpc.ServerCredentials | None = None
+) -> grpc.ServerCredentials | None:
+    """The credentials the port is served with (None: plaintext): `given`, from tests."""
+    return given
+
+
+def bind(
+    server: grpc.aio.Server, listen: str, credentials: grpc.ServerCredentials | None = None
+) -> int:
+    """Listen on `listen` (over TLS with `credentials`); the port bound. Raises
+    AddressInUseError naming the holder."""
     try:
+        if credentials is not None:
+            return server.add_secure_port(listen, credentials)
         return server.add_insecure_port(listen)
     except RuntimeError:  # grpc's "Failed to bind to address"
         raise address_error(listen) from None
@@ -136,6 +156,8 @@ class Proxy:
     metrics_server: MetricsServer | None = None
     reporter: HealthReporter | None = None
     board: HealthBoard = field(default_factory=HealthBoard)
+    access: AccessFile | None = None
+    denials: Denials | None = None
     stopped: bool = False
 
     @property
@@ -278,6 +300,7 @@ async def add_services(
     store: EventStore,
     changes: ChangeSource,
     metrics: Metrics,
+    denials: Denials | None = None,
 ) -> health.aio.HealthServicer:
     """Ingest, query, health and reflection on `server`; returns the health servicer."""
     add_proxy_service(
@@ -287,6 +310,7 @@ async def add_services(
             admission=Admission(settings.max_ingest_streams, settings.max_streams_per_client),
             idle_stream_timeout_s=settings.idle_stream_timeout_s,
             metrics=metrics,
+            denials=denials,
         ),
         server,
     )
@@ -303,6 +327,18 @@ async def add_services(
     services = [PROXY_SERVICE, QUERY_SERVICE, health.SERVICE_NAME]
     enable_reflection(server, services, await asyncio.to_thread(documented_files))
     return health_servicer
+
+
+def access_control(
+    access: AccessFile | None, settings: Settings, metrics: Metrics
+) -> tuple[Denials, list[grpc.aio.ServerInterceptor]]:
+    """The denials' counter and log, and the interceptor holding calls to the access file
+    (none without one: every call allowed)."""
+    denials = Denials(metrics, settings.denial_log_interval_s)
+    if access is None:
+        return denials, []
+    access.on_failure = metrics.access_reload_failures.inc
+    return denials, [AccessInterceptor(access, denials)]
 
 
 def query_limits(settings: Settings, metrics: Metrics) -> QueryLimits:
@@ -322,14 +358,17 @@ async def start_proxy(
     registry: Registry | None = None,
     writers: WriterFactory = default_writers,
     dedup: DedupFactory | None = default_dedup,
+    credentials: grpc.ServerCredentials | None = None,
 ) -> Proxy:
-    """Prepare the database, open the log, restore the id cache, start the writers' feeds
-    and serve gRPC. Raises DatabaseUnavailableError or DatabaseRevisionError when the
-    database cannot be used, SettingsError when the relay has no key. Whatever a failed step
-    leaves open is closed, last first."""
+    """Read the access file, prepare the database, open the log, restore the id cache,
+    start the writers' feeds and serve gRPC (over TLS with `credentials`). Raises
+    AccessFileError for a bad access file, DatabaseUnavailableError or DatabaseRevisionError
+    when the database cannot be used, SettingsError when the relay has no key. Whatever a
+    failed step leaves open is closed, last first."""
     registry = registry or Registry.builtin()
     if settings.redis_url is not None:
         settings.required_relay_key()  # before anything opens
+    access = AccessFile.open(settings.access_file) if settings.access_file else None
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     board = HealthBoard()
     async with AsyncExitStack() as undo:
@@ -350,15 +389,16 @@ async def start_proxy(
             undo.push_async_callback(relay.stop)
         query_threads = ThreadPoolExecutor(settings.query_threads, thread_name_prefix="query")
         undo.callback(query_threads.shutdown, wait=False, cancel_futures=True)
-        server = grpc_server(settings, query_threads)
+        denials, interceptors = access_control(access, settings, metrics)
+        server = grpc_server(settings, query_threads, interceptors)
         store = EventStore(engine, query_limits(settings, metrics))
         health_servicer = await add_services(
-            server, settings, registry, ingest, store, changes, metrics
+            server, settings, registry, ingest, store, changes, metrics, denials
         )
         metrics_server = start_metrics_server(settings, metrics, board)
         if metrics_server is not None:
             undo.push_async_callback(metrics_server.stop)
-        port = bind(server, settings.listen)
+        port = bind(server, settings.listen, server_credentials(settings, credentials))
         await server.start()
         undo.pop_all()  # the proxy owns all of it now: `Proxy.stop` closes it
     proxy = Proxy(
@@ -376,6 +416,8 @@ async def start_proxy(
         relay,
         metrics_server,
         board=board,
+        access=access,
+        denials=denials,
     )
     await _report_health(proxy)
     log.info(
@@ -418,9 +460,12 @@ async def run_proxy(
     registry: Registry | None = None,
     writers: WriterFactory = default_writers,
     dedup: DedupFactory | None = default_dedup,
+    credentials: grpc.ServerCredentials | None = None,
 ) -> AsyncIterator[Proxy]:
     """The proxy, running for the duration of the block (listen on port 0 in tests)."""
-    proxy = await start_proxy(settings, registry=registry, writers=writers, dedup=dedup)
+    proxy = await start_proxy(
+        settings, registry=registry, writers=writers, dedup=dedup, credentials=credentials
+    )
     try:
         yield proxy
     finally:

@@ -34,6 +34,7 @@ GiB = 1024 * MiB
 
 # Settings that must be greater than 0.
 _POSITIVE = (
+    "denial_log_interval_s",
     "fsync_interval_ms",
     "wal_segment_bytes",
     "wal_max_bytes",
@@ -222,6 +223,21 @@ class Settings:
         metadata=_help(
             "key signing ListEvents page tokens; the same on proxies behind one "
             "address (default: random at each start)"
+        ),
+    )
+    access_file: Path | None = field(
+        default=None,
+        metadata=_help(
+            "TOML file of [[identities]]: who may call (certificate names or token digests), "
+            "with which roles, recording which sources; reloaded when it changes and on "
+            "SIGHUP (default: none, every call allowed)"
+        ),
+    )
+    denial_log_interval_s: float = field(
+        default=60.0,
+        metadata=_help(
+            "calls and events refused by the access file: one log line per "
+            "identity (or peer) per this many seconds; each is counted"
         ),
     )
 

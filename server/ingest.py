@@ -20,7 +20,8 @@ from protoevents.proxy.changes import CREATED
 from protoevents.proxy.dedup import Deduplicator
 from protoevents.proxy.metrics import Metrics
 from protoevents.proxy.quarantine import Quarantine, Unknown
-from protoevents.proxy.validation import UNKNOWN_TYPE, UnknownType, Validator
+from protoevents.proxy.sources import SourceClaims
+from protoevents.proxy.validation import UNKNOWN_TYPE, Problem, UnknownType, Validator
 from protoevents.proxy.wal import WriteAheadLog
 from protoevents.v1 import event_pb2, proxy_service_pb2
 
@@ -35,6 +36,7 @@ _RECORD_OVERHEAD = 64
 
 Batch: TypeAlias = proxy_service_pb2.RecordRequest | proxy_service_pb2.RecordBatchRequest
 Persisted: TypeAlias = asyncio.Future[int]
+SOURCE_FORBIDDEN = proxy_service_pb2.REJECTION_REASON_SOURCE_FORBIDDEN
 
 
 def _joined(first: Persisted | None, second: Persisted | None) -> Persisted | None:
@@ -70,6 +72,27 @@ class _Decision:
         """The change record (each new event is serialized once, by dedup when it runs)."""
         serialized = self.serialized or [e.SerializeToString() for e in self.created]
         return changelog.encode(serialized, self.updated.values(), self.accepted)
+
+
+class _Forbidden:
+    """The source check of one batch, remembering each source's answer."""
+
+    def __init__(self, claims: SourceClaims) -> None:
+        self.claims = claims
+        self.seen: dict[tuple[str, str], bool] = {}
+
+    def check(self, event: event_pb2.Event) -> Problem | None:
+        """SOURCE_FORBIDDEN and why, when the claims do not allow the event's source."""
+        node, component = event.source.node, event.source.component
+        allowed = self.seen.get((node, component))
+        if allowed is None:
+            allowed = self.seen[node, component] = self.claims.allows(node, component)
+        if allowed:
+            return None
+        return SOURCE_FORBIDDEN, (
+            f"identity {self.claims.identity!r} may not record events of source "
+            f"{node}/{component} (its sources: {', '.join(self.claims.patterns) or 'none'})"
+        )
 
 
 class RecentIds:
@@ -147,8 +170,11 @@ class Ingest:
         if self.quarantine is not None:
             await self.quarantine.close()
 
-    def submit(self, request: Batch) -> tuple[proxy_service_pb2.BatchResult, Persisted | None]:
-        """Decide on a batch and queue its record. Returns the result and a future that
+    def submit(
+        self, request: Batch, claims: SourceClaims | None = None
+    ) -> tuple[proxy_service_pb2.BatchResult, Persisted | None]:
+        """Decide on a batch and queue its record (with `claims`, an event of a source they
+        do not allow is rejected as SOURCE_FORBIDDEN). Returns the result and a future that
         completes when everything the result acknowledges is persisted (None when the batch
         acknowledges nothing that needs waiting for). Accepted events are completed in place.
 
@@ -163,7 +189,7 @@ class Ingest:
         metrics = self.metrics
         metrics.received.inc(count)
         now = time.time()
-        rejections, good, good_at, size, unknown = self._validate(request, now)
+        rejections, good, good_at, size, unknown = self._validate(request, now, claims)
         wal = self.wal
         if good and size > wal.free_bytes():
             metrics.wal_full.inc()
@@ -201,7 +227,7 @@ class Ingest:
         return result, _joined(future, quarantined)
 
     def _validate(
-        self, request: Batch, now: float
+        self, request: Batch, now: float, claims: SourceClaims | None
     ) -> tuple[
         list[proxy_service_pb2.EventRejection],
         list[event_pb2.Event],
@@ -217,8 +243,11 @@ class Ingest:
         good_at: list[int] = []
         unknown: list[Unknown] = []
         size = _RECORD_OVERHEAD
+        forbidden = _Forbidden(claims) if claims is not None else None
         for index, event in enumerate(request.events):
             outcome = inspect(event, now)
+            if forbidden is not None and not isinstance(outcome, tuple):
+                outcome = forbidden.check(event) or outcome
             if isinstance(outcome, int):
                 good.append(event)
                 good_at.append(index)
@@ -275,9 +304,11 @@ class Ingest:
         decision.merges = {into: [fresh_at[p] for p in at] for into, at in merges.items()}
         return decision
 
-    async def record(self, request: Batch) -> proxy_service_pb2.BatchResult:
+    async def record(
+        self, request: Batch, claims: SourceClaims | None = None
+    ) -> proxy_service_pb2.BatchResult:
         """Decide on a batch and return its result once it is persisted."""
-        result, persisted = self.submit(request)
+        result, persisted = self.submit(request, claims)
         if persisted is not None:
             await persisted
         return result

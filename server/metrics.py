@@ -20,6 +20,7 @@ class Metrics:
         self._quarantine(self.registry)
         self._calls(self.registry)
         self._watch(self.registry)
+        self._access(self.registry)
 
     def _events(self, r: CollectorRegistry) -> None:
         """What became of the events received."""
@@ -142,3 +143,17 @@ class Metrics:
         )
         for reason in ("unsigned", "bad_signature"):  # scraped as 0 before the first
             self.relay_forged.labels(reason)
+
+    def _access(self, r: CollectorRegistry) -> None:
+        """Calls and events the access file refused."""
+        self.denials = Counter(
+            "protoevents_denials",
+            "Calls refused for their credentials or roles, and events for their source",
+            ["reason"],
+            registry=r,
+        )
+        self.access_reload_failures = Counter(
+            "protoevents_access_reload_failures",
+            "Reloads of the access file refused as bad (the last good one stays)",
+            registry=r,
+        )

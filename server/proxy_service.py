@@ -12,9 +12,13 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf.message import DecodeError, Message
 
+from protoevents.proxy.access import denials as reasons
+from protoevents.proxy.access.denials import Denials
+from protoevents.proxy.access.interceptor import CALLER_CLAIMS
 from protoevents.proxy.admission import Admission, AdmissionRefusedError, Ticket
-from protoevents.proxy.ingest import Ingest
+from protoevents.proxy.ingest import SOURCE_FORBIDDEN, Ingest
 from protoevents.proxy.metrics import Metrics
+from protoevents.proxy.sources import SourceClaims
 from protoevents.proxy.statuses import status_of
 from protoevents.v1 import proxy_service_pb2, proxy_service_pb2_grpc
 
@@ -97,8 +101,10 @@ class EventProxyServicer(proxy_service_pb2_grpc.EventProxyServiceServicer):
         admission: Admission | None = None,
         idle_stream_timeout_s: float | None = None,
         metrics: Metrics | None = None,
+        denials: Denials | None = None,
     ) -> None:
         self.ingest = ingest
+        self.denials = denials
         self.max_inflight_batches = max_inflight_batches
         self.admission = admission or Admission(1_000_000, 1_000_000)
         self.idle_stream_timeout_s = idle_stream_timeout_s
@@ -126,6 +132,18 @@ class EventProxyServicer(proxy_service_pb2_grpc.EventProxyServiceServicer):
             self.metrics.ingest_streams.set(self.admission.open)
         return ticket
 
+    def _forbidden(
+        self, claims: SourceClaims | None, result: proxy_service_pb2.BatchResult
+    ) -> None:
+        """Count and report the events of a batch rejected for their source."""
+        if claims is None or self.denials is None:
+            return
+        forbidden = [r for r in result.rejections if r.reason == SOURCE_FORBIDDEN]
+        if forbidden:
+            who = f"identity {claims.identity!r}"
+            message = f"{len(forbidden)} event(s) rejected: {forbidden[0].detail}"
+            self.denials.deny(reasons.SOURCE_FORBIDDEN, who, message, len(forbidden))
+
     def _release(self, ticket: Ticket) -> None:
         self.admission.release(ticket)
         if self.metrics is not None:
@@ -141,13 +159,15 @@ class EventProxyServicer(proxy_service_pb2_grpc.EventProxyServiceServicer):
         if isinstance(request, MalformedRequest):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.detail)
         ticket = await self._admit(context)
+        claims = CALLER_CLAIMS.get()
         try:
-            result = await self.ingest.record(request)
+            result = await self.ingest.record(request, claims)
         except Exception as exc:
             code, message = status_of(exc)
             await context.abort(code, message)
         finally:
             self._release(ticket)
+        self._forbidden(claims, result)
         return proxy_service_pb2.RecordBatchResponse(result=result)
 
     async def Record(
@@ -175,6 +195,7 @@ class EventProxyServicer(proxy_service_pb2_grpc.EventProxyServiceServicer):
     ) -> AsyncIterator[proxy_service_pb2.RecordResponse]:
         queue: asyncio.Queue[object] = asyncio.Queue()
         slots = asyncio.Semaphore(self.max_inflight_batches)
+        claims = CALLER_CLAIMS.get()
 
         async def pump() -> None:
             try:
@@ -185,11 +206,12 @@ class EventProxyServicer(proxy_service_pb2_grpc.EventProxyServiceServicer):
                         return
                     await slots.acquire()
                     try:
-                        result, persisted = self.ingest.submit(request)
+                        result, persisted = self.ingest.submit(request, claims)
                     except Exception as exc:
                         code, message = status_of(exc)
                         queue.put_nowait(_Failure(code, f"batch {request.sequence}: {message}"))
                         return
+                    self._forbidden(claims, result)
                     queue.put_nowait(_Batch(request.sequence, result, persisted))
             except Exception as exc:
                 log.debug("Record stream read ended: %r", exc)

@@ -117,6 +117,7 @@ async def serve(settings: Settings, registry: Registry, lock: DataDirLock | None
     is told the address once the proxy listens."""
     import asyncio
 
+    from protoevents.proxy.access.policy import AccessFileError
     from protoevents.proxy.app import run_proxy
     from protoevents.proxy.db.migrate import DatabaseRevisionError
     from protoevents.proxy.db.setup import DatabaseUnavailableError
@@ -132,6 +133,8 @@ async def serve(settings: Settings, registry: Registry, lock: DataDirLock | None
     try:
         async with run_proxy(settings, registry=registry) as proxy:
             settle_garbage_collector()
+            if proxy.access is not None:
+                loop.add_signal_handler(signal.SIGHUP, proxy.access.reload)
             if lock is not None:
                 lock.describe(address=proxy.address)
             print(f"listening on {proxy.address}", flush=True)
@@ -139,7 +142,12 @@ async def serve(settings: Settings, registry: Registry, lock: DataDirLock | None
                 print(f"metrics on http://{proxy.metrics_server.address}/metrics", flush=True)
             await stop.wait()
             logging.getLogger(__name__).info("stopping: draining streams and writers")
-    except (DatabaseUnavailableError, DatabaseRevisionError, OwnershipError) as exc:
+    except (
+        AccessFileError,
+        DatabaseUnavailableError,
+        DatabaseRevisionError,
+        OwnershipError,
+    ) as exc:
         print(f"protoevents serve: {exc}", file=sys.stderr)
         return 2
     except (OSError, RuntimeError) as exc:  # grpc reports a port it cannot bind as RuntimeError

@@ -135,7 +135,9 @@ class _HeldIngest:
         self.loop = loop
         self.pending: list[asyncio.Future[int]] = []
 
-    def submit(self, request: R.RecordRequest) -> tuple[R.BatchResult, asyncio.Future[int]]:
+    def submit(
+        self, request: R.RecordRequest, claims: object = None
+    ) -> tuple[R.BatchResult, asyncio.Future[int]]:
         persisted: asyncio.Future[int] = self.loop.create_future()
         self.pending.append(persisted)
         return R.BatchResult(accepted_count=len(request.events)), persisted

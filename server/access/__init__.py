@@ -1,0 +1,2 @@
+"""Who may call the proxy: the access file's identities, their roles and sources, and the
+interceptor that holds every call to them."""

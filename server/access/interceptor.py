@@ -1,0 +1,164 @@
+"""The server interceptor that holds every call to the access file: who calls (callers.py),
+whether their identity has the role the method needs, and the sources a recording call may
+claim (handed to the servicer in `CALLER_CLAIMS`). Health and reflection stay open."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from contextvars import ContextVar
+from typing import Any
+
+import grpc
+
+from protoevents.proxy.access import denials as reasons
+from protoevents.proxy.access.callers import CallRefusedError, identify
+from protoevents.proxy.access.denials import Denials
+from protoevents.proxy.access.reloading import AccessFile
+from protoevents.proxy.sources import SourceClaims
+
+PROXY = "protoevents.v1.EventProxyService"
+QUERY = "protoevents.v1.EventQueryService"
+# The role each method needs; a method of no open service that is not listed needs admin.
+METHOD_ROLES = {
+    f"/{PROXY}/Record": "record",
+    f"/{PROXY}/RecordBatch": "record",
+    f"/{QUERY}/ListEvents": "query",
+    f"/{QUERY}/GetEvent": "query",
+    f"/{QUERY}/ListEventTypes": "query",
+    f"/{QUERY}/WatchEvents": "watch",
+}
+OPEN_SERVICES = (
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1alpha.ServerReflection",
+    "grpc.reflection.v1.ServerReflection",
+)
+# The sources the current recording call may claim (None: any, as without an access file).
+CALLER_CLAIMS: ContextVar[SourceClaims | None] = ContextVar("caller_claims", default=None)
+# How long a refused stream's first request is waited for (grpc/grpc#36066, as admission).
+_REFUSE_READ_S = 1.0
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+def role_of(method: str) -> str | None:
+    """The role `method` needs (None for the open services)."""
+    service = method.lstrip("/").partition("/")[0]
+    return None if service in OPEN_SERVICES else METHOD_ROLES.get(method, "admin")
+
+
+class AccessInterceptor(grpc.aio.ServerInterceptor):
+    """Refuses calls without the identity and role they need: UNAUTHENTICATED for missing or
+    bad credentials, PERMISSION_DENIED naming the identity and the role."""
+
+    def __init__(self, access: AccessFile, denials: Denials) -> None:
+        self.access = access
+        self.denials = denials
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        role = role_of(method)
+        if handler is None or role is None:
+            return handler
+        return _guarded(handler, lambda context: self.decide(method, role, context))
+
+    def decide(self, method: str, role: str, context: Context) -> SourceClaims | None:
+        """The sources the call may claim when it records (None otherwise); raises CallRefusedError,
+        counted and reported, when it may not be made."""
+        try:
+            identity = identify(self.access.policy(), context)
+            if role not in identity.roles:
+                raise CallRefusedError(
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    reasons.MISSING_ROLE,
+                    f"identity {identity.name!r}",
+                    f"identity {identity.name!r} lacks role {role!r}, which {method} needs "
+                    f"(its roles: {', '.join(sorted(identity.roles)) or 'none'})",
+                )
+        except CallRefusedError as refusal:
+            self.denials.deny(refusal.reason, refusal.who, f"{method}: {refusal.message}")
+            raise
+        return identity.sources if role == "record" else None
+
+
+def _guarded(
+    handler: grpc.RpcMethodHandler[Any, Any], decide: Callable[[Context], SourceClaims | None]
+) -> grpc.RpcMethodHandler[Any, Any]:
+    """`handler` with `decide` run first: a CallRefusedError aborts the call with its status."""
+    replace: Callable[..., grpc.RpcMethodHandler[Any, Any]] = handler._replace  # type: ignore[attr-defined]
+    behaviors: Any = handler  # grpc.aio's handlers are coroutines and async generators
+    if handler.unary_unary is not None:
+        return replace(unary_unary=_unary(behaviors.unary_unary, decide))
+    if handler.unary_stream is not None:
+        return replace(unary_stream=_streaming(behaviors.unary_stream, decide, False))
+    if handler.stream_unary is not None:
+        return replace(stream_unary=_unary(behaviors.stream_unary, decide, True))
+    return replace(stream_stream=_streaming(behaviors.stream_stream, decide, True))
+
+
+def _unary(
+    behavior: Callable[..., Any],
+    decide: Callable[[Context], SourceClaims | None],
+    reads: bool = False,
+) -> Callable[..., Any]:
+    """A unary-response behavior guarded: a plain function stays one (grpc.aio runs those on
+    its thread pool), a coroutine stays a coroutine."""
+    if not inspect.iscoroutinefunction(behavior):
+
+        def blocking(request: Any, context: Any) -> Any:
+            try:
+                decide(context)
+            except CallRefusedError as refusal:
+                context.abort(refusal.code, refusal.message)
+            return behavior(request, context)
+
+        return blocking
+
+    async def unary(request: Any, context: Context) -> Any:
+        try:
+            claims = decide(context)
+        except CallRefusedError as refusal:
+            await _refuse(context, refusal, request if reads else None)
+        # Each call runs in a task of its own, with a copy of the context: no reset needed.
+        CALLER_CLAIMS.set(claims)
+        return await behavior(request, context)
+
+    return unary
+
+
+def _streaming(
+    behavior: Callable[..., AsyncIterator[Any]],
+    decide: Callable[[Context], SourceClaims | None],
+    reads: bool,
+) -> Callable[..., AsyncIterator[Any]]:
+    """A streaming-response behavior guarded."""
+
+    async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
+        try:
+            claims = decide(context)
+        except CallRefusedError as refusal:
+            await _refuse(context, refusal, request if reads else None)
+        CALLER_CLAIMS.set(claims)
+        async for response in behavior(request, context):
+            yield response
+
+    return stream
+
+
+async def _refuse(context: Context, refusal: CallRefusedError, requests: Any) -> None:
+    """Abort with the refusal's status; a stream's first request is read first (grpc.aio
+    clients with a write pending report INTERNAL instead of the status, grpc/grpc#36066)."""
+    if isinstance(requests, AsyncIterable):
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(_REFUSE_READ_S):
+                await anext(aiter(requests), None)
+    await context.abort(refusal.code, refusal.message)
