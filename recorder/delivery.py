@@ -39,6 +39,7 @@ from protoevents.recorder.setaside import SetAsideInUseError, make_batch
 from protoevents.recorder.spool import Spool, SpoolEntry
 from protoevents.recorder.stats import Counters
 from protoevents.recorder.statuses import SUSPECT_ATTEMPTS, Verdict, verdict
+from protoevents.recorder.token import metadata as token_metadata
 from protoevents.recorder.wire import (
     HEADER_BYTES,
     Item,
@@ -73,6 +74,7 @@ class DeliveryOptions:
     backoff_initial: float = 0.05
     backoff_max: float = 5.0
     credentials: grpc.ChannelCredentials | None = None
+    token: str | None = None  # sent as `authorization: Bearer` metadata
 
 
 class StreamBrokenError(Exception):
@@ -332,7 +334,7 @@ class Delivery:
 
     async def _session(self, first: _Batch) -> None:
         self._progress = False
-        call = self._record(wait_for_ready=False)
+        call = self._record(wait_for_ready=False, metadata=token_metadata(self.options.token))
         reader = asyncio.create_task(self._read_acks(call))
         try:
             await self._send(call, reader, first)

@@ -26,6 +26,7 @@ from protoevents.recorder.registry import SEVERITY_VALUES, EnumType, Registry, p
 from protoevents.recorder.resolve import EventTypeResolver
 from protoevents.recorder.spool import Spool, SpoolSlot
 from protoevents.recorder.stats import Counters, RecorderStats
+from protoevents.recorder.token import resolve as resolve_token
 from protoevents.recorder.wire import Item, build_event
 from protoevents.v1 import event_pb2
 
@@ -144,6 +145,7 @@ class Recorder:
         ack_timeout: float = 10.0,
         backoff_max: float = 5.0,
         credentials: grpc.ChannelCredentials | None = None,
+        token: str | None = None,
     ) -> None:
         if not component:
             raise ValueError("component must be a non-empty name")
@@ -172,6 +174,7 @@ class Recorder:
             ack_timeout=ack_timeout,
             backoff_max=backoff_max,
             credentials=credentials,
+            token=resolve_token(token),
         )
         self._queue_size = queue_size
         self._closed = False

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
 from typing import Any
 
@@ -10,6 +9,7 @@ import grpc
 
 from protoevents.proxy.access import denials as reasons
 from protoevents.proxy.access.policy import AccessPolicy, Identity
+from protoevents.recorder.token import digest as token_digest
 
 _LOOPBACK = ("ipv4:127.", "ipv6:[::1]", "ipv6:[::ffff:127.", "unix:", "unix-abstract:")
 
@@ -23,11 +23,6 @@ class CallRefusedError(Exception):
         self.reason = reason
         self.who = who
         self.message = message
-
-
-def token_digest(token: str) -> str:
-    """The sha256 hex digest of a bearer token, as the access file lists it."""
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
 def is_local(peer: str) -> bool:

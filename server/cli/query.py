@@ -40,6 +40,7 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import grpc
 
+    from protoevents.proxy.cli.dial import dial
     from protoevents.v1 import query_service_pb2, query_service_pb2_grpc
 
     try:
@@ -55,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         else query_service_pb2.SORT_ORDER_NEWEST_FIRST
     )
     found: list[event_pb2.Event] = []
-    with grpc.insecure_channel(args.proxy) as channel:
+    with dial(args.proxy, args.token) as channel:
         stub = query_service_pb2_grpc.EventQueryServiceStub(channel)
         token = ""
         try:

@@ -60,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
         node=args.node,
         event_types=_enums(registry),
         proxy=args.proxy,
+        token=args.token,
         spool_dir=args.spool_dir,
         flush_interval=0.0,
     )

@@ -62,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
 
     import grpc
 
+    from protoevents.proxy.cli.dial import dial
     from protoevents.v1 import proxy_service_pb2, proxy_service_pb2_grpc
 
     slot = _slot_path(args.slot, args.spool_dir or default_spool_dir(), DEAD_LETTER)
@@ -72,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"protoevents spool: {slot} is held by a live recorder, which replays it itself",
               file=sys.stderr)  # fmt: skip
         return 2
-    channel = grpc.insecure_channel(args.proxy)
+    channel = dial(args.proxy, args.token)
     try:
         grpc.channel_ready_future(channel).result(timeout=args.timeout)
     except grpc.FutureTimeoutError:

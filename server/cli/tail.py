@@ -38,6 +38,7 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import grpc
 
+    from protoevents.proxy.cli.dial import dial
     from protoevents.v1 import query_service_pb2, query_service_pb2_grpc
 
     try:
@@ -50,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     request = query_service_pb2.WatchEventsRequest(
         filter=event_filter, replay_count=args.lines, batched=True
     )
-    with grpc.insecure_channel(args.proxy) as channel:
+    with dial(args.proxy, args.token) as channel:
         try:
             grpc.channel_ready_future(channel).result(timeout=args.connect_timeout)
         except grpc.FutureTimeoutError:
