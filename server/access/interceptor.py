@@ -95,63 +95,57 @@ def _guarded(
 ) -> grpc.RpcMethodHandler[Any, Any]:
     """`handler` with `decide` run first: a CallRefusedError aborts the call with its status."""
     replace: Callable[..., grpc.RpcMethodHandler[Any, Any]] = handler._replace  # type: ignore[attr-defined]
-    behaviors: Any = handler  # grpc.aio's handlers are coroutines and async generators
-    if handler.unary_unary is not None:
-        return replace(unary_unary=_unary(behaviors.unary_unary, decide))
-    if handler.unary_stream is not None:
-        return replace(unary_stream=_streaming(behaviors.unary_stream, decide, False))
-    if handler.stream_unary is not None:
-        return replace(stream_unary=_unary(behaviors.stream_unary, decide, True))
-    return replace(stream_stream=_streaming(behaviors.stream_stream, decide, True))
+    for kind in ("unary_unary", "unary_stream", "stream_unary", "stream_stream"):
+        behavior = getattr(handler, kind)
+        if behavior is not None:
+            return replace(**{kind: _wrapped(behavior, decide, kind.startswith("stream"))})
+    return handler
 
 
-def _unary(
+def _wrapped(
     behavior: Callable[..., Any],
     decide: Callable[[Context], SourceClaims | None],
-    reads: bool = False,
-) -> Callable[..., Any]:
-    """A unary-response behavior guarded: a plain function stays one (grpc.aio runs those on
-    its thread pool), a coroutine stays a coroutine."""
-    if not inspect.iscoroutinefunction(behavior):
-
-        def blocking(request: Any, context: Any) -> Any:
-            try:
-                decide(context)
-            except CallRefusedError as refusal:
-                context.abort(refusal.code, refusal.message)
-            return behavior(request, context)
-
-        return blocking
-
-    async def unary(request: Any, context: Context) -> Any:
-        try:
-            claims = decide(context)
-        except CallRefusedError as refusal:
-            await _refuse(context, refusal, request if reads else None)
-        # Each call runs in a task of its own, with a copy of the context: no reset needed.
-        CALLER_CLAIMS.set(claims)
-        return await behavior(request, context)
-
-    return unary
-
-
-def _streaming(
-    behavior: Callable[..., AsyncIterator[Any]],
-    decide: Callable[[Context], SourceClaims | None],
     reads: bool,
-) -> Callable[..., AsyncIterator[Any]]:
-    """A streaming-response behavior guarded."""
+) -> Callable[..., Any]:
+    """`behavior` guarded, of its own kind: a plain function stays one (grpc.aio runs those
+    on its thread pool), a coroutine a coroutine, an async generator an async generator.
+    `reads`: the call streams requests (read one before refusing)."""
+    if inspect.isasyncgenfunction(behavior):
 
-    async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
+        async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
+            CALLER_CLAIMS.set(await _decided(decide, context, request if reads else None))
+            async for response in behavior(request, context):
+                yield response
+
+        return stream
+    if inspect.iscoroutinefunction(behavior):
+
+        async def unary(request: Any, context: Context) -> Any:
+            # Each call runs in a task of its own, with a copy of the context: no reset.
+            CALLER_CLAIMS.set(await _decided(decide, context, request if reads else None))
+            return await behavior(request, context)
+
+        return unary
+
+    def blocking(request: Any, context: Any) -> Any:
         try:
-            claims = decide(context)
+            decide(context)
         except CallRefusedError as refusal:
-            await _refuse(context, refusal, request if reads else None)
-        CALLER_CLAIMS.set(claims)
-        async for response in behavior(request, context):
-            yield response
+            context.abort(refusal.code, refusal.message)
+        return behavior(request, context)
 
-    return stream
+    return blocking
+
+
+async def _decided(
+    decide: Callable[[Context], SourceClaims | None], context: Context, requests: Any
+) -> SourceClaims | None:
+    """What `decide` allows the call, or the call aborted with its refusal."""
+    try:
+        return decide(context)
+    except CallRefusedError as refusal:
+        await _refuse(context, refusal, requests)
+        raise  # context.abort raised already
 
 
 async def _refuse(context: Context, refusal: CallRefusedError, requests: Any) -> None:

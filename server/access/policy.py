@@ -14,7 +14,7 @@ from protoevents.proxy.sources import SourceClaims, pattern_problem
 ROLES = ("record", "query", "watch", "admin")
 _KEYS = ("name", "roles", "sources", "certificates", "tokens")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-_HEADER = re.compile(r"^\s*\[\[\s*identities\s*\]\]", re.MULTILINE)
+_HEADER = re.compile(r"^[ \t]*\[\[[ \t]*identities[ \t]*\]\]", re.MULTILINE)
 
 
 class AccessFileError(ValueError):

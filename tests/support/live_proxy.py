@@ -28,11 +28,16 @@ T = TypeVar("T")
 class LiveProxy:
     """`start_proxy(settings)` on an event loop of its own thread; `stub` talks to it."""
 
-    def __init__(self, settings: Settings, dedup: DedupFactory | None = default_dedup) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        dedup: DedupFactory | None = default_dedup,
+        credentials: grpc.ServerCredentials | None = None,
+    ) -> None:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        self.proxy: Proxy = self.run(start_proxy(settings, dedup=dedup))
+        self.proxy: Proxy = self.run(start_proxy(settings, dedup=dedup, credentials=credentials))
         self.address = self.proxy.address
         self.channel = grpc.insecure_channel(self.address)
         self.stub = proxy_service_pb2_grpc.EventProxyServiceStub(self.channel)
