@@ -1,5 +1,5 @@
 """Imports only go down: the recorder stands alone, the proxy's lower layers know nothing of
-its services, configuration or command line, and watch knows nothing of query."""
+its services, configuration, command line or gRPC, and watch knows nothing of query."""
 
 from __future__ import annotations
 
@@ -41,9 +41,31 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
             "protoevents.proxy.writers",
             "protoevents.proxy.db",
             "protoevents.proxy.codegen",
+            "protoevents.proxy.access",
+            "grpc",  # the caller's identity reaches ingest as plain values (sources.py)
         )
-        for lower in ("wal", "validation", "dedup", "changelog", "changes", "fields", "ids")
+        for lower in (
+            "wal",
+            "validation",
+            "dedup",
+            "changelog",
+            "changes",
+            "fields",
+            "ids",
+            "sources",
+            "ingest",
+        )
     },
+    "protoevents.proxy.access": (
+        "protoevents.proxy.config",
+        "protoevents.proxy.app",
+        "protoevents.proxy.cli",
+        "protoevents.proxy.query",
+        "protoevents.proxy.watch",
+        "protoevents.proxy.writers",
+        "protoevents.proxy.db",
+        "protoevents.proxy.ingest",
+    ),
 }
 
 
