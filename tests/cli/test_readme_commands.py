@@ -4,8 +4,9 @@ against a real `serve`, in the order the README gives them, and exits 0 (tail: 1
 The commands are read from the README, so an example added or changed there is run here.
 Only what a reader substitutes is substituted: the proxy's address (a free port instead of
 50051), the data directory, a spool slot for SLOT, and the user's own files (proxy.toml,
-my_protos) made beforehand. Long-running commands (serve, tail, WatchEvents) run until they
-show what the README says, then are stopped as a user would (SIGTERM, Ctrl-C).
+my_protos, and access.toml as the README shows it) made beforehand. Long-running commands
+(serve, tail, WatchEvents) run until they show what the README says, then are stopped as a
+user would (SIGTERM, Ctrl-C).
 """
 
 from __future__ import annotations
@@ -58,6 +59,16 @@ def readme_commands() -> list[str]:
     return commands
 
 
+def readme_file(name: str) -> str:
+    """The README's toml block whose first line is the comment `# NAME: ...` (a file of the
+    reader's own that its commands use)."""
+    readme = (ROOT / "README.md").read_text()
+    (block,) = [
+        b for b in re.findall(r"```toml\n(.*?)```", readme, re.S) if b.startswith(f"# {name}:")
+    ]
+    return block
+
+
 def _uncommented(command: str) -> str:
     """`command` without a trailing shell comment (a `#` after a blank, outside quotes)."""
     quote: str | None = None
@@ -97,6 +108,7 @@ class Session:
             f'name = "recent"\nkind = "redis"\nurl = "{redis_url}"\n'
             f'key_prefix = "{redis_prefix}"\nchannel = "{redis_prefix}:changes"\n'
         )
+        (self.cwd / "access.toml").write_text(readme_file("access.toml"))  # as the README has it
         widgets = self.cwd / "my_protos" / "acme" / "widgets" / "v1" / "widget_events.proto"
         widgets.parent.mkdir(parents=True)
         widgets.write_text(WIDGET_PROTO % GOOD_OPTIONS)
