@@ -357,3 +357,34 @@ def test_forbidden_events_are_counted_each_and_logged_once_per_batch_not_per_eve
     assert denials(live, "source_forbidden") == 150
     eventually(lambda: live.stored([e.id for e in allowed]) == {e.id: 1 for e in allowed})
     assert live.stored([e.id for e in foreign]) == {}
+
+
+def test_a_recorder_sends_its_token_given_or_from_the_environment(
+    tokens: tuple[LiveProxy, grpc.Channel],
+    pki: Pki,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    live, _ = tokens
+    ids = []
+    for given in (LAB_A.token, None):
+        if given is None:
+            monkeypatch.setenv("PROTOEVENTS_TOKEN", LAB_A.token or "")
+        with Recorder(
+            component="instrument-2",
+            node="lab-a",
+            event_types=[ClusterEventType],
+            proxy=f"{SERVER_NAME}:{live.proxy.port}",
+            spool_dir=tmp_path / "spool",
+            credentials=pki.client_credentials(),
+            token=given,
+        ) as recorder:
+            ids.append(
+                recorder.record(
+                    ClusterEventType.CLUSTER_EVENT_TYPE_LEADER_ELECTED,
+                    "token given" if given else "token from the environment",
+                )
+            )
+            assert recorder.drain(30)
+            assert recorder.stats().acknowledged == 1
+    eventually(lambda: live.stored(ids) == dict.fromkeys(ids, 1))
