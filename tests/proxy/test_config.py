@@ -25,6 +25,20 @@ def test_defaults_are_the_documented_ones() -> None:
     assert (settings.writer_batch_events, settings.writer_batch_interval_ms) == (1000, 200)
     assert settings.log_level == "info"
     assert config.from_sources(environ={"PROTOEVENTS_LOG_LEVEL": "DEBUG"}).log_level == "DEBUG"
+    assert (settings.access_file, settings.denial_log_interval_s) == (None, 60.0)
+
+
+def test_the_access_file_comes_from_the_file_the_environment_or_the_flag(tmp_path: Path) -> None:
+    file = tmp_path / "proxy.toml"
+    file.write_text('access_file = "from-file.toml"\ndenial_log_interval_s = 5\n')
+    from_file = config.from_sources(file, {})
+    assert (from_file.access_file, from_file.denial_log_interval_s) == (Path("from-file.toml"), 5)
+    env = {"PROTOEVENTS_ACCESS_FILE": "from-env.toml"}
+    assert config.from_sources(file, env).access_file == Path("from-env.toml")
+    flag = config.from_sources(file, env, {"access_file": "from-flag.toml"})
+    assert flag.access_file == Path("from-flag.toml")
+    with pytest.raises(SettingsError, match=r"setting denial_log_interval_s = 0\.0: must be"):
+        config.from_sources(environ={"PROTOEVENTS_DENIAL_LOG_INTERVAL_S": "0"})
 
 
 def test_file_then_environment_then_flags(tmp_path: Path) -> None:
