@@ -243,7 +243,8 @@ class Ingest:
         good_at: list[int] = []
         unknown: list[Unknown] = []
         size = _RECORD_OVERHEAD
-        forbidden = _Forbidden(claims) if claims is not None else None
+        restricted = claims is not None and not claims.unrestricted
+        forbidden = _Forbidden(claims) if claims is not None and restricted else None
         for index, event in enumerate(request.events):
             outcome = inspect(event, now)
             if forbidden is not None and not isinstance(outcome, tuple):

@@ -28,5 +28,10 @@ class SourceClaims:
         split = tuple(tuple(p.split("/", 1)) for p in self.patterns)
         object.__setattr__(self, "_split", split)
 
+    @property
+    def unrestricted(self) -> bool:
+        """Whether every source is allowed (a `*/*` pattern): nothing to check per event."""
+        return "*/*" in self.patterns
+
     def allows(self, node: str, component: str) -> bool:
         return any(fnmatchcase(node, n) and fnmatchcase(component, c) for n, c in self._split)
