@@ -243,8 +243,7 @@ class Ingest:
         good_at: list[int] = []
         unknown: list[Unknown] = []
         size = _RECORD_OVERHEAD
-        restricted = claims is not None and not claims.unrestricted
-        forbidden = _Forbidden(claims) if claims is not None and restricted else None
+        forbidden = None if claims is None or claims.unrestricted else _Forbidden(claims)
         for index, event in enumerate(request.events):
             outcome = inspect(event, now)
             if forbidden is not None and not isinstance(outcome, tuple):
