@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 
 from protoevents.proxy.metrics import Metrics
+from protoevents.proxy.throttle import Throttle
 
 log = logging.getLogger(__name__)
 
@@ -17,11 +18,19 @@ UNKNOWN_CERTIFICATE = "unknown_certificate"
 TOKEN_OVER_PLAINTEXT = "token_over_plaintext"
 MISSING_ROLE = "missing_role"
 SOURCE_FORBIDDEN = "source_forbidden"
+REASONS = (
+    NO_CREDENTIALS,
+    UNKNOWN_TOKEN,
+    UNKNOWN_CERTIFICATE,
+    TOKEN_OVER_PLAINTEXT,
+    MISSING_ROLE,
+    SOURCE_FORBIDDEN,
+)
 
 
 class Denials:
-    """Counts every denial; logs one line per `who` (an identity, or the peer when there is
-    none) and `interval_s`, saying how many more there were since the last line."""
+    """Counts every denial; logs one line per `who` (an identity, or the peer host when there
+    is none) and `interval_s`, saying how many more there were since the last line."""
 
     def __init__(
         self,
@@ -30,23 +39,16 @@ class Denials:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.metrics = metrics
-        self.interval_s = interval_s
-        self.clock = clock
-        self._last: dict[str, float] = {}
-        self._quiet: dict[str, int] = {}
+        self.throttle = Throttle(interval_s, clock)
+        for reason in REASONS:  # scraped as 0 before the first
+            metrics.denials.labels(reason)
 
     def deny(self, reason: str, who: str, message: str, count: int = 1) -> None:
         """Count `count` denials of `reason`; log `message` unless `who` was logged lately."""
         self.metrics.denials.labels(reason).inc(count)
-        now = self.clock()
-        last = self._last.get(who)
-        if last is not None and now - last < self.interval_s:
-            self._quiet[who] = self._quiet.get(who, 0) + count
+        reported = self.throttle.add(who, count)
+        if reported is None:
             return
-        self._last[who] = now
-        quiet = self._quiet.pop(who, 0)
-        since = f" ({quiet} more denied since the last report)" if quiet else ""
+        more = reported - count
+        since = f" ({more} more denied since the last report)" if more else ""
         log.warning("denied %s: %s%s", who, message, since)
-        if len(self._last) > 10_000:  # forget old reporters: peers may be many
-            cutoff = now - self.interval_s
-            self._last = {k: t for k, t in self._last.items() if t >= cutoff}

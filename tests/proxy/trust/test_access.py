@@ -320,7 +320,7 @@ def test_denials_are_counted_each_and_logged_once_per_interval_per_identity(
     live, channel = tokens
     now = [1000.0]
     assert live.proxy.denials is not None
-    live.proxy.denials.clock = lambda: now[0]
+    live.proxy.denials.throttle.clock = lambda: now[0]
     caplog.set_level(logging.WARNING, logger="protoevents.proxy.access.denials")
     for _ in range(5):
         refusal(list_events, channel, RECORDER.token)
