@@ -72,8 +72,8 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
         return _guarded(handler, lambda context: self.decide(method, role, context))
 
     def decide(self, method: str, role: str, context: Context) -> SourceClaims | None:
-        """The sources the call may claim when it records (None otherwise); raises CallRefusedError,
-        counted and reported, when it may not be made."""
+        """The sources the call may claim when it records (None otherwise). Raises
+        CallRefusedError, counted and reported, when it may not be made."""
         try:
             identity = identify(self.access.policy(), context)
             if role not in identity.roles:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -47,6 +48,7 @@ class AccessFile:
         self.on_failure = on_failure
         self._checked = clock()
         self._failed_stamp: _Stamp | None = None
+        self._looking = threading.Lock()
 
     @classmethod
     def open(
@@ -71,17 +73,22 @@ class AccessFile:
     def policy(self) -> AccessPolicy:
         """The policy in force, reloaded first when the file changed since it was read."""
         now = self.clock()
-        if now - self._checked >= self.check_every_s:
-            self._checked = now
-            stamp = _stamp(self.path)
-            if stamp not in (self._stamp, self._failed_stamp):
-                self._reload(stamp)
+        # Calls decide on the event loop and on the query threads: one of them looks.
+        if now - self._checked >= self.check_every_s and self._looking.acquire(blocking=False):
+            try:
+                self._checked = now
+                stamp = _stamp(self.path)
+                if stamp not in (self._stamp, self._failed_stamp):
+                    self._reload(stamp)
+            finally:
+                self._looking.release()
         return self._policy
 
     def reload(self) -> bool:
         """Read the file again now (SIGHUP); False when it is bad and the last good stays."""
-        self._checked = self.clock()
-        return self._reload(_stamp(self.path))
+        with self._looking:
+            self._checked = self.clock()
+            return self._reload(_stamp(self.path))
 
     def _reload(self, stamp: _Stamp | None) -> bool:
         try:
