@@ -1,5 +1,6 @@
 """`protoevents serve` with an access file, as a process: a bad file keeps it from starting;
-`protoevents token` makes what a client and the file need; the commands send the token;
+`protoevents token` makes what a client and the file need; the commands (record, query,
+tail) send the token;
 SIGHUP reloads the file and a token taken out of it stops working."""
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.commands import CliRunner
+from tests.support.commands import CliRunner, Lines
 from tests.support.paths import ROOT
 from tests.support.polling import eventually
 from tests.support.serve_process import ServeProcess
@@ -45,7 +46,7 @@ def token_pair(run_cli: CliRunner) -> tuple[str, str]:
 
 
 def identity(name: str, tokens_line: str) -> str:
-    return f'[[identities]]\nname = "{name}"\nroles = ["record", "query"]\n' \
+    return f'[[identities]]\nname = "{name}"\nroles = ["record", "query", "watch"]\n' \
         f'sources = ["node-7/*"]\n{tokens_line}\n'  # fmt: skip
 
 
@@ -78,6 +79,16 @@ def test_the_commands_send_the_token_and_sighup_takes_a_removed_one_away(
     refused = run_cli("query", *flags)
     assert refused.returncode == 1
     assert refused.stderr.startswith("protoevents query: UNAUTHENTICATED: the proxy requires")
+    tail = subprocess.Popen(
+        [sys.executable, "-m", "protoevents.proxy.cli", "tail", "-n", "1", "--token", token,
+         *flags],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    )  # fmt: skip
+    try:
+        assert "node-7 went away" in Lines(tail).until("node-7 went away")
+    finally:
+        tail.send_signal(signal.SIGINT)
+        assert tail.wait(timeout=30) == 130
     monkeypatch.setenv("PROTOEVENTS_TOKEN", other)
     assert found()  # the token from the environment
 
