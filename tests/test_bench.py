@@ -66,3 +66,33 @@ def test_targets_say_met_or_missed_and_by_how_much() -> None:
     rss = Target(50.0, at_least=False, unit="MiB", text="< 50 MiB")
     assert rss.verdict(-2.0) == "met"
     assert rss.verdict(75.0) == "missed by 1.50x (25 MiB over)"
+
+
+def test_compare_pools_the_runs_of_each_set_and_divides_after_by_before(tmp_path: Path) -> None:
+    def result(events_per_s: list[float], proxy_us: list[float]) -> dict[str, object]:
+        rows = [
+            {"measure": "recorder -> `serve` -> committed, 10,000 events", "unit": "events/s",
+             "value": events_per_s[0], "samples": events_per_s, "detail": {}},
+            {"measure": "CPU per event: recorder / proxy / database", "unit": "µs",
+             "value": 0, "samples": [], "detail": {"samples_us": [[7, p, 0] for p in proxy_us]}},
+        ]  # fmt: skip
+        return {"scenarios": {"e2e_sqlite": {"rows": rows}}}
+
+    files = {}
+    for name, figures in {
+        "b1": ([100.0, 110.0], [30.0, 31.0]),
+        "b2": ([120.0], [29.0]),
+        "a1": ([200.0, 220.0], [20.0]),
+        "a2": ([210.0], [22.0, 24.0]),
+    }.items():
+        files[name] = tmp_path / f"{name}.json"
+        files[name].write_text(json.dumps(result(*figures)))
+    done = run_python(
+        *("-m", "bench.compare", "--before", str(files["b1"]), str(files["b2"])),
+        *("--after", str(files["a1"]), str(files["a2"])),
+    )
+    assert done.returncode == 0, done.stderr
+    rows = done.stdout.splitlines()[2:]
+    committed = "recorder -> `serve` -> committed (events/s)"
+    assert f"| e2e_sqlite | {committed} | 110 | 210 | 1.91x |" in rows
+    assert "| e2e_sqlite | CPU per event, proxy (µs) | 30.00 | 22.00 | 0.73x |" in rows
