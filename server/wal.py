@@ -577,13 +577,22 @@ class WriteAheadLog:
 
     def read(self, position: int, max_bytes: int = 4 << 20) -> tuple[list[bytes], int]:
         """Payloads of the whole records from `position`, about `max_bytes` of them at most
-        (at least one), up to the visible end; and the position after the last one. Damaged
-        bytes on the way are contained (see the module docstring) and skipped.
+        (at least one, whatever `max_bytes`), up to the visible end; and the position after
+        the last one. Damaged bytes on the way are contained (see the module docstring) and
+        skipped.
 
         Blocking file I/O: call it through `read_async` from the event loop.
         """
+        records, position = self.read_records(position, max_bytes)
+        return [payload for _, payload in records], position
+
+    def read_records(
+        self, position: int, max_bytes: int = 4 << 20
+    ) -> tuple[list[tuple[int, bytes]], int]:
+        """As `read`, each payload with the position of its record (damage skipped on the
+        way makes a record start elsewhere than where the one before it ended)."""
         position = max(position, self._segments[0].start)
-        payloads: list[bytes] = []
+        records: list[tuple[int, bytes]] = []
         end = self._visible_end
         taken = 0
         for segment in self._segments_from(position):
@@ -593,12 +602,10 @@ class WriteAheadLog:
             stop = min(end, segment.end)
             if position >= stop:
                 continue
-            position, taken = self._read_segment(
-                segment, position, stop, max_bytes, taken, payloads
-            )
+            position, taken = self._read_segment(segment, position, stop, max_bytes, taken, records)
             if taken >= max_bytes or position < stop:
                 break
-        return payloads, position
+        return records, position
 
     def _read_segment(
         self,
@@ -607,18 +614,20 @@ class WriteAheadLog:
         stop: int,
         max_bytes: int,
         taken: int,
-        payloads: list[bytes],
+        records: list[tuple[int, bytes]],
     ) -> tuple[int, int]:
-        """Add the payloads of `segment` from `position` to `stop` (while under `max_bytes`,
-        at least one); returns the position reached and the bytes taken so far."""
+        """Add the records (position, payload) of `segment` from `position` to `stop` (while
+        under `max_bytes`, at least one); returns the position reached and the bytes taken so
+        far."""
         with segment.path.open("rb") as handle:
-            while position < stop and (taken < max_bytes or not payloads):
+            while position < stop and (taken < max_bytes or not records):
                 hole_end = self._holes.get(position)
                 if hole_end is not None:
                     position = hole_end
                     continue
                 handle.seek(position - segment.start)
-                data = handle.read(min(stop - position, max(max_bytes - taken, 0)) or HEADER.size)
+                # At least a header: a read under one would find no record and never end.
+                data = handle.read(min(stop - position, max(max_bytes - taken, HEADER.size)))
                 offset, bad = 0, False
                 while offset + HEADER.size <= len(data):
                     if offset and position + offset in self._holes:
@@ -639,7 +648,7 @@ class WriteAheadLog:
                     if zlib.crc32(payload) != crc:
                         bad = True
                         break
-                    payloads.append(payload)
+                    records.append((position + offset, payload))
                     offset = record_end
                 position += offset
                 taken += offset
@@ -714,6 +723,11 @@ class WriteAheadLog:
 
     async def read_async(self, position: int, max_bytes: int = 4 << 20) -> tuple[list[bytes], int]:
         return await asyncio.to_thread(self.read, position, max_bytes)
+
+    async def read_records_async(
+        self, position: int, max_bytes: int = 4 << 20
+    ) -> tuple[list[tuple[int, bytes]], int]:
+        return await asyncio.to_thread(self.read_records, position, max_bytes)
 
     def scan(self) -> Iterator[bytes]:
         """Every retained record's payload, oldest first (blocking; for recovery at start)."""

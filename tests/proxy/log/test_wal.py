@@ -494,3 +494,42 @@ def test_a_reader_that_meets_damage_while_running_skips_it_and_reports_it(
         await wal.close()
 
     run(main())
+
+
+@pytest.mark.parametrize("max_bytes", [0, 1, HEADER.size - 1, HEADER.size, HEADER.size + 2])
+def test_a_read_under_a_record_header_still_returns_a_record(
+    tmp_path: Path, max_bytes: int
+) -> None:
+    async def main() -> None:
+        wal = await WriteAheadLog.open(tmp_path)
+        for i in range(3):
+            await wal.append(f"record {i}".encode())
+        position, found = wal.start, []
+        for _ in range(3):
+            payloads, position = await asyncio.wait_for(wal.read_async(position, max_bytes), 5)
+            assert len(payloads) == 1
+            found.extend(payloads)
+        assert found == [f"record {i}".encode() for i in range(3)]
+        assert position == wal.end
+        await wal.close()
+
+    run(main())
+
+
+def test_a_read_stops_cleanly_when_less_than_a_header_of_its_budget_is_left(
+    tmp_path: Path,
+) -> None:
+    async def main() -> None:
+        wal = await WriteAheadLog.open(tmp_path)
+        first = await wal.append(b"x" * 100)
+        await wal.append(b"y" * 100)
+        # The first record leaves 3 bytes of the budget: the read ends there or takes the next.
+        payloads, position = await asyncio.wait_for(wal.read_async(wal.start, first + 3), 5)
+        assert payloads[0] == b"x" * 100
+        assert position == (first if len(payloads) == 1 else wal.end)
+        records, end = await asyncio.wait_for(wal.read_records_async(wal.start, 1 << 20), 5)
+        assert [start for start, _ in records] == [wal.start, first]
+        assert end == wal.end
+        await wal.close()
+
+    run(main())
