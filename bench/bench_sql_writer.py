@@ -27,13 +27,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from protoevents.proxy.changes import CREATED, Change
+from protoevents.proxy.changes import CREATED, Change, merge_repeats
 from protoevents.proxy.db import migrate
 from protoevents.proxy.db.engine import create_engine
 from protoevents.proxy.db.models import EventRow, events
 from protoevents.proxy.db.rows import event_to_copy_line, event_to_row, event_to_sqlite_values
 from protoevents.proxy.dedup import Deduplicator
-from protoevents.proxy.dispatcher import coalesce
 from protoevents.proxy.writers.sql import SqlWriter
 from protoevents.v1 import event_pb2
 
@@ -117,7 +116,7 @@ def storm_events(count: int, start_ns: int) -> list[event_pb2.Event]:
 def bench_storm(engine: Engine, count: int, batch: int, start_ns: int) -> float:
     """Events/s of `count` identical events, arriving in batches of `batch`, through the
     deduplicator and the SQL writer, the changes batched as the dispatcher does (a write
-    at 1,000 changes or 200 ms after the first pending one, repeated updates coalesced)."""
+    at 1,000 changes or 200 ms after the first pending one, repeats of an id merged)."""
     pool = storm_events(batch, start_ns)
     empty(engine)
     writer = SqlWriter(engine, name="storm")
@@ -131,9 +130,9 @@ def bench_storm(engine: Engine, count: int, batch: int, start_ns: int) -> float:
                 first_pending = time.monotonic()
             pending += dedup.observe_many(pool[: count - at], start_ns + at)
             if len(pending) >= 1000 or time.monotonic() - first_pending >= 0.2:
-                await writer.write(coalesce(pending))
+                await writer.write(merge_repeats(pending))
                 pending = []
-        await writer.write(coalesce(pending))
+        await writer.write(merge_repeats(pending))
         await writer.close()
 
     rate = per_second(count, lambda: asyncio.run(run()))

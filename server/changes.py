@@ -6,6 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from google.protobuf import timestamp_pb2
+
 from protoevents.v1 import event_pb2, query_service_pb2
 
 CREATED = query_service_pb2.CHANGE_KIND_CREATED
@@ -24,6 +26,89 @@ class Change:
 
     kind: query_service_pb2.ChangeKind.ValueType
     event: event_pb2.Event
+
+
+def fill_created(event: event_pb2.Event, received: timestamp_pb2.Timestamp) -> event_pb2.Event:
+    """Complete `event`, in place, as a new one received at `received`: count 1, first and
+    last time its time, that received time. Returns it."""
+    event.count = 1
+    event.received_time.CopyFrom(received)
+    time = event.time
+    event.first_time.CopyFrom(time)
+    event.last_time.CopyFrom(time)
+    return event
+
+
+def merge_repeats(changes: Sequence[Change]) -> list[Change]:
+    """The changes with the repeats of an id merged: its first CREATED and its last UPDATED
+    kept where they are, the other changes of that id left out; the order of what remains is
+    kept (a list equal to `changes` when no id repeats).
+
+    Dedup's contract makes this lossless: each change record holds every CREATED of its
+    batch, then at most one UPDATED per id, the first event as it stands after the batch;
+    counts and last times of an id only grow from record to record, so the last UPDATED of an
+    id carries all the earlier ones. Should it not (updates handed out of order), the kept
+    update is a copy raised to the highest count and latest last time of that id's updates,
+    as a writer applying them all in turn would store. A repeated CREATED is a replay of the
+    same event (writers are idempotent), so the first stands for all.
+    """
+    created: set[str] = set()
+    last: dict[str, int] = {}
+    repeats = False
+    for index, change in enumerate(changes):
+        event_id = change.event.id
+        if change.kind == UPDATED:
+            repeats = repeats or event_id in last
+            last[event_id] = index
+        elif event_id in created:
+            repeats = True
+        else:
+            created.add(event_id)
+    if not repeats:
+        return list(changes)
+    merged: list[Change] = []
+    first_created: set[str] = set()
+    highest = _highest_updates(changes)
+    for index, change in enumerate(changes):
+        event_id = change.event.id
+        if change.kind != UPDATED:
+            if event_id not in first_created:
+                first_created.add(event_id)
+                merged.append(change)
+        elif last[event_id] == index:
+            merged.append(highest.get(event_id, change))
+    return merged
+
+
+def _highest_updates(changes: Sequence[Change]) -> dict[str, Change]:
+    """For each id whose last UPDATED lacks the highest count or latest last time of its
+    updates, that last update raised to them."""
+    best: dict[str, tuple[int, tuple[int, int], Change]] = {}
+    for change in changes:
+        if change.kind != UPDATED:
+            continue
+        event = change.event
+        last = event.last_time
+        mark = (last.seconds, last.nanos)
+        known = best.get(event.id)
+        if known is None:
+            best[event.id] = (event.count, mark, change)
+        else:
+            best[event.id] = (max(known[0], event.count), max(known[1], mark), change)
+    raised: dict[str, Change] = {}
+    for event_id, (count, (seconds, nanos), change) in best.items():
+        event = change.event
+        if event.count == count and (event.last_time.seconds, event.last_time.nanos) == (
+            seconds,
+            nanos,
+        ):
+            continue
+        copy = event_pb2.Event()
+        copy.CopyFrom(event)
+        copy.count = count
+        copy.last_time.seconds, copy.last_time.nanos = seconds, nanos
+        raised[event_id] = Change(UPDATED, copy)
+    return raised
 
 
 def watch_message(change: Change) -> bytes:

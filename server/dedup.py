@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from google.protobuf import timestamp_pb2
 
-from protoevents.proxy.changes import CREATED, UPDATED, Change
+from protoevents.proxy.changes import CREATED, UPDATED, Change, fill_created
 from protoevents.v1 import event_pb2
 
 DEFAULT_WINDOW_SECONDS = 10.0
@@ -266,9 +266,5 @@ class Deduplicator:
 def _created(event: event_pb2.Event, received_at: int) -> event_pb2.Event:
     created = event_pb2.Event()
     created.CopyFrom(event)
-    created.count = 1
-    created.first_time.CopyFrom(event.time)
-    created.last_time.CopyFrom(event.time)
-    received = created.received_time
-    received.seconds, received.nanos = divmod(received_at, 1_000_000_000)
-    return created
+    seconds, nanos = divmod(received_at, 1_000_000_000)
+    return fill_created(created, timestamp_pb2.Timestamp(seconds=seconds, nanos=nanos))

@@ -10,29 +10,20 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 
 from protoevents.proxy import changelog
-from protoevents.proxy.changes import CREATED, UPDATED, Change, PermanentWriteError, Writer
+from protoevents.proxy.changes import (
+    CREATED,
+    UPDATED,
+    Change,
+    PermanentWriteError,
+    Writer,
+    merge_repeats,
+)
 from protoevents.proxy.metrics import Metrics
 from protoevents.proxy.wal import WriteAheadLog
 from protoevents.recorder.backoff import Backoff
 from protoevents.recorder.setaside import SetAside, make_batch
 
 log = logging.getLogger(__name__)
-
-
-def coalesce(changes: Sequence[Change]) -> list[Change]:
-    """The changes with every UPDATE of an id but its last one left out (counts only grow,
-    so the last carries all). CREATEs and the order of what remains are kept."""
-    last: dict[str, int] = {}
-    for index, change in enumerate(changes):
-        if change.kind == UPDATED:
-            last[change.event.id] = index
-    if len(last) == sum(1 for c in changes if c.kind == UPDATED):
-        return list(changes)
-    return [
-        change
-        for index, change in enumerate(changes)
-        if change.kind != UPDATED or last[change.event.id] == index
-    ]
 
 
 class _WriterFeed:
@@ -154,7 +145,7 @@ class _WriterFeed:
                 await self._commit(self.pending_end)
             return
         await self._leader_caught_up()
-        batch = coalesce(self.pending)
+        batch = merge_repeats(self.pending)
         refused = await self._write(batch, isolate=False)
         if refused is not None:
             await self._isolate(batch, refused)

@@ -16,7 +16,7 @@ from typing import TypeAlias
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from protoevents.proxy import changelog
-from protoevents.proxy.changes import CREATED
+from protoevents.proxy.changes import CREATED, fill_created
 from protoevents.proxy.dedup import Deduplicator
 from protoevents.proxy.metrics import Metrics
 from protoevents.proxy.quarantine import Quarantine, Unknown
@@ -271,7 +271,6 @@ class Ingest:
         events' indexes in their batch)."""
         received = Timestamp(seconds=int(now), nanos=int((now % 1) * 1e9))
         received_ns = received.seconds * 1_000_000_000 + received.nanos
-        fill = event_pb2.Event(count=1, received_time=received)
         recent = self.recent
         decision = _Decision()
         accepted = decision.accepted
@@ -283,12 +282,7 @@ class Ingest:
                 continue
             accepted[event_id] = None
             fresh_at.append(index)
-            if event.HasField("received_time"):
-                event.ClearField("received_time")
-            event.MergeFrom(fill)
-            event.first_time.CopyFrom(event.time)
-            event.last_time.CopyFrom(event.time)
-            fresh.append(event)
+            fresh.append(fill_created(event, received))
         if self.dedup is None:
             decision.created.extend(fresh)
             return decision

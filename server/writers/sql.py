@@ -13,11 +13,10 @@ from typing import Any, ClassVar
 
 import psycopg
 import sqlalchemy as sa
-from google.protobuf import timestamp_pb2
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Connection, Engine
 
-from protoevents.proxy.changes import UPDATED, Change, PermanentWriteError
+from protoevents.proxy.changes import UPDATED, Change, PermanentWriteError, merge_repeats
 from protoevents.proxy.db.models import events
 from protoevents.proxy.db.rows import (
     COLUMNS,
@@ -75,41 +74,19 @@ class WriteResult:
 
 
 @dataclass(slots=True)
-class _Update:
-    """The updates of one id in a batch, merged: highest count, latest last time."""
-
-    event: event_pb2.Event
-    count: int
-    last: tuple[int, int]
-
-    def last_timestamp(self) -> timestamp_pb2.Timestamp:
-        seconds, nanos = self.last
-        return timestamp_pb2.Timestamp(seconds=seconds, nanos=nanos)
-
-
-@dataclass(slots=True)
 class _Plan:
-    """A batch reduced to one new event per id and one merged update per id."""
+    """A batch reduced to one new event per id and one update per id (`merge_repeats`)."""
 
     created: dict[str, event_pb2.Event]
-    updates: dict[str, _Update]
+    updates: dict[str, event_pb2.Event]
 
 
 def _plan(changes: Sequence[Change]) -> _Plan:
     created: dict[str, event_pb2.Event] = {}
-    updates: dict[str, _Update] = {}
-    for change in changes:
+    updates: dict[str, event_pb2.Event] = {}
+    for change in merge_repeats(changes):
         event = change.event
-        if change.kind != UPDATED:
-            created.setdefault(event.id, event)
-            continue
-        last = event.last_time
-        count, last_key = event.count, (last.seconds, last.nanos)
-        update = updates.get(event.id)
-        if update is None:
-            updates[event.id] = _Update(event, count, last_key)
-        else:
-            update.count, update.last = max(count, update.count), max(last_key, update.last)
+        (updates if change.kind == UPDATED else created)[event.id] = event
     return _Plan(created, updates)
 
 
@@ -135,7 +112,7 @@ def _write_sqlite(connection: Connection, plan: _Plan) -> WriteResult:
     already in SQLite's storage form, then one executemany of the merged updates."""
     rows = [event_to_sqlite_values(event) for event in plan.created.values()]
     rows.extend(
-        event_to_sqlite_values(update.event)
+        event_to_sqlite_values(update)
         for event_id, update in plan.updates.items()
         if event_id not in plan.created
     )
@@ -144,7 +121,7 @@ def _write_sqlite(connection: Connection, plan: _Plan) -> WriteResult:
     if plan.updates:
         params = []
         for event_id, update in plan.updates.items():
-            last = timestamp_to_text(update.last_timestamp())
+            last = timestamp_to_text(update.last_time)
             params.append((update.count, last, event_id, update.count, last))
         updated = connection.exec_driver_sql(_SQLITE_UPDATE, params).rowcount
     return WriteResult(max(inserted, 0), max(updated, 0))
@@ -177,7 +154,7 @@ def _write_postgresql(connection: Connection, plan: _Plan) -> WriteResult:
         if plan.updates:
             cursor.execute(_create_stage(_UPDATE_STAGE))
             lines = (
-                event_to_copy_line(u.event, u.count, timestamp_to_text(u.last_timestamp()))
+                event_to_copy_line(u, u.count, timestamp_to_text(u.last_time))
                 for u in plan.updates.values()
             )
             _copy(cursor, _UPDATE_STAGE, lines)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from protoevents.proxy.changes import CREATED, UPDATED, Change
-from protoevents.proxy.dispatcher import Dispatcher, coalesce
+from protoevents.proxy.changes import CREATED, UPDATED
+from protoevents.proxy.dispatcher import Dispatcher
 from protoevents.proxy.wal import WriteAheadLog
 from protoevents.v1 import event_pb2
 from tests.support.ingest_helpers import (
@@ -23,27 +23,6 @@ from tests.support.wal import append
 def dispatcher(wal: WriteAheadLog, *writers: MemoryWriter, **options: Any) -> Dispatcher:
     options.setdefault("backoff", FAST_RETRY)
     return Dispatcher(wal, writers, **options)
-
-
-def test_coalesce_keeps_the_last_update_of_an_id_and_every_create() -> None:
-    a, b = make_event(), make_event()
-    a2 = event_pb2.Event(id=a.id, count=2)
-    a3 = event_pb2.Event(id=a.id, count=3)
-    b2 = event_pb2.Event(id=b.id, count=2)
-    changes = [
-        Change(CREATED, a),
-        Change(UPDATED, a2),
-        Change(CREATED, b),
-        Change(UPDATED, b2),
-        Change(UPDATED, a3),
-    ]
-    kept = coalesce(changes)
-    assert [(c.kind, c.event.id, c.event.count) for c in kept] == [
-        (CREATED, a.id, 0),
-        (CREATED, b.id, 0),
-        (UPDATED, b.id, 2),
-        (UPDATED, a.id, 3),
-    ]
 
 
 def test_a_batch_is_written_when_traffic_goes_idle(tmp_path: Path) -> None:
