@@ -134,6 +134,7 @@ class Writer(Protocol):
     lost), which the dispatcher retries with backoff for as long as it lasts.
 
     A writer says what else it is by attributes set to True (see `Trait`; absent is False).
+    The changes it is handed are shared with the other writers: it never modifies them.
     """
 
     name: str
@@ -148,7 +149,9 @@ class Writer(Protocol):
 #   follows_store  takes a change only once the writer that stores has written it
 #   live_only      hands changes on as they come: it starts at the end of the log, no history
 #   filtered       takes only the changes its filter passes
-Trait = Literal["stores", "follows_store", "live_only", "filtered"]
+#   idle           has no one to hand changes to right now (a property: it may change at any
+#                  time): its feed passes the changes by, undecoded, instead of writing them
+Trait = Literal["stores", "follows_store", "live_only", "filtered", "idle"]
 
 
 def has_trait(writer: Writer, trait: Trait) -> bool:

@@ -9,16 +9,17 @@ import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 
-from protoevents.proxy import changelog
 from protoevents.proxy.changes import (
     CREATED,
     UPDATED,
     Change,
     PermanentWriteError,
     Writer,
+    has_trait,
     merge_repeats,
 )
 from protoevents.proxy.metrics import Metrics
+from protoevents.proxy.record_cache import DEFAULT_MAX_BYTES, Record, RecordCache
 from protoevents.proxy.wal import WriteAheadLog
 from protoevents.recorder.backoff import Backoff
 from protoevents.recorder.setaside import SetAside, make_batch
@@ -36,12 +37,14 @@ class _WriterFeed:
         wal = dispatcher.wal
         self.bookmark = wal.register_reader(self.name)
         self.read_position = self.bookmark
-        self.pending: list[Change] = []
+        self.pending: list[Record] = []  # read, not written yet
+        self.pending_count = 0  # their changes (1 a record while they are not decoded)
         self.pending_end = self.bookmark
         self.written = 0
         self.failures = 0
         self.restarts = 0
         self.set_aside = 0  # changes set aside since start
+        self.skipped = 0  # records passed while the writer was idle
         self.failing_since: float | None = None  # monotonic time of the first failure in a row
         self.last_error = ""  # of the last failed write, for health to say what is wrong
         self.restarting = False  # the feed failed and waits to start again
@@ -84,8 +87,8 @@ class _WriterFeed:
                 )
                 self.restarting = True
                 self._failing()
-                self.pending, self.read_position = [], self.bookmark
-                self.pending_end = self.bookmark
+                self.pending, self.pending_count = [], 0
+                self.read_position = self.pending_end = self.bookmark
                 if d.give_up.is_set():
                     raise _GaveUpError from None
                 with contextlib.suppress(TimeoutError):
@@ -111,7 +114,7 @@ class _WriterFeed:
         first_pending_at = 0.0
         while True:
             if self.pending and (
-                len(self.pending) >= d.batch_events
+                self.pending_count >= d.batch_events
                 or loop.time() - first_pending_at >= d.batch_interval_s
             ):
                 await self.flush()
@@ -126,30 +129,42 @@ class _WriterFeed:
             )
             if not await wal.wait_beyond(self.read_position, timeout):
                 continue
-            payloads, end = await wal.read_async(self.read_position, d.read_bytes)
-            if not payloads:
+            records, end = await d.records.read(self.read_position, d.read_bytes)
+            if not records:
                 continue
             if not self.pending:
                 first_pending_at = loop.time()
-            for payload in payloads:
-                self.pending.extend(changelog.decode(payload))
+            self._take(records)
             self.read_position = end
             self.pending_end = end
+
+    def _take(self, records: list[Record]) -> None:
+        """Add read records to the pending ones, decoding them unless the writer is idle."""
+        self.pending.extend(records)
+        if has_trait(self.writer, "idle"):
+            self.pending_count += len(records)
+            return
+        for record in records:
+            self.pending_count += len(record.changes())
 
     async def flush(self) -> None:
         """Write the pending changes, retrying until the writer takes them, then commit the
         bookmark. At stop, retrying ends at the dispatcher's deadline (the changes stay in
-        the log behind the bookmark)."""
+        the log behind the bookmark). A writer idle once the leader has them is handed
+        nothing: the records are passed undecoded."""
         if not self.pending:
             if self.pending_end != self.bookmark:
                 await self._commit(self.pending_end)
             return
         await self._leader_caught_up()
-        batch = merge_repeats(self.pending)
-        refused = await self._write(batch, isolate=False)
-        if refused is not None:
-            await self._isolate(batch, refused)
-        self.pending = []
+        if has_trait(self.writer, "idle"):
+            self.skipped += len(self.pending)
+        else:
+            batch = merge_repeats([c for record in self.pending for c in record.changes()])
+            refused = await self._write(batch, isolate=False)
+            if refused is not None:
+                await self._isolate(batch, refused)
+        self.pending, self.pending_count = [], 0
         await self._commit(self.pending_end)
 
     async def _write(self, batch: list[Change], *, isolate: bool) -> PermanentWriteError | None:
@@ -293,6 +308,11 @@ class Dispatcher:
     `set_aside_dir/<writer>/` (a `protoevents.recorder.setaside.SetAside`, held while the dispatcher
     runs); the writer then moves on. A feed that fails for any other reason is restarted from
     its bookmark with backoff. `on_state` is called when a writer starts or stops failing.
+
+    The feeds read the log through one RecordCache (`records`, holding at most `cache_bytes`
+    of records): each record is read and decoded once for all of them. A writer that says it
+    is `idle` (no one to hand changes to now) is handed nothing: its feed passes the records
+    without decoding them, still after the followed writer committed them.
     """
 
     def __init__(
@@ -305,6 +325,7 @@ class Dispatcher:
         backoff: Backoff | None = None,
         metrics: Metrics | None = None,
         read_bytes: int = 1 << 20,
+        cache_bytes: int = DEFAULT_MAX_BYTES,
         follows: Mapping[str, str] | None = None,
         live_only: Collection[str] = (),
         max_attempts: int = 5,
@@ -329,6 +350,7 @@ class Dispatcher:
         self.stopping = asyncio.Event()
         self.give_up = asyncio.Event()
         self.feeds = [_WriterFeed(self, w) for w in writers]
+        self.records = RecordCache(wal, self._low_water, cache_bytes)
         for follower, leader in (follows or {}).items():
             self.feed(follower).leader = self.feed(leader)
         for name in live_only:  # they pass changes on as they come: no history at start
@@ -355,6 +377,10 @@ class Dispatcher:
             if feed.store is not None:
                 feed.store.close()
                 feed.store = None
+
+    def _low_water(self) -> int:
+        """The smallest read position of the feeds: records before it are passed by all."""
+        return min((f.read_position for f in self.feeds), default=self.wal.end)
 
     def feed(self, name: str) -> _WriterFeed:
         return next(f for f in self.feeds if f.name == name)

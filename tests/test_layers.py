@@ -54,6 +54,7 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
             "ids",
             "sources",
             "ingest",
+            "record_cache",
         )
     },
     "protoevents.proxy.access": (

@@ -17,7 +17,8 @@ log = logging.getLogger(__name__)
 
 class HubWriter:
     """The writer that publishes the changes handed to it to this proxy's hub: live only, and
-    it follows the writer that stores, so watchers see what can already be queried."""
+    it follows the writer that stores, so watchers see what can already be queried. It is
+    `idle` while nobody watches: then its feed does not even decode the changes."""
 
     live_only = True
     follows_store = True
@@ -25,6 +26,10 @@ class HubWriter:
     def __init__(self, hub: ChangeHub, name: str = "watch") -> None:
         self.name = name
         self.hub = hub
+
+    @property
+    def idle(self) -> bool:
+        return not self.hub
 
     async def write(self, changes: Sequence[Change]) -> None:
         self.hub.publish(changes)

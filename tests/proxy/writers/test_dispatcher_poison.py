@@ -133,7 +133,7 @@ def test_a_feed_that_fails_outside_the_writer_is_restarted_and_loses_nothing(
         wal = await WriteAheadLog.open(tmp_path / "wal")
         writer = MemoryWriter("w")
         d = Dispatcher(wal, [writer], backoff=FAST_RETRY, batch_interval_s=0.01)
-        read = wal.read_async
+        read = wal.read_records_async
         failures = [3]
 
         async def failing_read(position: int, max_bytes: int = 4 << 20) -> object:
@@ -142,7 +142,7 @@ def test_a_feed_that_fails_outside_the_writer_is_restarted_and_loses_nothing(
                 raise OSError(5, "Input/output error")
             return await read(position, max_bytes)
 
-        monkeypatch.setattr(wal, "read_async", failing_read)
+        monkeypatch.setattr(wal, "read_records_async", failing_read)
         d.start()
         events = make_events(10)
         await append(wal, events)
@@ -167,7 +167,7 @@ def test_a_feed_restarting_at_stop_gives_up_at_the_deadline(tmp_path: Path) -> N
         async def broken(position: int, max_bytes: int = 4 << 20) -> object:
             raise OSError(5, "Input/output error")
 
-        wal.read_async = broken  # type: ignore[method-assign]
+        wal.read_records_async = broken  # type: ignore[method-assign]
         d.start()
         await append(wal, make_events(1))
         await wait_until(lambda: d.feed("w").restarts >= 1)
