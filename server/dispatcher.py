@@ -137,6 +137,7 @@ class _WriterFeed:
             self._take(records)
             self.read_position = end
             self.pending_end = end
+            d.records.drop_passed()
 
     def _take(self, records: list[Record]) -> None:
         """Add read records to the pending ones, decoding them unless the writer is idle."""

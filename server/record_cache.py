@@ -44,10 +44,10 @@ class RecordCache:
     A read from a position some record starts at takes the records already held from there
     (a feed that follows another reads what the other read); otherwise it reads the log, and
     a feed asking for the same position meanwhile waits for that read instead of making its
-    own. A record is kept while a feed is still before its end (`low_water()`: the smallest
-    position of the feeds), and while the records held take at most `max_bytes` (log bytes,
-    header included; past that the oldest are dropped, and a feed far behind reads them
-    again from the log).
+    own. A record is kept until every feed has passed its end (`low_water()`: the smallest
+    position of the feeds, checked at `drop_passed`), and while the records held take at most
+    `max_bytes` (log bytes, header included; past that the oldest are dropped, and a feed far
+    behind reads them again from the log).
     """
 
     def __init__(
@@ -72,7 +72,6 @@ class RecordCache:
     async def read(self, position: int, max_bytes: int) -> tuple[list[Record], int]:
         """The records from `position`, about `max_bytes` of them (at least one when there
         is one), and the position after them: as `WriteAheadLog.read`, in records."""
-        self._drop_passed()
         held = self._held_from(position, max_bytes)
         if held:
             return held, held[-1].end
@@ -115,8 +114,8 @@ class RecordCache:
         if not task.cancelled():
             task.exception()  # retrieved: every waiting feed gets it raised
 
-    def _drop_passed(self) -> None:
-        """Drop the records every feed has passed."""
+    def drop_passed(self) -> None:
+        """Drop the records every feed has passed (a feed calls it when it moved on)."""
         mark = self.low_water()
         passed = [start for start, record in self._records.items() if record.end <= mark]
         for start in passed:
