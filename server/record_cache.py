@@ -10,7 +10,7 @@ from protoevents.proxy import changelog
 from protoevents.proxy.changes import Change
 from protoevents.proxy.wal import HEADER, WriteAheadLog
 
-DEFAULT_MAX_BYTES = 64 << 20
+DEFAULT_MAX_BYTES = 16 << 20  # about 50 records of 1,000 events: feeds within that share
 
 
 class Record:
