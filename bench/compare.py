@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 _CPU_PARTS = ("recorder", "proxy", "database")
-_SIZE = re.compile(r", [\d,]+ events.*$")  # ", 10,000 events, acknowledged": the run's size
+# What a run's size or its events' size adds to a measure's name: ", 10,000 events,
+# acknowledged", " (326 B serialized)".
+_SIZE = re.compile(r", [\d,]+ events.*$| \([\d,]+ B serialized\)")
 
 Figures = dict[tuple[str, str], list[float]]
 

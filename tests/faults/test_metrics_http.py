@@ -16,6 +16,7 @@ from tests.support.paths import ROOT
 from tests.support.polling import poll
 from tests.support.scrape import healthz, scrape, value
 from tests.support.serve_process import ServeProcess
+from tests.support.syslog_listener import receive_all
 
 
 def free_port() -> int:
@@ -45,18 +46,6 @@ def start(tmp_path: Path, processes: list[ServeProcess], collector_port: int) ->
 def record(proxy: ServeProcess, events: list[event_pb2.Event]) -> proxy_service_pb2.BatchResult:
     request = proxy_service_pb2.RecordBatchRequest(events=events)
     return proxy.stub.RecordBatch(request, timeout=10).result
-
-
-def receive_all(collector: socket.socket, events: list[event_pb2.Event]) -> None:
-    """Accept the writer's connection and read until every event's id has come."""
-    connection, _ = collector.accept()
-    with connection:
-        received = b""
-        connection.settimeout(60)
-        while not all(e.id.encode() in received for e in events):
-            chunk = connection.recv(65536)
-            assert chunk, "the writer closed the connection before sending every event"
-            received += chunk
 
 
 def test_counters_move_as_events_flow_and_healthz_follows_a_failing_writer(

@@ -18,6 +18,7 @@ from tests.support.ingest_helpers import make_events
 from tests.support.polling import poll
 from tests.support.serve_process import ServeProcess
 from tests.support.stored import stored_counts
+from tests.support.syslog_listener import receive_all
 
 
 def test_a_stuck_writer_makes_health_not_serving_until_it_recovers(
@@ -53,16 +54,9 @@ def test_a_stuck_writer_makes_health_not_serving_until_it_recovers(
         collector.bind(("127.0.0.1", port))
         collector.listen()
         collector.settimeout(60)
-        connection, _ = collector.accept()
-        with connection:
-            received = b""
-            connection.settimeout(60)
-            while not all(e.id.encode() in received for e in events):
-                chunk = connection.recv(65536)
-                assert chunk, "the writer closed the connection before sending every event"
-                received += chunk
-            poll(lambda: status(proxy.channel, "") == SERVING, 30, "the proxy to serve again")
-            assert status(proxy.channel, "protoevents.writer.collector") == SERVING
+        receive_all(collector, events)
+        poll(lambda: status(proxy.channel, "") == SERVING, 30, "the proxy to serve again")
+        assert status(proxy.channel, "protoevents.writer.collector") == SERVING
     assert proxy.stop(signal.SIGTERM) == 0
 
 

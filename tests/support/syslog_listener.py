@@ -1,10 +1,15 @@
-"""Syslog collectors for the tests: a UDP one and an octet-counting TCP (or TLS) one."""
+"""Syslog collectors for the tests: a UDP one, an octet-counting TCP (or TLS) one, and a
+blocking read of a writer's stream until given events have come."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
+from collections.abc import Sequence
 from typing import Any
+
+from protoevents.v1 import event_pb2
 
 
 class UdpCollector(asyncio.DatagramProtocol):
@@ -84,3 +89,16 @@ class TcpCollector:
         async with asyncio.timeout(10):
             while self._handlers:
                 await asyncio.sleep(0.005)
+
+
+def receive_all(collector: socket.socket, events: Sequence[event_pb2.Event]) -> None:
+    """Accept a syslog writer's TCP connection on `collector` and read until every event's id
+    has come."""
+    connection, _ = collector.accept()
+    with connection:
+        received = b""
+        connection.settimeout(60)
+        while not all(e.id.encode() in received for e in events):
+            chunk = connection.recv(65536)
+            assert chunk, "the writer closed the connection before sending every event"
+            received += chunk
