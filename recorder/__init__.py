@@ -26,10 +26,13 @@ from protoevents.recorder.stats import RecorderStats
 if TYPE_CHECKING:
     from protoevents.recorder.logging_handler import EventHandler
     from protoevents.recorder.recorder import Recorder, default_spool_dir
+    from protoevents.recorder.tls import ClientTLS, ClientTLSError
 
 # Imported on first use (PEP 562), as concurrent.futures does with its process pool: they
 # bring in grpc, which a program that only reads the registry (`protoevents types`) never needs.
 _LAZY = {
+    "ClientTLS": "protoevents.recorder.tls",
+    "ClientTLSError": "protoevents.recorder.tls",
     "EventHandler": "protoevents.recorder.logging_handler",
     "Recorder": "protoevents.recorder.recorder",
     "default_spool_dir": "protoevents.recorder.recorder",
@@ -37,6 +40,8 @@ _LAZY = {
 
 __all__ = [
     "AmbiguousEventTypeError",
+    "ClientTLS",
+    "ClientTLSError",
     "EventHandler",
     "EventTooLargeError",
     "EventType",

@@ -39,6 +39,7 @@ from protoevents.recorder.setaside import SetAsideInUseError, make_batch
 from protoevents.recorder.spool import Spool, SpoolEntry
 from protoevents.recorder.stats import Counters
 from protoevents.recorder.statuses import SUSPECT_ATTEMPTS, Verdict, verdict
+from protoevents.recorder.tls import ClientTLS, ClientTLSError, TLSFiles
 from protoevents.recorder.token import metadata as token_metadata
 from protoevents.recorder.wire import (
     HEADER_BYTES,
@@ -75,6 +76,7 @@ class DeliveryOptions:
     backoff_max: float = 5.0
     credentials: grpc.ChannelCredentials | None = None
     token: str | None = None  # sent as `authorization: Bearer` metadata
+    tls: ClientTLS | None = None
 
 
 class StreamBrokenError(Exception):
@@ -195,6 +197,8 @@ class Delivery:
         self._thread = threading.Thread(target=self._run_thread, name="recorder", daemon=True)
         self._grpc_channel: grpc.aio.Channel | None = None
         self._record: Any = None
+        self._tls_credentials = options.credentials
+        self._tls_files: TLSFiles | None = None  # what the channel's credentials were made of
 
     # -- control from other threads ------------------------------------------------------
 
@@ -284,6 +288,7 @@ class Delivery:
                 self._failing = True
                 if self._finishing and not self.gave_up:
                     await self._finishing_failure(broken)
+                await self._renew_tls()
                 if not self._stopping:
                     await self._offline(self._backoff.next_delay())
         except (asyncio.CancelledError, KeyboardInterrupt):
@@ -328,9 +333,39 @@ class Delivery:
         ]
         if fresh:  # not the process's shared connection, which may be waiting to reconnect
             options.append(("grpc.use_local_subchannel_pool", 1))
-        if self.options.credentials is not None:
-            return grpc.aio.secure_channel(self.options.proxy, self.options.credentials, options)
+        credentials = self._credentials()
+        if credentials is not None:
+            if self.options.tls is not None:
+                options += self.options.tls.channel_options()
+            return grpc.aio.secure_channel(self.options.proxy, credentials, options)
         return grpc.aio.insecure_channel(self.options.proxy, options)
+
+    def _credentials(self) -> grpc.ChannelCredentials | None:
+        """The TLS files as they are now (a renewed client certificate is taken), or the
+        last ones that could be read."""
+        if self.options.tls is not None:
+            try:
+                files = self.options.tls.read()
+                self._tls_credentials = self.options.tls.credentials(files)
+                self._tls_files = files
+            except ClientTLSError as exc:
+                self._log.log(logging.WARNING, "tls", "%s; using the last ones read", exc)
+        return self._tls_credentials
+
+    async def _renew_tls(self) -> None:
+        """After a failed stream: a new channel when the TLS files changed since the channel
+        was opened (a renewed certificate, a CA fixed), which its reconnects would not read."""
+        if self.options.tls is None:
+            return
+        try:
+            changed = self.options.tls.read() != self._tls_files
+        except ClientTLSError:
+            return  # `_credentials` says so when a channel is next opened
+        if changed:
+            old = self._grpc_channel
+            self._open_channel(fresh=self._fresh)
+            if old is not None:
+                await old.close(grace=None)
 
     async def _session(self, first: _Batch) -> None:
         self._progress = False

@@ -26,6 +26,7 @@ from protoevents.recorder.registry import SEVERITY_VALUES, EnumType, Registry, p
 from protoevents.recorder.resolve import EventTypeResolver
 from protoevents.recorder.spool import Spool, SpoolSlot
 from protoevents.recorder.stats import Counters, RecorderStats
+from protoevents.recorder.tls import ClientTLS
 from protoevents.recorder.token import resolve as resolve_token
 from protoevents.recorder.wire import Item, build_event
 from protoevents.v1 import event_pb2
@@ -124,6 +125,10 @@ class Recorder:
     events rejected in its acknowledgement) is set aside in the dead-letter store
     (`dead_letter_path`) and counted in `stats().set_aside`; `protoevents spool` shows and
     replays it.
+
+    `proxy` is HOST:PORT or, for a proxy on the same machine, unix:PATH (its `listen_unix`).
+    `tls` (a `ClientTLS`: CA file, client certificate and key for mTLS, server name) turns
+    TLS on; its files are read again after a failed stream, and taken when they changed.
     """
 
     def __init__(
@@ -146,9 +151,14 @@ class Recorder:
         backoff_max: float = 5.0,
         credentials: grpc.ChannelCredentials | None = None,
         token: str | None = None,
+        tls: ClientTLS | None = None,
     ) -> None:
         if not component:
             raise ValueError("component must be a non-empty name")
+        if tls is not None:
+            if credentials is not None:
+                raise ValueError("give tls or credentials, not both")
+            credentials = tls.credentials()  # raises ClientTLSError now, not in the thread
         if batch_size < 1 or queue_size < batch_size:
             raise ValueError(f"need 1 <= batch_size ({batch_size}) <= queue_size ({queue_size})")
         if not 1024 <= max_event_bytes <= max_batch_bytes - 1024:
@@ -175,6 +185,7 @@ class Recorder:
             backoff_max=backoff_max,
             credentials=credentials,
             token=resolve_token(token),
+            tls=tls,
         )
         self._queue_size = queue_size
         self._closed = False

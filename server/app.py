@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2_grpc
@@ -40,6 +41,7 @@ from protoevents.proxy.query.service import (
 from protoevents.proxy.query.store import EventStore
 from protoevents.proxy.reflection import documented_files
 from protoevents.proxy.reflection import enable as enable_reflection
+from protoevents.proxy.tls import DAY_S, CertificateReloader, ServerTLS
 from protoevents.proxy.validation import Limits, Validator
 from protoevents.proxy.wal import WriteAheadLog
 from protoevents.proxy.watch.hub import ChangeHub
@@ -117,11 +119,9 @@ def grpc_server(
     )
 
 
-def server_credentials(
-    settings: Settings, given: grpc.ServerCredentials | None = None
-) -> grpc.ServerCredentials | None:
-    """The credentials the port is served with (None: plaintext): `given`, from tests."""
-    return given
+def server_credentials(reloader: CertificateReloader | None) -> grpc.ServerCredentials | None:
+    """The credentials the port is served with: the certificates' (None: plaintext)."""
+    return reloader.credentials() if reloader is not None else None
 
 
 def bind(
@@ -135,6 +135,51 @@ def bind(
         return server.add_insecure_port(listen)
     except RuntimeError:  # grpc's "Failed to bind to address"
         raise address_error(listen) from None
+
+
+async def listen(
+    server: grpc.aio.Server, settings: Settings, credentials: grpc.ServerCredentials | None
+) -> int:
+    """Bind the gRPC port (over TLS with `credentials`) and the Unix socket, and start
+    serving; the port bound."""
+    port = bind(server, settings.listen, credentials)
+    if settings.listen_unix is not None:
+        bind_unix(server, settings.listen_unix)
+    await server.start()
+    return port
+
+
+def bind_unix(server: grpc.aio.Server, path: Path) -> None:
+    """Also listen on the Unix socket `path` (plaintext: only this machine reaches it)."""
+    try:
+        server.add_insecure_port(f"unix:{path}")
+    except RuntimeError:
+        raise OSError(f"cannot listen on the Unix socket {path}") from None
+
+
+def certificate_reloader(settings: Settings, metrics: Metrics) -> CertificateReloader | None:
+    """The proxy's certificates when TLS is on, their expiry in `metrics`. Raises
+    TLSConfigError naming the file that cannot serve."""
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        return None
+    reloader = CertificateReloader(
+        ServerTLS(
+            settings.tls_cert_file,
+            settings.tls_key_file,
+            settings.tls_client_ca_file,
+            settings.tls_expiry_warning_days * DAY_S,
+        )
+    )
+    gauge = metrics.tls_certificate_expiry.labels(str(settings.tls_cert_file))
+    gauge.set_function(reloader.seconds_left)
+    return reloader
+
+
+async def watch_expiry(reloader: CertificateReloader, every_s: float = 3600.0) -> None:
+    """Check the certificate's expiry every `every_s` (new connections check it too)."""
+    while True:
+        await asyncio.sleep(every_s)
+        await asyncio.to_thread(reloader.check_expiry)
 
 
 @dataclass
@@ -158,6 +203,8 @@ class Proxy:
     board: HealthBoard = field(default_factory=HealthBoard)
     access: AccessFile | None = None
     denials: Denials | None = None
+    tls: CertificateReloader | None = None
+    expiry_watch: asyncio.Task[None] | None = None
     stopped: bool = False
 
     @property
@@ -173,6 +220,8 @@ class Proxy:
         grace = self.settings.shutdown_grace_s if grace is None else grace
         if self.reporter is not None:
             await self.reporter.stop()
+        if self.expiry_watch is not None:
+            self.expiry_watch.cancel()
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
         if self.relay is not None:
@@ -371,10 +420,11 @@ async def start_proxy(
     access = AccessFile.open(settings.access_file) if settings.access_file else None
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     board = HealthBoard()
+    metrics = Metrics()
+    reloader = certificate_reloader(settings, metrics)  # bad files: before anything opens
     async with AsyncExitStack() as undo:
         engine = await asyncio.to_thread(open_database, settings.db, registry)
         undo.callback(engine.dispose)
-        metrics = Metrics()
         wal = await open_log(settings, metrics)
         undo.push_async_callback(wal.close)
         hub = ChangeHub(settings.watch_queue_size)
@@ -398,8 +448,7 @@ async def start_proxy(
         metrics_server = start_metrics_server(settings, metrics, board)
         if metrics_server is not None:
             undo.push_async_callback(metrics_server.stop)
-        port = bind(server, settings.listen, server_credentials(settings, credentials))
-        await server.start()
+        port = await listen(server, settings, credentials or server_credentials(reloader))
         undo.pop_all()  # the proxy owns all of it now: `Proxy.stop` closes it
     proxy = Proxy(
         settings,
@@ -418,18 +467,33 @@ async def start_proxy(
         board=board,
         access=access,
         denials=denials,
+        tls=reloader,
+        expiry_watch=asyncio.create_task(watch_expiry(reloader)) if reloader else None,
     )
     await _report_health(proxy)
-    log.info(
-        "serving on %s%s (log %s, %d bytes retained, %d recent ids restored, writers: %s)",
-        proxy.address,
-        f", metrics on http://{metrics_server.address}/metrics" if metrics_server else "",
-        wal.directory,
-        wal.size,
-        restored,
-        ", ".join(f.name for f in dispatcher.feeds) or "none",
-    )
+    _log_start(proxy, restored)
     return proxy
+
+
+def _log_start(proxy: Proxy, restored: int) -> None:
+    settings, metrics_server = proxy.settings, proxy.metrics_server
+    log.info(
+        "serving on %s%s%s%s (log %s, %d bytes retained, %d recent ids restored, writers: %s)",
+        proxy.address,
+        _transport(settings),
+        f" and unix:{settings.listen_unix}" if settings.listen_unix else "",
+        f", metrics on http://{metrics_server.address}/metrics" if metrics_server else "",
+        proxy.wal.directory,
+        proxy.wal.size,
+        restored,
+        ", ".join(f.name for f in proxy.dispatcher.feeds) or "none",
+    )
+
+
+def _transport(settings: Settings) -> str:
+    if settings.tls_client_ca_file is not None:
+        return " with TLS, client certificates required (mTLS)"
+    return " with TLS" if settings.tls_on else " in plaintext"
 
 
 async def _report_health(proxy: Proxy) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -26,6 +27,9 @@ REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 SECRETS = ("redis_relay_key", "page_token_secret")
 # A shorter relay key is refused (HMAC-SHA256 keys are as strong as they are long, to 32).
 MIN_RELAY_KEY_BYTES = 16
+
+# The longest Unix socket path the kernel takes (sun_path, less its final NUL).
+UNIX_PATH_MAX = 107
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -85,7 +89,36 @@ class Settings:
     environment variable is PROTOEVENTS_ + the upper-cased name; the flag is --name-with-dashes.
     """
 
-    listen: str = field(default="127.0.0.1:50051", metadata=_help("host:port to serve gRPC on"))
+    listen: str = field(
+        default="127.0.0.1:50051",
+        metadata=_help(
+            "host:port to serve gRPC on; an address other than loopback needs TLS "
+            "(tls_cert_file, tls_key_file) or insecure"
+        ),
+    )
+    listen_unix: Path | None = field(
+        default=None,
+        metadata=_help("also serve plaintext gRPC on this Unix socket (recorders: unix:PATH)"),
+    )
+    insecure: bool = field(
+        default=False,
+        metadata=_help("allow plaintext gRPC on an address other than loopback (warned)"),
+    )
+    tls_cert_file: Path | None = field(
+        default=None,
+        metadata=_help("PEM certificate chain of the gRPC port; re-read when it changes"),
+    )
+    tls_key_file: Path | None = field(
+        default=None, metadata=_help("PEM private key of tls_cert_file; re-read when it changes")
+    )
+    tls_client_ca_file: Path | None = field(
+        default=None,
+        metadata=_help("PEM CA certificates: clients must present a certificate they signed"),
+    )
+    tls_expiry_warning_days: float = field(
+        default=14.0,
+        metadata=_help("warn (once a day) when the certificate expires within this many days"),
+    )
     metrics_listen: str | None = field(
         default=None,
         metadata=_help(
@@ -268,6 +301,7 @@ class Settings:
         _check_address("listen", self.listen)
         if self.metrics_listen is not None:
             _check_address("metrics_listen", self.metrics_listen)
+        self._validate_transport()
         if self.fsync not in FSYNC_POLICIES:
             _bad("fsync", self.fsync, f"expected one of {', '.join(FSYNC_POLICIES)}")
         if self.log_level.lower() not in LOG_LEVELS:
@@ -352,6 +386,29 @@ class Settings:
             )
         return key
 
+    def _validate_transport(self) -> None:
+        """TLS files come as a whole, and plaintext stays on loopback unless `insecure`."""
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            key = "tls_key_file" if self.tls_key_file is None else "tls_cert_file"
+            _bad(key, None, "tls_cert_file and tls_key_file go together")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            _bad("tls_client_ca_file", str(self.tls_client_ca_file), "needs tls_cert_file")
+        if self.tls_expiry_warning_days < 0:
+            _bad("tls_expiry_warning_days", self.tls_expiry_warning_days, "must not be negative")
+        if self.listen_unix is not None and len(os.fsencode(self.listen_unix)) > UNIX_PATH_MAX:
+            _bad("listen_unix", str(self.listen_unix), f"longer than {UNIX_PATH_MAX} bytes")
+        if self.tls_cert_file is None and not self.insecure and not is_loopback(self.host):
+            _bad(
+                "listen",
+                self.listen,
+                "not a loopback address, and TLS is off: set tls_cert_file and tls_key_file, "
+                "or insecure (--insecure) to serve plaintext to the network",
+            )
+
+    @property
+    def tls_on(self) -> bool:
+        return self.tls_cert_file is not None
+
     @property
     def host(self) -> str:
         return self.listen.rpartition(":")[0]
@@ -365,6 +422,17 @@ def _check_address(key: str, value: str) -> None:
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit() or int(port) > 65535:
         _bad(key, value, "expected HOST:PORT, such as 127.0.0.1:50051")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` (of HOST:PORT, IPv6 in brackets) names only this machine."""
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _bad(key: str, value: object, why: str) -> None:
@@ -399,6 +467,8 @@ def _convert(key: str, raw: object, source: str) -> object:
             if not isinstance(raw, str | Path):
                 raise ValueError("expected a path")
             return Path(raw)
+        if kind == "bool":
+            return _boolean(raw)
         if kind == "int":
             if isinstance(raw, bool) or not isinstance(raw, int | str):
                 raise ValueError("expected an integer")
@@ -413,6 +483,18 @@ def _convert(key: str, raw: object, source: str) -> object:
     except ValueError as exc:
         shown = "(hidden)" if key in SECRETS else repr(raw)
         raise SettingsError(f"setting {key} = {shown} (from {source}): {exc}") from None
+
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off", "")
+
+
+def _boolean(raw: object) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str) and raw.lower() in _TRUE + _FALSE:
+        return raw.lower() in _TRUE
+    raise ValueError(f"expected true or false ({', '.join(_TRUE)} / {', '.join(_FALSE[:-1])})")
 
 
 def from_sources(
@@ -469,6 +551,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             continue
         flag = "--" + f.name.replace("_", "-")
         default = f.default
+        if f.type == "bool":  # a switch: given, it is on
+            text = f.metadata.get("help", "")
+            help_text = f"{text} (env {ENV_PREFIX}{f.name.upper()}=true)"
+            parser.add_argument(flag, dest=f.name, action="store_const", const=True, help=help_text)
+            continue
         parser.add_argument(
             flag,
             dest=f.name,

@@ -21,6 +21,7 @@ class Metrics:
         self._calls(self.registry)
         self._watch(self.registry)
         self._access(self.registry)
+        self._tls(self.registry)
 
     def _events(self, r: CollectorRegistry) -> None:
         """What became of the events received."""
@@ -155,5 +156,14 @@ class Metrics:
         self.access_reload_failures = Counter(
             "protoevents_access_reload_failures",
             "Reloads of the access file refused as bad (the last good one stays)",
+            registry=r,
+        )
+
+    def _tls(self, r: CollectorRegistry) -> None:
+        """The certificate of the gRPC port (a sample only while TLS is on)."""
+        self.tls_certificate_expiry = Gauge(
+            "protoevents_tls_certificate_expiry_seconds",
+            "Seconds until the TLS certificate served expires (negative once it has)",
+            ["file"],
             registry=r,
         )

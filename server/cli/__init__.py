@@ -42,6 +42,9 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one subcommand; returns its exit code (2 for usage and connection errors)."""
     words = sys.argv[1:] if argv is None else list(argv)
+    # grpc's core logs every failed TLS handshake (a client of another CA, a port scan) at
+    # INFO on stderr; read once, when grpc is first imported, which no command has done yet.
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     args = build_parser(words).parse_args(words)
     try:
         code: int = args.run(args)

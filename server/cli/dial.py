@@ -1,5 +1,5 @@
-"""The blocking channel the commands dial the proxy with, sending the bearer token (--token,
-else $PROTOEVENTS_TOKEN) with every call when there is one."""
+"""The blocking channel the commands dial the proxy with (over TLS when asked), sending the
+bearer token (--token, else $PROTOEVENTS_TOKEN) with every call when there is one."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any, NamedTuple
 
 import grpc
 
+from protoevents.recorder.tls import ClientTLS, secure_channel
 from protoevents.recorder.token import metadata, resolve
 
 
@@ -69,8 +70,9 @@ class TokenInterceptor(
         return continuation(self._details(details), requests)
 
 
-def dial(proxy: str, token: str | None) -> grpc.Channel:
-    """A channel to `proxy`, sending `token` (else $PROTOEVENTS_TOKEN) with every call."""
-    channel = grpc.insecure_channel(proxy)
+def dial(proxy: str, token: str | None, tls: ClientTLS | None = None) -> grpc.Channel:
+    """A channel to `proxy` (with TLS when given `tls`), sending `token` (else
+    $PROTOEVENTS_TOKEN) with every call."""
+    channel = secure_channel(proxy, tls)
     chosen = resolve(token)
     return grpc.intercept_channel(channel, TokenInterceptor(chosen)) if chosen else channel

@@ -16,6 +16,7 @@ from protoevents.proxy.cli.event_filters import (
     report_rpc_error,
 )
 from protoevents.proxy.cli.output import print_table
+from protoevents.proxy.cli.proxy_flag import proxy_channel
 
 if TYPE_CHECKING:
     from protoevents.v1 import event_pb2
@@ -40,13 +41,13 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import grpc
 
-    from protoevents.proxy.cli.dial import dial
     from protoevents.v1 import query_service_pb2, query_service_pb2_grpc
 
     try:
         event_filter = build_filter(args)
         if args.limit < 1:
             raise ValueError(f"--limit {args.limit}: must be at least 1")
+        channel = proxy_channel(args)
     except ValueError as exc:
         print(f"protoevents query: {exc}", file=sys.stderr)
         return 2
@@ -56,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         else query_service_pb2.SORT_ORDER_NEWEST_FIRST
     )
     found: list[event_pb2.Event] = []
-    with dial(args.proxy, args.token) as channel:
+    with channel:
         stub = query_service_pb2_grpc.EventQueryServiceStub(channel)
         token = ""
         try:

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from protoevents.proxy.cli.proxy_flag import add_proxy_argument
+from protoevents.proxy.cli.proxy_flag import add_proxy_argument, client_tls
 from protoevents.proxy.cli.types import add_module_arguments, load_registry
 
 if TYPE_CHECKING:
@@ -52,18 +52,19 @@ def run(args: argparse.Namespace) -> int:
     try:
         registry = load_registry(args)
         attributes = dict(_pair(a) for a in args.attr)
+        recorder = Recorder(
+            component=args.component,
+            node=args.node,
+            event_types=_enums(registry),
+            proxy=args.proxy,
+            token=args.token,
+            spool_dir=args.spool_dir,
+            flush_interval=0.0,
+            tls=client_tls(args),
+        )
     except (RegistryError, ValueError) as exc:
         print(f"protoevents record: {exc}", file=sys.stderr)
         return 2
-    recorder = Recorder(
-        component=args.component,
-        node=args.node,
-        event_types=_enums(registry),
-        proxy=args.proxy,
-        token=args.token,
-        spool_dir=args.spool_dir,
-        flush_interval=0.0,
-    )
     try:
         event_id = recorder.record(
             args.type,

@@ -82,6 +82,12 @@ def _run_locked(
     from protoevents.proxy.db.setup import DatabaseUnavailableError
 
     configure_logging(settings.log_level)
+    if not settings.tls_on and not config.is_loopback(settings.host):
+        logging.getLogger(__name__).warning(
+            "insecure: serving plaintext gRPC on %s, reachable from the network: anyone who "
+            "reaches it can record and read events (set tls_cert_file and tls_key_file)",
+            settings.listen,
+        )
     if args.demo:
         try:
             stored = demo.fill(settings.db, registry, args.demo_events, args.demo_seed)
@@ -122,6 +128,7 @@ async def serve(settings: Settings, registry: Registry, lock: DataDirLock | None
     from protoevents.proxy.db.migrate import DatabaseRevisionError
     from protoevents.proxy.db.setup import DatabaseUnavailableError
     from protoevents.proxy.ownership import OwnershipError
+    from protoevents.proxy.tls import TLSConfigError
 
     loop = asyncio.get_running_loop()
     # A file-size limit (RLIMIT_FSIZE) would kill the process; ignored, the write fails with
@@ -147,6 +154,7 @@ async def serve(settings: Settings, registry: Registry, lock: DataDirLock | None
         DatabaseUnavailableError,
         DatabaseRevisionError,
         OwnershipError,
+        TLSConfigError,
     ) as exc:
         print(f"protoevents serve: {exc}", file=sys.stderr)
         return 2

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from protoevents.proxy.cli.output import print_table
-from protoevents.proxy.cli.proxy_flag import add_proxy_argument
+from protoevents.proxy.cli.proxy_flag import add_proxy_argument, proxy_channel
 
 if TYPE_CHECKING:
     from protoevents.recorder.replay import ReplayReport, SlotInfo
@@ -62,7 +62,6 @@ def run(args: argparse.Namespace) -> int:
 
     import grpc
 
-    from protoevents.proxy.cli.dial import dial
     from protoevents.v1 import proxy_service_pb2, proxy_service_pb2_grpc
 
     slot = _slot_path(args.slot, args.spool_dir or default_spool_dir(), DEAD_LETTER)
@@ -73,7 +72,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"protoevents spool: {slot} is held by a live recorder, which replays it itself",
               file=sys.stderr)  # fmt: skip
         return 2
-    channel = dial(args.proxy, args.token)
+    try:
+        channel = proxy_channel(args)
+    except ValueError as exc:
+        print(f"protoevents spool: {exc}", file=sys.stderr)
+        return 2
     try:
         grpc.channel_ready_future(channel).result(timeout=args.timeout)
     except grpc.FutureTimeoutError:

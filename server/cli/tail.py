@@ -14,6 +14,7 @@ from protoevents.proxy.cli.event_filters import (
     event_json,
     report_rpc_error,
 )
+from protoevents.proxy.cli.proxy_flag import proxy_channel
 
 if TYPE_CHECKING:
     from protoevents.v1 import query_service_pb2
@@ -38,20 +39,20 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import grpc
 
-    from protoevents.proxy.cli.dial import dial
     from protoevents.v1 import query_service_pb2, query_service_pb2_grpc
 
     try:
         event_filter = build_filter(args)
         if not 0 <= args.lines <= 1000:
             raise ValueError(f"--lines {args.lines}: must be between 0 and 1000")
+        channel = proxy_channel(args)
     except ValueError as exc:
         print(f"protoevents tail: {exc}", file=sys.stderr)
         return 2
     request = query_service_pb2.WatchEventsRequest(
         filter=event_filter, replay_count=args.lines, batched=True
     )
-    with dial(args.proxy, args.token) as channel:
+    with channel:
         try:
             grpc.channel_ready_future(channel).result(timeout=args.connect_timeout)
         except grpc.FutureTimeoutError:

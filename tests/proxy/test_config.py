@@ -43,7 +43,9 @@ def test_the_access_file_comes_from_the_file_the_environment_or_the_flag(tmp_pat
 
 def test_file_then_environment_then_flags(tmp_path: Path) -> None:
     file = tmp_path / "proxy.toml"
-    file.write_text('listen = "0.0.0.0:6000"\nfsync = "off"\nmax_batch_events = 50\n')
+    file.write_text(
+        'listen = "0.0.0.0:6000"\ninsecure = true\nfsync = "off"\nmax_batch_events = 50\n'
+    )
     env = {"PROTOEVENTS_FSYNC": "interval", "PROTOEVENTS_MAX_BATCH_EVENTS": "70"}
     settings = config.from_sources(file, env, {"max_batch_events": "90", "db": None})
     assert settings.listen == "0.0.0.0:6000"  # file

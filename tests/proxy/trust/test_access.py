@@ -263,7 +263,9 @@ def test_the_same_token_is_refused_over_plaintext_from_another_host_but_not_loop
     tmp_path: Path, host_address: str
 ) -> None:
     access = write_access_file(tmp_path / "access.toml", RECORDER)
-    settings = proxy_settings(tmp_path / "data", access_file=access, listen="0.0.0.0:0")
+    settings = proxy_settings(
+        tmp_path / "data", access_file=access, listen="0.0.0.0:0", insecure=True
+    )
     live = LiveProxy(settings)
     try:
         with grpc.insecure_channel(f"{host_address}:{live.proxy.port}") as remote:
