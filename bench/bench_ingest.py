@@ -20,6 +20,7 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
 import grpc
 import sqlalchemy as sa
@@ -28,6 +29,7 @@ from sqlalchemy.engine import Engine
 from protoevents.proxy.changes import Change, Writer
 from protoevents.proxy.config import Settings
 from protoevents.proxy.db.engine import create_engine
+from protoevents.recorder.tls import ClientTLS
 from protoevents.v1 import event_pb2, proxy_service_pb2, proxy_service_pb2_grpc
 
 
@@ -87,11 +89,19 @@ def build_requests(events: int, batch: int) -> list[proxy_service_pb2.RecordRequ
     return requests
 
 
-async def stream(address: str, requests: list[proxy_service_pb2.RecordRequest]) -> float:
+def aio_channel(address: str, tls: ClientTLS | None = None) -> grpc.aio.Channel:
+    """A channel to the proxy taking large messages, with TLS when given `tls`."""
+    options: list[tuple[str, Any]] = [("grpc.max_send_message_length", 64 << 20)]
+    if tls is None:
+        return grpc.aio.insecure_channel(address, options=options)
+    return grpc.aio.secure_channel(address, tls.credentials(), options + tls.channel_options())
+
+
+async def stream(
+    address: str, requests: list[proxy_service_pb2.RecordRequest], tls: ClientTLS | None = None
+) -> float:
     """Seconds from the first request to the last acknowledgement."""
-    async with grpc.aio.insecure_channel(
-        address, options=[("grpc.max_send_message_length", 64 << 20)]
-    ) as channel:
+    async with aio_channel(address, tls) as channel:
         stub = proxy_service_pb2_grpc.EventProxyServiceStub(channel)
 
         async def send() -> AsyncIterator[proxy_service_pb2.RecordRequest]:
@@ -143,9 +153,21 @@ def storm_through_proxy(url: str, events: int, batch: int = 1000, timeout: float
         engine.dispose()
 
 
-def one_run(fsync: str, events: int, batch: int, folder: Path) -> tuple[float, int]:
+def one_run(
+    fsync: str,
+    events: int,
+    batch: int,
+    folder: Path,
+    tls: tuple[dict[str, Any], ClientTLS] | None = None,
+) -> tuple[float, int]:
+    """Events/s acknowledged and the writer's count; `tls`: the proxy's TLS settings and the
+    client's TLS."""
     settings = Settings(
-        listen="127.0.0.1:0", data_dir=folder, db=f"sqlite:///{folder}/events.db", fsync=fsync
+        listen="127.0.0.1:0",
+        data_dir=folder,
+        db=f"sqlite:///{folder}/events.db",
+        fsync=fsync,
+        **(tls[0] if tls else {}),
     )
     requests = build_requests(events, batch)
     context = multiprocessing.get_context("spawn")
@@ -154,7 +176,7 @@ def one_run(fsync: str, events: int, batch: int, folder: Path) -> tuple[float, i
     process.start()
     try:
         address = parent.recv()
-        elapsed = asyncio.run(stream(address, requests))
+        elapsed = asyncio.run(stream(address, requests, tls[1] if tls else None))
         parent.send("stop")
         written = parent.recv()
     finally:

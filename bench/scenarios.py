@@ -16,6 +16,7 @@ from bench import (
     bench_recorder,
     bench_scaling,
     bench_soak,
+    bench_tls,
 )
 from bench.bench_sql_writer import bench_observe, bench_storm, empty, postgres_database
 from bench.peers import otel, syslog
@@ -403,6 +404,22 @@ def batch_size(context: Context) -> list[Row]:
     ]
 
 
+def mtls(context: Context) -> list[Row]:
+    """Ingest over one Record stream with client certificates required, beside plaintext."""
+    events = context.size(50_000, 200_000)
+    found = bench_tls.rates(events, 1000, context.runs, context.status)
+    plain = statistics.median(found["plaintext"])
+    mtls_median = statistics.median(found["mtls"])
+    return [
+        rate_row(f"ingest, one Record stream, plaintext, {events:,} events", found["plaintext"]),
+        rate_row(
+            "ingest, one Record stream, mTLS (client certificate required)",
+            found["mtls"],
+            f"{times(mtls_median, plain)} of plaintext",
+        ),
+    ]
+
+
 SCENARIOS = [
     Scenario(
         "record_cost", "record() caller cost, peers logging and OpenTelemetry", record_cost, (4, 15)
@@ -426,4 +443,5 @@ SCENARIOS = [
     ),
     Scenario("recorders", "throughput by number of recorder processes", recorders, (10, 120)),
     Scenario("batch_size", "throughput by recorder batch size", batch_size, (10, 90)),
+    Scenario("mtls", "ingest over mTLS beside plaintext", mtls, (15, 60)),
 ]

@@ -96,3 +96,14 @@ def test_compare_pools_the_runs_of_each_set_and_divides_after_by_before(tmp_path
     committed = "recorder -> `serve` -> committed (events/s)"
     assert f"| e2e_sqlite | {committed} | 110 | 210 | 1.91x |" in rows
     assert "| e2e_sqlite | CPU per event, proxy (µs) | 30.00 | 22.00 | 0.73x |" in rows
+
+
+def test_the_mtls_scenario_measures_ingest_over_mtls_beside_plaintext(tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    done = run_bench("--quick", "--runs", "1", "--only", "mtls", "--json", str(out))
+    assert done.returncode == 0, done.stderr
+    plaintext, mtls = json.loads(out.read_text())["scenarios"]["mtls"]["rows"]
+    assert plaintext["measure"].startswith("ingest, one Record stream, plaintext")
+    assert mtls["measure"] == "ingest, one Record stream, mTLS (client certificate required)"
+    assert plaintext["value"] > 0 and mtls["value"] > 0
+    assert mtls["ratio"] == f"{mtls['value'] / plaintext['value']:.2f}x of plaintext"
