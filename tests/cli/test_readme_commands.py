@@ -29,7 +29,7 @@ from protoevents.cluster.v1.cluster_events_pb2 import ClusterEventType
 from protoevents.recorder import Recorder
 from tests.support.commands import Lines
 from tests.support.fake_proxy import FakeProxy
-from tests.support.paths import ROOT
+from tests.support.readme import readme, shell_commands, without_network_part
 from tests.support.user_protos import GOOD_OPTIONS, WIDGET_PROTO
 
 PROTOEVENTS = str(Path(sys.executable).parent / "protoevents")
@@ -38,48 +38,18 @@ TIMEOUT = 60
 
 
 def readme_commands() -> list[str]:
-    """The `protoevents` and `grpcurl` commands of the README's sh blocks, in order: lines
-    joined where a command goes on (a trailing backslash, an open quote), comments cut."""
-    readme = (ROOT / "README.md").read_text()
-    commands: list[str] = []
-    for block in re.findall(r"```sh\n(.*?)```", readme, re.S):
-        pending = ""
-        for line in block.splitlines():
-            pending = f"{pending}\n{line}" if pending else line
-            if pending.endswith("\\"):  # bash takes backslash-newline as going on
-                continue
-            try:
-                shlex.split(pending, comments=True)
-            except ValueError:  # an open quote: the command goes on
-                continue
-            command = _uncommented(pending).strip()
-            pending = ""
-            if command.startswith(("protoevents ", "grpcurl ")):
-                commands.append(command)
-    return commands
+    """The `protoevents` and `grpcurl` commands of the README's sh blocks, in order, but for
+    those of the TLS part of "On a network" (they need certificates: its own test runs them)."""
+    return shell_commands(without_network_part(), ("protoevents ", "grpcurl "))
 
 
 def readme_file(name: str) -> str:
     """The README's toml block whose first line is the comment `# NAME: ...` (a file of the
     reader's own that its commands use)."""
-    readme = (ROOT / "README.md").read_text()
     (block,) = [
-        b for b in re.findall(r"```toml\n(.*?)```", readme, re.S) if b.startswith(f"# {name}:")
+        b for b in re.findall(r"```toml\n(.*?)```", readme(), re.S) if b.startswith(f"# {name}:")
     ]
     return block
-
-
-def _uncommented(command: str) -> str:
-    """`command` without a trailing shell comment (a `#` after a blank, outside quotes)."""
-    quote: str | None = None
-    for at, char in enumerate(command):
-        if quote:
-            quote = None if char == quote else quote
-        elif char in "'\"":
-            quote = char
-        elif char == "#" and (at == 0 or command[at - 1] in " \t"):
-            return command[:at]
-    return command
 
 
 class Session:
