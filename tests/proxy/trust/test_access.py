@@ -27,6 +27,7 @@ from tests.support.access_file import Entry, write_access_file
 from tests.support.ingest_helpers import make_events, proxy_settings
 from tests.support.live_proxy import LiveProxy
 from tests.support.polling import eventually
+from tests.support.scrape import scrape, value
 from tests.support.tls import SERVER_NAME, Pki
 
 R = proxy_service_pb2
@@ -390,3 +391,31 @@ def test_a_recorder_sends_its_token_given_or_from_the_environment(
             assert recorder.drain(30)
             assert recorder.stats().acknowledged == 1
     eventually(lambda: live.stored(ids) == dict.fromkeys(ids, 1))
+
+
+def test_the_metrics_page_counts_denials_and_rejections_as_they_happen(
+    tmp_path: Path, pki: Pki
+) -> None:
+    live = start(tmp_path, pki, NODE_A, client_auth=True, metrics_listen="127.0.0.1:0")
+    try:
+        assert live.proxy.metrics_server is not None
+        url = f"http://{live.proxy.metrics_server.address}/metrics"
+        before = scrape(url)
+        assert value(before, "protoevents_denials_total", reason="source_forbidden") == 0
+        assert value(before, "protoevents_denials_total", reason="missing_role") == 0
+        mine, theirs = make_events(1, **source("node-a")), make_events(1, **source("node-b"))
+        with tls_channel(live, pki, "node-a.lab.example") as channel:
+            stub = proxy_service_pb2_grpc.EventProxyServiceStub(channel)
+            stub.RecordBatch(R.RecordBatchRequest(events=[*mine, *theirs]), timeout=10)
+            query = query_service_pb2_grpc.EventQueryServiceStub(channel)
+            with pytest.raises(grpc.RpcError) as denied:
+                query.ListEvents(Q.ListEventsRequest(), timeout=10)
+            assert denied.value.code() is grpc.StatusCode.PERMISSION_DENIED
+        after = scrape(url)
+        assert value(after, "protoevents_denials_total", reason="source_forbidden") == 1
+        assert value(after, "protoevents_denials_total", reason="missing_role") == 1
+        forbidden = "REJECTION_REASON_SOURCE_FORBIDDEN"
+        assert value(after, "protoevents_events_rejected_total", reason=forbidden) == 1
+        assert value(after, "protoevents_events_accepted_total") == 1
+    finally:
+        live.stop()
