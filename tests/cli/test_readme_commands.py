@@ -29,7 +29,7 @@ from protoevents.cluster.v1.cluster_events_pb2 import ClusterEventType
 from protoevents.recorder import Recorder
 from tests.support.commands import Lines
 from tests.support.fake_proxy import FakeProxy
-from tests.support.readme import readme, shell_commands, without_network_part
+from tests.support.readme import ReaderShell, readme, shell_commands, without_network_part
 from tests.support.user_protos import GOOD_OPTIONS, WIDGET_PROTO
 
 PROTOEVENTS = str(Path(sys.executable).parent / "protoevents")
@@ -52,7 +52,7 @@ def readme_file(name: str) -> str:
     return block
 
 
-class Session:
+class Session(ReaderShell):
     """A user's shell: a home of their own, a working folder, the proxy's address."""
 
     def __init__(self, tmp_path: Path, redis_url: str, redis_prefix: str) -> None:
@@ -67,7 +67,7 @@ class Session:
         env.pop("XDG_STATE_HOME", None)
         env["PATH"] = f"{Path(PROTOEVENTS).parent}{os.pathsep}{env.get('PATH', '')}"
         env["PYTHONPATH"] = str(self.cwd / "my_generated")  # "with my_generated importable"
-        self.env = env  # and PROTOEVENTS_PROXY, once the proxy listens
+        super().__init__(self.cwd, env)  # env gets PROTOEVENTS_PROXY once the proxy listens
         (self.cwd / "proxy.toml").write_text(
             f'data_dir = "{self.data}"\n'
             f'db = "sqlite:///{self.cwd}/events.db"\n'
@@ -90,28 +90,6 @@ class Session:
         command = re.sub(r"\bSLOT\b", shlex.quote(self.slot), command)
         command = re.sub(r"^grpcurl ", shlex.quote(GRPCURL) + " ", command)
         return ["bash", "-c", command]
-
-    def run(self, command: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            self.shell(command),
-            cwd=self.cwd,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=TIMEOUT,
-            check=False,
-        )
-
-    def start(self, command: str, **env: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            self.shell(f"exec {command}"),
-            cwd=self.cwd,
-            env={**self.env, **env},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
 
 
 def stop(process: subprocess.Popen[str], how: signal.Signals) -> tuple[int, str]:

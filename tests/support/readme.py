@@ -1,9 +1,12 @@
-"""The README's shell examples: its sections, and the commands of their sh blocks."""
+"""The README's shell examples: its sections, the commands of their sh blocks, and the shell
+of a reader who runs them."""
 
 from __future__ import annotations
 
 import re
 import shlex
+import subprocess
+from pathlib import Path
 
 from tests.support.paths import ROOT
 
@@ -70,3 +73,40 @@ def uncommented(command: str) -> str:
         elif char == "#" and (at == 0 or command[at - 1] in " \t"):
             return command[:at]
     return command
+
+
+class ReaderShell:
+    """A reader's bash in `cwd` with `env`; `shell` makes a command as the README writes it
+    into bash's arguments (the reader's substitutions made)."""
+
+    timeout = 60
+
+    def __init__(self, cwd: Path, env: dict[str, str]) -> None:
+        self.cwd = cwd
+        self.env = env
+
+    def shell(self, command: str) -> list[str]:
+        return ["bash", "-c", command]
+
+    def run(self, command: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            self.shell(command),
+            cwd=self.cwd,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=self.timeout,
+            check=False,
+        )
+
+    def start(self, command: str, **env: str) -> subprocess.Popen[str]:
+        """`command` started (bash execs it), its output piped, in a session of its own."""
+        return subprocess.Popen(
+            self.shell(f"exec {command}"),
+            cwd=self.cwd,
+            env={**self.env, **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )

@@ -21,51 +21,30 @@ import pytest
 
 from tests.support.commands import run_python
 from tests.support.polling import eventually
-from tests.support.readme import network_part, shell_commands
+from tests.support.readme import ReaderShell, network_part, shell_commands
 
 BIN = Path(sys.executable).parent
 TIMEOUT = 60
 HOST = "proxy.example:50051"
 
 
-class Reader:
+class Reader(ReaderShell):
     """A reader's shell in a folder of their own, with the README's exports kept."""
 
     def __init__(self, tmp_path: Path) -> None:
-        self.cwd = tmp_path / "work"
-        self.cwd.mkdir()
+        cwd = tmp_path / "work"
+        cwd.mkdir()
         (tmp_path / "home").mkdir()
         env = {k: v for k, v in os.environ.items() if not k.startswith("PROTOEVENTS_")}
         env.update(HOME=str(tmp_path / "home"), PYTHONUNBUFFERED="1")
         env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
-        self.env = env
+        super().__init__(cwd, env)
         self.exports: list[str] = []
         self.address = HOST
 
-    def script(self, command: str) -> list[str]:
+    def shell(self, command: str) -> list[str]:
         lines = [*self.exports, command]
         return ["bash", "-c", "\n".join(lines).replace(HOST, self.address)]
-
-    def run(self, command: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            self.script(command),
-            cwd=self.cwd,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=TIMEOUT,
-            check=False,
-        )
-
-    def start(self, command: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            self.script(f"exec {command}"),
-            cwd=self.cwd,
-            env={**self.env, "PROTOEVENTS_LISTEN": "0.0.0.0:0"},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
 
 
 @pytest.fixture
@@ -102,7 +81,7 @@ def test_the_network_section_runs_as_written(reader: Reader) -> None:
     try:
         for command in commands:
             if command.startswith("protoevents serve"):
-                serving = reader.start(command)
+                serving = reader.start(command, PROTOEVENTS_LISTEN="0.0.0.0:0")
                 assert serving.stdout is not None
                 first = serving.stdout.readline()
                 assert first.startswith("listening on 0.0.0.0:"), serving.stderr
