@@ -318,26 +318,29 @@ def make_dispatcher(
 
 
 def start_relay(
-    settings: Settings, hub: ChangeHub, metrics: Metrics
+    settings: Settings, hub: ChangeHub, metrics: Metrics, undo: AsyncExitStack
 ) -> tuple[RedisRelay | None, ChangeSource]:
     """Where watchers get changes: this proxy's hub, or every proxy's through Redis (the
-    messages signed with the relay's key)."""
+    messages signed with the relay's key; the relay's stop pushed on `undo`)."""
     if settings.redis_url is None:
         return None, LocalChanges(hub)
     key = settings.required_relay_key()
     relay = RedisRelay(settings.redis_url, hub, key, settings.redis_channel, metrics=metrics)
     relay.start()
+    undo.push_async_callback(relay.stop)
     return relay, relay
 
 
 def start_metrics_server(
-    settings: Settings, metrics: Metrics, board: HealthBoard
+    settings: Settings, metrics: Metrics, board: HealthBoard, undo: AsyncExitStack
 ) -> MetricsServer | None:
-    """`/metrics` and `/healthz` over HTTP on `metrics_listen`, when it is set."""
+    """`/metrics` and `/healthz` over HTTP on `metrics_listen`, when it is set (its stop
+    pushed on `undo`)."""
     if settings.metrics_listen is None:
         return None
     server = MetricsServer(settings.metrics_listen, metrics.registry, lambda: board.report)
     server.start()
+    undo.push_async_callback(server.stop)
     return server
 
 
@@ -401,6 +404,17 @@ def query_limits(settings: Settings, metrics: Metrics) -> QueryLimits:
     )
 
 
+def _checked_before_opening(
+    settings: Settings, metrics: Metrics
+) -> tuple[AccessFile | None, CertificateReloader | None]:
+    """What must hold before anything opens: the relay's key (with Redis), the access file
+    and the certificate files, read."""
+    if settings.redis_url is not None:
+        settings.required_relay_key()
+    access = AccessFile.open(settings.access_file) if settings.access_file else None
+    return access, certificate_reloader(settings, metrics)
+
+
 async def start_proxy(
     settings: Settings,
     *,
@@ -415,13 +429,10 @@ async def start_proxy(
     when the database cannot be used, SettingsError when the relay has no key. Whatever a
     failed step leaves open is closed, last first."""
     registry = registry or Registry.builtin()
-    if settings.redis_url is not None:
-        settings.required_relay_key()  # before anything opens
-    access = AccessFile.open(settings.access_file) if settings.access_file else None
+    metrics = Metrics()
+    access, reloader = _checked_before_opening(settings, metrics)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     board = HealthBoard()
-    metrics = Metrics()
-    reloader = certificate_reloader(settings, metrics)  # bad files: before anything opens
     async with AsyncExitStack() as undo:
         engine = await asyncio.to_thread(open_database, settings.db, registry)
         undo.callback(engine.dispose)
@@ -434,20 +445,15 @@ async def start_proxy(
         undo.push_async_callback(ingest.close)
         dispatcher.start()
         undo.push_async_callback(dispatcher.stop, 0)
-        relay, changes = start_relay(settings, hub, metrics)
-        if relay is not None:
-            undo.push_async_callback(relay.stop)
+        relay, changes = start_relay(settings, hub, metrics, undo)
         query_threads = ThreadPoolExecutor(settings.query_threads, thread_name_prefix="query")
         undo.callback(query_threads.shutdown, wait=False, cancel_futures=True)
         denials, interceptors = access_control(access, settings, metrics)
         server = grpc_server(settings, query_threads, interceptors)
         store = EventStore(engine, query_limits(settings, metrics))
-        health_servicer = await add_services(
-            server, settings, registry, ingest, store, changes, metrics, denials
-        )
-        metrics_server = start_metrics_server(settings, metrics, board)
-        if metrics_server is not None:
-            undo.push_async_callback(metrics_server.stop)
+        services = (registry, ingest, store, changes, metrics, denials)
+        health_servicer = await add_services(server, settings, *services)
+        metrics_server = start_metrics_server(settings, metrics, board, undo)
         port = await listen(server, settings, credentials or server_credentials(reloader))
         undo.pop_all()  # the proxy owns all of it now: `Proxy.stop` closes it
     proxy = Proxy(

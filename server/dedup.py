@@ -156,13 +156,7 @@ class Deduplicator:
         twice).
         """
         if self._window_ns == 0:
-            if completed:
-                made = [Change(CREATED, event) for event in events]
-            else:
-                made = [Change(CREATED, _created(event, received_at)) for event in events]
-            if serialized is not None:
-                serialized.extend(change.event.SerializeToString() for change in made)
-            return made
+            return _all_created(events, received_at, completed, serialized)
         entries = self._entries
         changes: list[Change] = []
         updated: dict[str, _Entry] = {}
@@ -268,3 +262,19 @@ def _created(event: event_pb2.Event, received_at: int) -> event_pb2.Event:
     created.CopyFrom(event)
     seconds, nanos = divmod(received_at, 1_000_000_000)
     return fill_created(created, timestamp_pb2.Timestamp(seconds=seconds, nanos=nanos))
+
+
+def _all_created(
+    events: Iterable[event_pb2.Event],
+    received_at: int,
+    completed: bool,
+    serialized: list[bytes] | None,
+) -> list[Change]:
+    """`observe_many` with merging disabled: every event is CREATED."""
+    if completed:
+        made = [Change(CREATED, event) for event in events]
+    else:
+        made = [Change(CREATED, _created(event, received_at)) for event in events]
+    if serialized is not None:
+        serialized.extend(change.event.SerializeToString() for change in made)
+    return made
