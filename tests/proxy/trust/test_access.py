@@ -419,3 +419,35 @@ def test_the_metrics_page_counts_denials_and_rejections_as_they_happen(
         assert value(after, "protoevents_events_accepted_total") == 1
     finally:
         live.stop()
+
+
+def test_a_certificate_naming_a_uri_is_the_identity_the_file_maps_that_uri_to(
+    tmp_path: Path, pki: Pki
+) -> None:
+    spiffe = Entry(
+        "node-a-agent",
+        ["record"],
+        ["node-a/*"],
+        certificates=["spiffe://lab.example/node-a/*"],
+        token=None,
+    )
+    live = start(tmp_path, pki, spiffe, client_auth=True)
+    try:
+        mine, theirs = make_events(1, **source("node-a")), make_events(1, **source("node-b"))
+        target = f"{SERVER_NAME}:{live.proxy.port}"
+        uri = "spiffe://lab.example/node-a/agent"
+        with grpc.secure_channel(target, pki.uri_client_credentials(uri)) as channel:
+            stub = proxy_service_pb2_grpc.EventProxyServiceStub(channel)
+            result = stub.RecordBatch(R.RecordBatchRequest(events=[*mine, *theirs]), timeout=10)
+        assert result.result.accepted_count == 1
+        assert [r.reason for r in result.result.rejections] == [FORBIDDEN]
+        assert "identity 'node-a-agent'" in result.result.rejections[0].detail
+        eventually(lambda: live.stored([mine[0].id]) == {mine[0].id: 1})
+        other = "spiffe://lab.example/node-b/agent"  # the same CA, a URI the file does not map
+        with grpc.secure_channel(target, pki.uri_client_credentials(other)) as channel:
+            stub = proxy_service_pb2_grpc.EventProxyServiceStub(channel)
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.RecordBatch(R.RecordBatchRequest(events=theirs), timeout=10)
+        assert refused.value.code() is grpc.StatusCode.UNAUTHENTICATED
+    finally:
+        live.stop()
