@@ -129,6 +129,8 @@ class Recorder:
     `proxy` is HOST:PORT or, for a proxy on the same machine, unix:PATH (its `listen_unix`).
     `tls` (a `ClientTLS`: CA file, client certificate and key for mTLS, server name) turns
     TLS on; its files are read again after a failed stream, and taken when they changed.
+    Without `tls` or `credentials`, the PROTOEVENTS_CA_FILE, _CLIENT_CERT, _CLIENT_KEY,
+    _SERVER_NAME and _TLS variables say (`ClientTLS.from_environ`; none set: plaintext).
     """
 
     def __init__(
@@ -155,10 +157,12 @@ class Recorder:
     ) -> None:
         if not component:
             raise ValueError("component must be a non-empty name")
-        if tls is not None:
-            if credentials is not None:
-                raise ValueError("give tls or credentials, not both")
-            credentials = tls.credentials()  # raises ClientTLSError now, not in the thread
+        if tls is not None and credentials is not None:
+            raise ValueError("give tls or credentials, not both")
+        if credentials is None:
+            tls = tls or ClientTLS.from_environ()
+            if tls is not None:
+                credentials = tls.credentials()  # raises ClientTLSError now, not in the thread
         if batch_size < 1 or queue_size < batch_size:
             raise ValueError(f"need 1 <= batch_size ({batch_size}) <= queue_size ({queue_size})")
         if not 1024 <= max_event_bytes <= max_batch_bytes - 1024:

@@ -21,6 +21,9 @@ ENVIRON = {
     "key_file": "PROTOEVENTS_CLIENT_KEY",
     "server_name": "PROTOEVENTS_SERVER_NAME",
 }
+# Set to 1 (true, yes, on): TLS trusting the system's CAs, when no other variable says more.
+TLS_ENV = "PROTOEVENTS_TLS"
+_TRUE = ("1", "true", "yes", "on")
 
 
 # The bytes of the CA file, the client key and the client certificate (None: not given).
@@ -49,11 +52,11 @@ class ClientTLS:
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> ClientTLS | None:
-        """TLS as PROTOEVENTS_CA_FILE, _CLIENT_CERT, _CLIENT_KEY and _SERVER_NAME say; None
-        when none of them is set."""
+        """TLS as PROTOEVENTS_CA_FILE, _CLIENT_CERT, _CLIENT_KEY and _SERVER_NAME say, or
+        with the system's CAs when only PROTOEVENTS_TLS is set (to 1); None when none is."""
         env = os.environ if environ is None else environ
         values = {name: env.get(var) or None for name, var in ENVIRON.items()}
-        if not any(values.values()):
+        if not any(values.values()) and env.get(TLS_ENV, "").lower() not in _TRUE:
             return None
         return cls(**values)
 

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 DEFAULT_PROXY = "127.0.0.1:50051"
 PROXY_ENV = "PROTOEVENTS_PROXY"
 TOKEN_ENV = "PROTOEVENTS_TOKEN"  # read by protoevents.recorder.token.resolve
+TLS_ENV = "PROTOEVENTS_TLS"  # as protoevents.recorder.tls.TLS_ENV
 # Flag -> (destination, environment variable, help).
 TLS_FLAGS = {
     "--ca-file": (
@@ -51,6 +52,13 @@ def add_proxy_argument(parser: argparse.ArgumentParser) -> None:
         metavar="TOKEN",
         help=f"bearer token for a proxy with an access file (default: ${TOKEN_ENV}, else none)",
     )
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        default=os.environ.get(TLS_ENV, "").lower() in ("1", "true", "yes", "on"),
+        help=f"TLS to the proxy, trusting the system's CAs (implied by the flags below; "
+        f"default: ${TLS_ENV} set to 1)",
+    )
     for flag, (dest, env, text) in TLS_FLAGS.items():
         parser.add_argument(
             flag,
@@ -63,13 +71,13 @@ def add_proxy_argument(parser: argparse.ArgumentParser) -> None:
 
 def client_tls(args: argparse.Namespace) -> ClientTLS | None:
     """TLS as the flags say (an empty one: not given, over its variable); None (plaintext)
-    when none is given. ClientTLSError (a ValueError) when a certificate comes without its
-    key."""
+    when none is given, nor --tls. ClientTLSError (a ValueError) when a certificate comes
+    without its key."""
     from protoevents.recorder.tls import ClientTLS
 
     given = (args.ca_file, args.client_cert, args.client_key, args.server_name)
     chosen = tuple(value or None for value in given)
-    if not any(chosen):
+    if not any(chosen) and not args.tls:
         return None
     return ClientTLS(*chosen)
 

@@ -199,3 +199,21 @@ def test_spool_replay_delivers_over_mtls_what_a_refused_recorder_spooled(
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["delivered"] == 4
     eventually(lambda: set(ids) <= set(proxy.written_ids()))
+
+
+def test_a_recorder_takes_its_tls_from_the_variables_when_given_none(
+    proxy: ServeProcess, cli: Cli
+) -> None:
+    script = (
+        "from protoevents.cluster.v1.cluster_events_pb2 import ClusterEventType\n"
+        "from protoevents.recorder import Recorder\n"
+        "import os\n"
+        "with Recorder(component='env-tls', event_types=[ClusterEventType],\n"
+        "              proxy=os.environ['PROTOEVENTS_PROXY'], spool_dir='spool') as events:\n"
+        f"    print(events.record(ClusterEventType.{LOST}, 'tls from the environment'))\n"
+        "    assert events.drain(30)\n"
+    )
+    done = run_python("-c", script, cwd=Path(cli.env["HOME"]).parent, env=cli.environ({}))
+    assert done.returncode == 0, done.stderr
+    event_id = done.stdout.strip()
+    eventually(lambda: event_id in proxy.written_ids())
