@@ -27,39 +27,39 @@ from protoevents.v1 import event_pb2 as protoevents_dot_v1_dot_event__pb2
 from protoevents.v1 import severity_pb2 as protoevents_dot_v1_dot_severity__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"protoevents/v1/query_service.proto\x12\x0eprotoevents.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1aprotoevents/v1/event.proto\x1a\x1dprotoevents/v1/severity.proto\"\xbd\x02\n\x0b\x45ventFilter\x12\r\n\x05types\x18\x01 \x03(\t\x12.\n\x0cmin_severity\x18\x02 \x01(\x0e\x32\x18.protoevents.v1.Severity\x12\x12\n\ncategories\x18\x03 \x03(\t\x12\x0c\n\x04node\x18\x04 \x01(\t\x12\x11\n\tcomponent\x18\x05 \x01(\t\x12\x13\n\x0bobject_kind\x18\x06 \x01(\t\x12\x18\n\x10object_namespace\x18\x07 \x01(\t\x12\x13\n\x0bobject_name\x18\x08 \x01(\t\x12.\n\nstart_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10message_contains\x18\x0b \x01(\t\"\x91\x01\n\x11ListEventsRequest\x12+\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x1b.protoevents.v1.EventFilter\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12(\n\x05order\x18\x04 \x01(\x0e\x32\x19.protoevents.v1.SortOrder\"T\n\x12ListEventsResponse\x12%\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x15.protoevents.v1.Event\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x1d\n\x0fGetEventRequest\x12\n\n\x02id\x18\x01 \x01(\t\"8\n\x10GetEventResponse\x12$\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x15.protoevents.v1.Event\"h\n\x12WatchEventsRequest\x12+\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x1b.protoevents.v1.EventFilter\x12\x14\n\x0creplay_count\x18\x02 \x01(\r\x12\x0f\n\x07\x62\x61tched\x18\x03 \x01(\x08\"\x95\x01\n\x13WatchEventsResponse\x12(\n\x04kind\x18\x01 \x01(\x0e\x32\x1a.protoevents.v1.ChangeKind\x12$\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x15.protoevents.v1.Event\x12.\n\x07\x63hanges\x18\x03 \x03(\x0b\x32\x1d.protoevents.v1.WatchedChange\"_\n\rWatchedChange\x12(\n\x04kind\x18\x01 \x01(\x0e\x32\x1a.protoevents.v1.ChangeKind\x12$\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x15.protoevents.v1.Event\":\n\x15ListEventTypesRequest\x12\x10\n\x08\x63\x61tegory\x18\x01 \x01(\t\x12\x0f\n\x07service\x18\x02 \x01(\t\"\xa4\x01\n\rEventTypeInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06number\x18\x02 \x01(\x05\x12*\n\x08severity\x18\x03 \x01(\x0e\x32\x18.protoevents.v1.Severity\x12\x10\n\x08\x63\x61tegory\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12\x0f\n\x07service\x18\x06 \x01(\t\x12\x11\n\tenum_name\x18\x07 \x01(\t\"L\n\x16ListEventTypesResponse\x12\x32\n\x0b\x65vent_types\x18\x01 \x03(\x0b\x32\x1d.protoevents.v1.EventTypeInfo*a\n\tSortOrder\x12\x1a\n\x16SORT_ORDER_UNSPECIFIED\x10\x00\x12\x1b\n\x17SORT_ORDER_NEWEST_FIRST\x10\x01\x12\x1b\n\x17SORT_ORDER_OLDEST_FIRST\x10\x02*u\n\nChangeKind\x12\x1b\n\x17\x43HANGE_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43HANGE_KIND_CREATED\x10\x01\x12\x17\n\x13\x43HANGE_KIND_UPDATED\x10\x02\x12\x18\n\x14\x43HANGE_KIND_REPLAYED\x10\x03\x32\xf2\x02\n\x11\x45ventQueryService\x12S\n\nListEvents\x12!.protoevents.v1.ListEventsRequest\x1a\".protoevents.v1.ListEventsResponse\x12M\n\x08GetEvent\x12\x1f.protoevents.v1.GetEventRequest\x1a .protoevents.v1.GetEventResponse\x12X\n\x0bWatchEvents\x12\".protoevents.v1.WatchEventsRequest\x1a#.protoevents.v1.WatchEventsResponse0\x01\x12_\n\x0eListEventTypes\x12%.protoevents.v1.ListEventTypesRequest\x1a&.protoevents.v1.ListEventTypesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"protoevents/v1/query_service.proto\x12\x0eprotoevents.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1aprotoevents/v1/event.proto\x1a\x1dprotoevents/v1/severity.proto\"\xcb\x02\n\x0b\x45ventFilter\x12\r\n\x05types\x18\x01 \x03(\t\x12.\n\x0cmin_severity\x18\x02 \x01(\x0e\x32\x18.protoevents.v1.Severity\x12\x12\n\ncategories\x18\x03 \x03(\t\x12\x0c\n\x04node\x18\x04 \x01(\t\x12\x11\n\tcomponent\x18\x05 \x01(\t\x12\x13\n\x0bobject_kind\x18\x06 \x01(\t\x12\x18\n\x10object_namespace\x18\x07 \x01(\t\x12\x13\n\x0bobject_name\x18\x08 \x01(\t\x12.\n\nstart_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10message_contains\x18\x0b \x01(\t\x12\x0c\n\x04site\x18\x0c \x01(\t\"\x91\x01\n\x11ListEventsRequest\x12+\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x1b.protoevents.v1.EventFilter\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12(\n\x05order\x18\x04 \x01(\x0e\x32\x19.protoevents.v1.SortOrder\"T\n\x12ListEventsResponse\x12%\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x15.protoevents.v1.Event\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x1d\n\x0fGetEventRequest\x12\n\n\x02id\x18\x01 \x01(\t\"8\n\x10GetEventResponse\x12$\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x15.protoevents.v1.Event\"h\n\x12WatchEventsRequest\x12+\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x1b.protoevents.v1.EventFilter\x12\x14\n\x0creplay_count\x18\x02 \x01(\r\x12\x0f\n\x07\x62\x61tched\x18\x03 \x01(\x08\"\x95\x01\n\x13WatchEventsResponse\x12(\n\x04kind\x18\x01 \x01(\x0e\x32\x1a.protoevents.v1.ChangeKind\x12$\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x15.protoevents.v1.Event\x12.\n\x07\x63hanges\x18\x03 \x03(\x0b\x32\x1d.protoevents.v1.WatchedChange\"_\n\rWatchedChange\x12(\n\x04kind\x18\x01 \x01(\x0e\x32\x1a.protoevents.v1.ChangeKind\x12$\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x15.protoevents.v1.Event\":\n\x15ListEventTypesRequest\x12\x10\n\x08\x63\x61tegory\x18\x01 \x01(\t\x12\x0f\n\x07service\x18\x02 \x01(\t\"\xa4\x01\n\rEventTypeInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06number\x18\x02 \x01(\x05\x12*\n\x08severity\x18\x03 \x01(\x0e\x32\x18.protoevents.v1.Severity\x12\x10\n\x08\x63\x61tegory\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12\x0f\n\x07service\x18\x06 \x01(\t\x12\x11\n\tenum_name\x18\x07 \x01(\t\"L\n\x16ListEventTypesResponse\x12\x32\n\x0b\x65vent_types\x18\x01 \x03(\x0b\x32\x1d.protoevents.v1.EventTypeInfo*a\n\tSortOrder\x12\x1a\n\x16SORT_ORDER_UNSPECIFIED\x10\x00\x12\x1b\n\x17SORT_ORDER_NEWEST_FIRST\x10\x01\x12\x1b\n\x17SORT_ORDER_OLDEST_FIRST\x10\x02*u\n\nChangeKind\x12\x1b\n\x17\x43HANGE_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43HANGE_KIND_CREATED\x10\x01\x12\x17\n\x13\x43HANGE_KIND_UPDATED\x10\x02\x12\x18\n\x14\x43HANGE_KIND_REPLAYED\x10\x03\x32\xf2\x02\n\x11\x45ventQueryService\x12S\n\nListEvents\x12!.protoevents.v1.ListEventsRequest\x1a\".protoevents.v1.ListEventsResponse\x12M\n\x08GetEvent\x12\x1f.protoevents.v1.GetEventRequest\x1a .protoevents.v1.GetEventResponse\x12X\n\x0bWatchEvents\x12\".protoevents.v1.WatchEventsRequest\x1a#.protoevents.v1.WatchEventsResponse0\x01\x12_\n\x0eListEventTypes\x12%.protoevents.v1.ListEventTypesRequest\x1a&.protoevents.v1.ListEventTypesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'protoevents.v1.query_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SORTORDER']._serialized_start=1449
-  _globals['_SORTORDER']._serialized_end=1546
-  _globals['_CHANGEKIND']._serialized_start=1548
-  _globals['_CHANGEKIND']._serialized_end=1665
+  _globals['_SORTORDER']._serialized_start=1463
+  _globals['_SORTORDER']._serialized_end=1560
+  _globals['_CHANGEKIND']._serialized_start=1562
+  _globals['_CHANGEKIND']._serialized_end=1679
   _globals['_EVENTFILTER']._serialized_start=147
-  _globals['_EVENTFILTER']._serialized_end=464
-  _globals['_LISTEVENTSREQUEST']._serialized_start=467
-  _globals['_LISTEVENTSREQUEST']._serialized_end=612
-  _globals['_LISTEVENTSRESPONSE']._serialized_start=614
-  _globals['_LISTEVENTSRESPONSE']._serialized_end=698
-  _globals['_GETEVENTREQUEST']._serialized_start=700
-  _globals['_GETEVENTREQUEST']._serialized_end=729
-  _globals['_GETEVENTRESPONSE']._serialized_start=731
-  _globals['_GETEVENTRESPONSE']._serialized_end=787
-  _globals['_WATCHEVENTSREQUEST']._serialized_start=789
-  _globals['_WATCHEVENTSREQUEST']._serialized_end=893
-  _globals['_WATCHEVENTSRESPONSE']._serialized_start=896
-  _globals['_WATCHEVENTSRESPONSE']._serialized_end=1045
-  _globals['_WATCHEDCHANGE']._serialized_start=1047
-  _globals['_WATCHEDCHANGE']._serialized_end=1142
-  _globals['_LISTEVENTTYPESREQUEST']._serialized_start=1144
-  _globals['_LISTEVENTTYPESREQUEST']._serialized_end=1202
-  _globals['_EVENTTYPEINFO']._serialized_start=1205
-  _globals['_EVENTTYPEINFO']._serialized_end=1369
-  _globals['_LISTEVENTTYPESRESPONSE']._serialized_start=1371
-  _globals['_LISTEVENTTYPESRESPONSE']._serialized_end=1447
-  _globals['_EVENTQUERYSERVICE']._serialized_start=1668
-  _globals['_EVENTQUERYSERVICE']._serialized_end=2038
+  _globals['_EVENTFILTER']._serialized_end=478
+  _globals['_LISTEVENTSREQUEST']._serialized_start=481
+  _globals['_LISTEVENTSREQUEST']._serialized_end=626
+  _globals['_LISTEVENTSRESPONSE']._serialized_start=628
+  _globals['_LISTEVENTSRESPONSE']._serialized_end=712
+  _globals['_GETEVENTREQUEST']._serialized_start=714
+  _globals['_GETEVENTREQUEST']._serialized_end=743
+  _globals['_GETEVENTRESPONSE']._serialized_start=745
+  _globals['_GETEVENTRESPONSE']._serialized_end=801
+  _globals['_WATCHEVENTSREQUEST']._serialized_start=803
+  _globals['_WATCHEVENTSREQUEST']._serialized_end=907
+  _globals['_WATCHEVENTSRESPONSE']._serialized_start=910
+  _globals['_WATCHEVENTSRESPONSE']._serialized_end=1059
+  _globals['_WATCHEDCHANGE']._serialized_start=1061
+  _globals['_WATCHEDCHANGE']._serialized_end=1156
+  _globals['_LISTEVENTTYPESREQUEST']._serialized_start=1158
+  _globals['_LISTEVENTTYPESREQUEST']._serialized_end=1216
+  _globals['_EVENTTYPEINFO']._serialized_start=1219
+  _globals['_EVENTTYPEINFO']._serialized_end=1383
+  _globals['_LISTEVENTTYPESRESPONSE']._serialized_start=1385
+  _globals['_LISTEVENTTYPESRESPONSE']._serialized_end=1461
+  _globals['_EVENTQUERYSERVICE']._serialized_start=1682
+  _globals['_EVENTQUERYSERVICE']._serialized_end=2052
 # @@protoc_insertion_point(module_scope)

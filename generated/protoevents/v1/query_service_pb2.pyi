@@ -91,6 +91,7 @@ class EventFilter(_message.Message):
     START_TIME_FIELD_NUMBER: _builtins.int
     END_TIME_FIELD_NUMBER: _builtins.int
     MESSAGE_CONTAINS_FIELD_NUMBER: _builtins.int
+    SITE_FIELD_NUMBER: _builtins.int
     min_severity: _severity_pb2.Severity.ValueType
     """Lowest severity to include."""
     node: _builtins.str
@@ -105,6 +106,10 @@ class EventFilter(_message.Message):
     """Object name, matched exactly."""
     message_contains: _builtins.str
     """Substring the message must contain (case-sensitive)."""
+    site: _builtins.str
+    """Site the event came through (exact); empty matches any. Events recorded at this proxy
+    itself have no site.
+    """
     @_builtins.property
     def types(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Event type names, qualified or value names alone (when no other known enum has a value
@@ -137,10 +142,11 @@ class EventFilter(_message.Message):
         start_time: _timestamp_pb2.Timestamp | None = ...,
         end_time: _timestamp_pb2.Timestamp | None = ...,
         message_contains: _builtins.str = ...,
+        site: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["categories", b"categories", "component", b"component", "end_time", b"end_time", "message_contains", b"message_contains", "min_severity", b"min_severity", "node", b"node", "object_kind", b"object_kind", "object_name", b"object_name", "object_namespace", b"object_namespace", "start_time", b"start_time", "types", b"types"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["categories", b"categories", "component", b"component", "end_time", b"end_time", "message_contains", b"message_contains", "min_severity", b"min_severity", "node", b"node", "object_kind", b"object_kind", "object_name", b"object_name", "object_namespace", b"object_namespace", "site", b"site", "start_time", b"start_time", "types", b"types"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
