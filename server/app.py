@@ -23,6 +23,9 @@ from protoevents.proxy.config import Settings
 from protoevents.proxy.db.setup import open_database
 from protoevents.proxy.dedup import Deduplicator
 from protoevents.proxy.dispatcher import Dispatcher
+from protoevents.proxy.forward_service import SERVICE as FORWARD_SERVICE
+from protoevents.proxy.forward_service import EventForwardServicer, add_forward_service
+from protoevents.proxy.forwarded import ForwardedChanges
 from protoevents.proxy.health import HealthBoard, HealthReporter, ListingHealthServicer
 from protoevents.proxy.ingest import Ingest
 from protoevents.proxy.metrics import Metrics
@@ -274,7 +277,7 @@ async def open_ingest(
             quarantine=quarantine,
         )
         restored = await ingest.restore()
-        await ingest.release_quarantined()
+        await ingest.release_quarantined(ForwardedChanges(ingest).apply)
         undo.pop_all()
     return ingest, restored
 
@@ -374,9 +377,13 @@ async def add_services(
         max_watchers=settings.max_watchers,
     )
     add_query_service(query, server)
+    forward = EventForwardServicer(
+        ForwardedChanges(ingest), settings.max_inflight_batches, denials=denials
+    )
+    add_forward_service(forward, server)
     health_servicer = ListingHealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    services = [PROXY_SERVICE, QUERY_SERVICE, health.SERVICE_NAME]
+    services = [PROXY_SERVICE, QUERY_SERVICE, FORWARD_SERVICE, health.SERVICE_NAME]
     enable_reflection(server, services, await asyncio.to_thread(documented_files))
     return health_servicer
 

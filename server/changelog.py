@@ -32,7 +32,7 @@ _FORMAT_1_HEAD = struct.Struct("<BBII")
 _CREATED_KEY = bytes([_Record.DESCRIPTOR.fields_by_name["created"].number << 3 | 2])
 
 
-def _varint(n: int) -> bytes:
+def varint(n: int) -> bytes:
     out = bytearray()
     while n > 0x7F:
         out.append((n & 0x7F) | 0x80)
@@ -41,7 +41,7 @@ def _varint(n: int) -> bytes:
     return bytes(out)
 
 
-_SMALL_VARINTS = [_varint(n) for n in range(1 << 14)]
+_SMALL_VARINTS = [varint(n) for n in range(1 << 14)]
 
 
 def _framed_created(serialized: Iterable[bytes]) -> bytes:
@@ -56,7 +56,7 @@ def _framed_created(serialized: Iterable[bytes]) -> bytes:
     for data in serialized:
         n = len(data)
         append(key)
-        append(small[n] if n < limit else _varint(n))
+        append(small[n] if n < limit else varint(n))
         append(data)
     return b"".join(parts)
 

@@ -19,7 +19,7 @@ from protoevents.proxy import changelog
 from protoevents.proxy.changes import CREATED, fill_created
 from protoevents.proxy.dedup import Deduplicator
 from protoevents.proxy.metrics import Metrics
-from protoevents.proxy.quarantine import Quarantine, Unknown
+from protoevents.proxy.quarantine import Forward, Quarantine, Unknown
 from protoevents.proxy.sources import SourceClaims
 from protoevents.proxy.validation import UNKNOWN_TYPE, Problem, UnknownType, Validator
 from protoevents.proxy.wal import WriteAheadLog
@@ -39,7 +39,7 @@ Persisted: TypeAlias = asyncio.Future[int]
 SOURCE_FORBIDDEN = proxy_service_pb2.REJECTION_REASON_SOURCE_FORBIDDEN
 
 
-def _joined(first: Persisted | None, second: Persisted | None) -> Persisted | None:
+def joined(first: Persisted | None, second: Persisted | None) -> Persisted | None:
     """A future of both (either may be None), failing when either fails."""
     if second is None:
         return first
@@ -145,12 +145,13 @@ class Ingest:
         self.metrics = metrics or Metrics()
         self.quarantine = quarantine  # None: an unknown type is rejected
 
-    async def release_quarantined(self) -> int:
+    async def release_quarantined(self, forward: Forward | None = None) -> int:
         """Store the quarantined events whose type is now known (at start, after `restore`:
-        ids already in the log are duplicates, so a repeated release stores nothing twice)."""
+        ids already in the log are duplicates, so a repeated release stores nothing twice);
+        forwarded changes through `forward` (kept when None)."""
         if self.quarantine is None:
             return 0
-        return await self.quarantine.release(self.validator, self.record)
+        return await self.quarantine.release(self.validator, self.record, forward)
 
     async def restore(self) -> int:
         """Refill the recent-id cache from the log's retained records; returns ids read."""
@@ -216,7 +217,7 @@ class Ingest:
         if not accepted:
             # Duplicates may be of ids still being persisted by an earlier batch: their ack
             # must not overtake that batch's.
-            return result, _joined(wal.barrier() if duplicates else None, quarantined)
+            return result, joined(wal.barrier() if duplicates else None, quarantined)
         payload = decision.encode()
         future = wal.submit(payload)
         self.recent.add_many(accepted)
@@ -224,7 +225,7 @@ class Ingest:
         if decision.updated:
             metrics.dedup_merges.inc(len(accepted) - len(decision.created))
         metrics.wal_bytes.inc(len(payload))
-        return result, _joined(future, quarantined)
+        return result, joined(future, quarantined)
 
     def _validate(
         self, request: Batch, now: float, claims: SourceClaims | None

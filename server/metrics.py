@@ -106,6 +106,11 @@ class Metrics:
         self.quarantine_events = Gauge(
             "protoevents_quarantine_events", "Events held in quarantine", registry=r
         )
+        self.forwarded = Counter(
+            "protoevents_forwarded_changes",
+            "Changes received forwarded from another proxy (a site) and logged",
+            registry=r,
+        )
 
     def _calls(self, r: CollectorRegistry) -> None:
         """Ingest and query calls: limits and timeouts."""

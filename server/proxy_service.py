@@ -14,7 +14,7 @@ from google.protobuf.message import DecodeError, Message
 
 from protoevents.proxy.access import denials as reasons
 from protoevents.proxy.access.denials import Denials
-from protoevents.proxy.access.interceptor import CALLER_CLAIMS
+from protoevents.proxy.access.interceptor import CALLER
 from protoevents.proxy.admission import Admission, AdmissionRefusedError, Ticket
 from protoevents.proxy.ingest import SOURCE_FORBIDDEN, Ingest
 from protoevents.proxy.metrics import Metrics
@@ -52,7 +52,7 @@ class MalformedRequest:
     detail: str
 
 
-def _lenient(message_class: type[_Request]) -> Callable[[bytes], _Request | MalformedRequest]:
+def lenient(message_class: type[_Request]) -> Callable[[bytes], _Request | MalformedRequest]:
     """A deserializer that hands bad bytes to the servicer (grpc would answer UNKNOWN)."""
     name = message_class.DESCRIPTOR.full_name
 
@@ -74,12 +74,12 @@ def add_proxy_service(servicer: EventProxyServicer, server: grpc.aio.Server) -> 
     handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
         "Record": grpc.stream_stream_rpc_method_handler(
             servicer.Record,
-            request_deserializer=_lenient(R.RecordRequest),
+            request_deserializer=lenient(R.RecordRequest),
             response_serializer=R.RecordResponse.SerializeToString,
         ),
         "RecordBatch": grpc.unary_unary_rpc_method_handler(
             servicer.RecordBatch,
-            request_deserializer=_lenient(R.RecordBatchRequest),
+            request_deserializer=lenient(R.RecordBatchRequest),
             response_serializer=R.RecordBatchResponse.SerializeToString,
         ),
     }
@@ -159,7 +159,7 @@ class EventProxyServicer(proxy_service_pb2_grpc.EventProxyServiceServicer):
         if isinstance(request, MalformedRequest):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.detail)
         ticket = await self._admit(context)
-        claims = CALLER_CLAIMS.get()
+        claims = _claims()
         try:
             result = await self.ingest.record(request, claims)
         except Exception as exc:
@@ -195,7 +195,7 @@ class EventProxyServicer(proxy_service_pb2_grpc.EventProxyServiceServicer):
     ) -> AsyncIterator[proxy_service_pb2.RecordResponse]:
         queue: asyncio.Queue[object] = asyncio.Queue()
         slots = asyncio.Semaphore(self.max_inflight_batches)
-        claims = CALLER_CLAIMS.get()
+        claims = _claims()
 
         async def pump() -> None:
             try:
@@ -258,6 +258,12 @@ async def _next(queue: asyncio.Queue[object], idle_s: float | None) -> object:
     getter.cancel()
     # An item put as the wait ended is in the queue already (a cancelled get leaves it there).
     return queue.get_nowait() if not queue.empty() else _IDLE
+
+
+def _claims() -> SourceClaims | None:
+    """The sources the current call may claim (None: any)."""
+    identity = CALLER.get()
+    return None if identity is None else identity.sources
 
 
 def _peer(context: grpc.aio.ServicerContext[Any, Any]) -> str:

@@ -11,6 +11,11 @@ writes what stays into a new generation, fsyncs it, then deletes the older ones 
 any point leaves every event in at least one generation, and an event found twice is one event
 (listings and releases go by id). A write that fails leaves its generation behind (its torn tail is
 cut when it is next opened) and the next write starts a new one.
+
+Changes forwarded by another proxy (`protoevents.proxy.forwarded`) of types unknown here are held
+too, as batches of stage "forwarded" with their new events and updates, each kept as it came (its
+site and count); a release hands them back to the forwarded path, one new event per id and its
+highest update, so no count goes back.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from collections.abc import Awaitable, Callable, Container, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from protoevents.proxy.changes import CREATED, UPDATED, Change, merge_repeats
 from protoevents.proxy.metrics import Metrics
 from protoevents.proxy.throttle import Throttle
 from protoevents.proxy.validation import UnknownType, Validator
@@ -35,6 +41,7 @@ from protoevents.v1 import event_pb2, proxy_service_pb2, set_aside_pb2
 log = logging.getLogger(__name__)
 
 STAGE = "quarantine"
+FORWARDED = "forwarded"
 # Distinct types counted under their own label; the rest share "other", so that a client
 # sending made-up type names cannot grow the metrics without bound.
 MAX_TYPE_LABELS = 100
@@ -42,6 +49,9 @@ OTHER_TYPES = "other"
 
 Unknown = tuple[int, event_pb2.Event, str]  # index in the batch, the event, the detail
 Record = Callable[[proxy_service_pb2.RecordBatchRequest], Awaitable[proxy_service_pb2.BatchResult]]
+# Store forwarded changes (new events, updates), as the forwarded path does; returns how many
+# it stored or held (fewer: some were refused).
+Forward = Callable[[list[event_pb2.Event], list[event_pb2.Event]], Awaitable[int]]
 
 
 class QuarantineFull(LogFull):
@@ -63,10 +73,11 @@ def generations(directory: Path) -> list[Path]:
 def held_events(
     batches: Iterable[set_aside_pb2.SetAsideBatch],
 ) -> Iterator[tuple[set_aside_pb2.SetAsideBatch, event_pb2.Event]]:
-    """Each quarantined event once (by id, first seen), with the batch it was put in."""
+    """Each quarantined event once (by id, first seen; a forwarded update when no new event
+    of its id is held), with the batch it was put in."""
     seen: set[str] = set()
     for batch in batches:
-        for event in batch.events:
+        for event in (*batch.events, *batch.updates):
             if event.id not in seen:
                 seen.add(event.id)
                 yield batch, event
@@ -179,15 +190,23 @@ class Quarantine:
             fresh.append(event)
             details.append(detail)
         if fresh:
-            waits.append(self._put(fresh, _reason(details)))
+            waits.append(self._put(make_batch(STAGE, _reason(details), fresh)))
         if not waits:
             return entries, duplicates, None
         if len(waits) == 1:
             return entries, duplicates, waits[0]
         return entries, duplicates, asyncio.ensure_future(_all(waits))
 
-    def _put(self, events: list[event_pb2.Event], reason: str) -> asyncio.Future[int]:
-        batch = make_batch(STAGE, reason, events)
+    def hold(
+        self, created: list[event_pb2.Event], updated: list[event_pb2.Event], details: list[str]
+    ) -> asyncio.Future[int]:
+        """Hold forwarded changes of unknown types (`details` says why, per change). Written
+        even when their ids are held already: an update may raise a count. The future
+        completes once they are persisted (failing with QuarantineUnavailable)."""
+        return self._put(make_batch(FORWARDED, _reason(details), created, updated))
+
+    def _put(self, batch: set_aside_pb2.SetAsideBatch) -> asyncio.Future[int]:
+        events = [*batch.events, *batch.updates]
         ids = [e.id for e in events]
         self.ids.update(ids)
         future = asyncio.get_running_loop().run_in_executor(self._io, self._write, batch)
@@ -266,35 +285,35 @@ class Quarantine:
         self._size = sum(s.size_bytes for s in self._stores)
         self.metrics.quarantine_events.set(len(self.ids))
 
-    async def release(self, validator: Validator, record: Record) -> int:
-        """Hand every held event whose type `validator` now knows to `record` (ingest), then
-        keep only the rest. Runs at start, before serving. Returns the events released."""
+    async def release(
+        self, validator: Validator, record: Record, forward: Forward | None = None
+    ) -> int:
+        """Hand every held event whose type `validator` now knows back: recorded ones to
+        `record` (ingest), forwarded ones to `forward`; then keep only the rest. Runs at
+        start, before serving. Returns the events released."""
         staying: dict[str, str] = {}  # id -> the reason it stays (a new one when rejected)
-        reasons: dict[str, str] = {}
-        releasable: list[event_pb2.Event] = []
-        for batch, event in held_events(self._held):
-            reasons[event.id] = batch.reason
-            probe = event_pb2.Event()
-            probe.CopyFrom(event)
-            outcome = validator.inspect(probe)
-            if isinstance(outcome, int):
-                releasable.append(event)
-            elif isinstance(outcome, UnknownType):
-                staying[event.id] = batch.reason
-            else:
-                staying[event.id] = f"type now known, but rejected: {outcome[1]}"
-                log.error(
-                    "quarantined event %s of type %s is still kept: %s",
-                    event.id,
-                    event.type,
-                    outcome[1],
-                )
-        if not releasable and len(self._stores) <= 1:
+        recorded = [b for b in self._held if b.stage != FORWARDED]
+        forwarded = [b for b in self._held if b.stage == FORWARDED] if forward else []
+        candidates = [(b.reason, e) for b, e in held_events(recorded)]
+        releasable = self._releasable(candidates, validator, staying, False)
+        created, updated = self._releasable_forwarded(forwarded, validator, staying)
+        if forward is None:
+            for batch in self._held:
+                if batch.stage == FORWARDED:
+                    staying.update((e.id, batch.reason) for e in (*batch.events, *batch.updates))
+        if not releasable and not created and not updated and len(self._stores) <= 1:
             self._held = []
             return 0
-        released = await self._ingest(releasable, validator.limits.max_batch_events, record)
+        reasons = {e.id: b.reason for b in self._held for e in (*b.events, *b.updates)}
+        per_batch = validator.limits.max_batch_events
+        released = await self._ingest(releasable, per_batch, record)
         for event in releasable[released:]:
             staying[event.id] = reasons[event.id]
+        if forward is not None and (created or updated):
+            done = await self._forward(created, updated, per_batch, forward)
+            for event in (*created, *updated)[done:]:
+                staying[event.id] = reasons[event.id]
+            released += len({e.id for e in (*created, *updated)[:done]} - set(staying))
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._io, self._compact, staying)
         self.metrics.quarantine_released.inc(released)
@@ -306,6 +325,54 @@ class Quarantine:
                 len(self.ids),
             )
         return released
+
+    @staticmethod
+    def _releasable(
+        held: Iterable[tuple[str, event_pb2.Event]],
+        validator: Validator,
+        staying: dict[str, str],
+        forwarded: bool,
+    ) -> list[event_pb2.Event]:
+        """The held events (each with the reason it is held) whose type is now known and
+        which pass; the others are added to `staying`, with a new reason when the type is
+        known but the event is rejected."""
+        releasable: list[event_pb2.Event] = []
+        for reason, event in held:
+            probe = event_pb2.Event()
+            probe.CopyFrom(event)
+            outcome = validator.inspect(probe, forwarded=forwarded)
+            if isinstance(outcome, int):
+                releasable.append(event)
+            elif isinstance(outcome, UnknownType):
+                staying[event.id] = reason
+            else:
+                staying[event.id] = f"type now known, but rejected: {outcome[1]}"
+                log.error(
+                    "quarantined event %s of type %s is still kept: %s",
+                    event.id,
+                    event.type,
+                    outcome[1],
+                )
+        return releasable
+
+    def _releasable_forwarded(
+        self,
+        batches: list[set_aside_pb2.SetAsideBatch],
+        validator: Validator,
+        staying: dict[str, str],
+    ) -> tuple[list[event_pb2.Event], list[event_pb2.Event]]:
+        """The forwarded changes to release: each id's first new event, and its update
+        raised to the highest count and latest last time held (`changes.merge_repeats`)."""
+        held = [Change(CREATED, e) for b in batches for e in b.events]
+        held += [Change(UPDATED, e) for b in batches for e in b.updates]
+        reasons = {e.id: b.reason for b in batches for e in (*b.events, *b.updates)}
+        merged = merge_repeats(held)
+        candidates = [(reasons[c.event.id], c.event) for c in merged]
+        good = {e.id for e in self._releasable(candidates, validator, staying, True)}
+        good -= set(staying)
+        created = [c.event for c in merged if c.kind == CREATED and c.event.id in good]
+        updated = [c.event for c in merged if c.kind == UPDATED and c.event.id in good]
+        return created, updated
 
     async def _ingest(self, events: list[event_pb2.Event], per_batch: int, record: Record) -> int:
         """Record `events` in batches; returns how many, from the first, are persisted."""
@@ -327,13 +394,53 @@ class Quarantine:
             done += len(chunk)
         return done
 
+    async def _forward(
+        self,
+        created: list[event_pb2.Event],
+        updated: list[event_pb2.Event],
+        per_batch: int,
+        forward: Forward,
+    ) -> int:
+        """Hand forwarded changes on in batches (new events first); returns how many, from
+        the first, are stored."""
+        total = len(created) + len(updated)
+        done = 0
+        while done < total:
+            end = min(total, done + per_batch)
+            fresh = created[done:end]
+            more = updated[max(0, done - len(created)) : max(0, end - len(created))]
+            try:
+                stored = await forward(fresh, more)
+            except Exception as exc:
+                log.warning(
+                    "release of quarantined forwarded changes stopped, %d left for the next "
+                    "start: %s",
+                    total - done,
+                    exc,
+                )
+                return done
+            if stored < end - done:
+                return done
+            done = end
+        return done
+
     def _compact(self, staying: dict[str, str]) -> None:
-        """Write what stays into a new generation, then delete the older ones (I/O thread)."""
+        """Write what stays into a new generation, then delete the older ones (I/O thread).
+        A recorded event is kept once (by id); forwarded updates are all kept."""
         kept: list[set_aside_pb2.SetAsideBatch] = []
+        seen: set[str] = set()
         for batch in self._held:
-            events = [(e, staying.pop(e.id)) for e in batch.events if e.id in staying]
-            for reason in dict.fromkeys(r for _, r in events):
-                rest = make_batch(batch.stage, reason, (e for e, r in events if r == reason))
+            events = [(e, staying[e.id]) for e in batch.events if e.id in staying]
+            events = [(e, r) for e, r in events if e.id not in seen]
+            seen.update(e.id for e, _ in events)
+            updates = [(e, staying[e.id]) for e in batch.updates if e.id in staying]
+            for reason in dict.fromkeys(r for _, r in (*events, *updates)):
+                rest = make_batch(
+                    batch.stage,
+                    reason,
+                    (e for e, r in events if r == reason),
+                    (e for e, r in updates if r == reason),
+                )
                 rest.set_aside_time.CopyFrom(batch.set_aside_time)
                 kept.append(rest)
         old = self._stores
@@ -349,7 +456,7 @@ class Quarantine:
             shutil.rmtree(store.directory, ignore_errors=True)
         fsync_dir(self.directory)
         self._held = []
-        self.ids = {e.id for b in kept for e in b.events}
+        self.ids = {e.id for b in kept for e in (*b.events, *b.updates)}
         self._size = sum(s.size_bytes for s in self._stores)
 
     async def close(self) -> None:

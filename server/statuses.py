@@ -13,6 +13,7 @@ from typing import Any, NoReturn, TypeVar, cast
 
 import grpc
 
+from protoevents.proxy.forwarded import SiteForbiddenError
 from protoevents.proxy.quarantine import QuarantineUnavailable
 from protoevents.proxy.validation import MalformedBatchError
 from protoevents.proxy.wal import LogFull, LogUnavailable
@@ -23,7 +24,8 @@ log = logging.getLogger(__name__)
 _DOMAIN_STATUSES: tuple[
     tuple[type[Exception] | tuple[type[Exception], ...], grpc.StatusCode], ...
 ] = (
-    (MalformedBatchError, grpc.StatusCode.INVALID_ARGUMENT),
+    (MalformedBatchError, grpc.StatusCode.INVALID_ARGUMENT),  # InvalidChangeError included
+    (SiteForbiddenError, grpc.StatusCode.PERMISSION_DENIED),
     (LogFull, grpc.StatusCode.RESOURCE_EXHAUSTED),  # QuarantineFull included
     ((LogUnavailable, QuarantineUnavailable), grpc.StatusCode.UNAVAILABLE),
 )

@@ -214,15 +214,24 @@ class Validator:
         return None if isinstance(outcome, int) else outcome
 
     def inspect(
-        self, event: event_pb2.Event, now: float | None = None
+        self, event: event_pb2.Event, now: float | None = None, *, forwarded: bool = False
     ) -> Problem | int | UnknownType:
         """Like `check`, but a good event gives its serialized size (before completion), and
-        one whose only fault is a type of newer protos gives an UnknownType."""
+        one whose only fault is a type of newer protos gives an UnknownType. A `forwarded`
+        event (from another proxy, which checked its time against its own clock when it took
+        it) may have a site and any time since EARLIEST; a recorded one may have no site."""
         limits = self.limits
         field_limit = limits.max_field_bytes
         event_id = event.id
         if len(event_id) != 36 or _CANONICAL_ID.fullmatch(event_id) is None:
             return INVALID_ID, ids.id_problem(event_id) or "id is not canonical"
+        if forwarded:
+            now = math.inf
+        elif event.site:
+            return INVALID_VALUE, (
+                "site is set only by a proxy that receives the event forwarded from a site; "
+                "recorders leave it empty"
+            )
         type_name = event.type
         if not type_name:
             return MISSING_TYPE, "type is empty"

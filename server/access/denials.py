@@ -18,6 +18,7 @@ UNKNOWN_CERTIFICATE = "unknown_certificate"
 TOKEN_OVER_PLAINTEXT = "token_over_plaintext"
 MISSING_ROLE = "missing_role"
 SOURCE_FORBIDDEN = "source_forbidden"
+SITE_FORBIDDEN = "site_forbidden"
 REASONS = (
     NO_CREDENTIALS,
     UNKNOWN_TOKEN,
@@ -25,6 +26,7 @@ REASONS = (
     TOKEN_OVER_PLAINTEXT,
     MISSING_ROLE,
     SOURCE_FORBIDDEN,
+    SITE_FORBIDDEN,
 )
 
 

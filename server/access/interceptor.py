@@ -1,6 +1,7 @@
 """The server interceptor that holds every call to the access file: who calls (callers.py),
-whether their identity has the role the method needs, and the sources a recording call may
-claim (handed to the servicer in `CALLER_CLAIMS`). Health and reflection stay open."""
+whether their identity has the role the method needs; the identity is handed to the servicer
+in `CALLER` (the sources a recording call may claim, the sites a forwarding one may forward
+for). Health and reflection stay open."""
 
 from __future__ import annotations
 
@@ -16,11 +17,12 @@ import grpc
 from protoevents.proxy.access import denials as reasons
 from protoevents.proxy.access.callers import CallRefusedError, identify
 from protoevents.proxy.access.denials import Denials
+from protoevents.proxy.access.policy import Identity
 from protoevents.proxy.access.reloading import AccessFile
-from protoevents.proxy.sources import SourceClaims
 
 PROXY = "protoevents.v1.EventProxyService"
 QUERY = "protoevents.v1.EventQueryService"
+FORWARD = "protoevents.v1.EventForwardService"
 # The role each method needs; a method of no open service that is not listed needs admin.
 METHOD_ROLES = {
     f"/{PROXY}/Record": "record",
@@ -29,14 +31,15 @@ METHOD_ROLES = {
     f"/{QUERY}/GetEvent": "query",
     f"/{QUERY}/ListEventTypes": "query",
     f"/{QUERY}/WatchEvents": "watch",
+    f"/{FORWARD}/Forward": "forward",
 }
 OPEN_SERVICES = (
     "grpc.health.v1.Health",
     "grpc.reflection.v1alpha.ServerReflection",
     "grpc.reflection.v1.ServerReflection",
 )
-# The sources the current recording call may claim (None: any, as without an access file).
-CALLER_CLAIMS: ContextVar[SourceClaims | None] = ContextVar("caller_claims", default=None)
+# The identity of the current call (None without an access file: any source, any site).
+CALLER: ContextVar[Identity | None] = ContextVar("caller", default=None)
 # How long a refused stream's first request is waited for (grpc/grpc#36066, as admission).
 _REFUSE_READ_S = 1.0
 
@@ -71,9 +74,9 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
             return handler
         return _guarded(handler, lambda context: self.decide(method, role, context))
 
-    def decide(self, method: str, role: str, context: Context) -> SourceClaims | None:
-        """The sources the call may claim when it records (None otherwise). Raises
-        CallRefusedError, counted and reported, when it may not be made."""
+    def decide(self, method: str, role: str, context: Context) -> Identity:
+        """The identity of a call it may make. Raises CallRefusedError, counted and
+        reported, when it may not be made."""
         try:
             identity = identify(self.access.policy(), context)
             if role not in identity.roles:
@@ -87,11 +90,11 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
         except CallRefusedError as refusal:
             self.denials.deny(refusal.reason, refusal.who, f"{method}: {refusal.message}")
             raise
-        return identity.sources if role == "record" else None
+        return identity
 
 
 def _guarded(
-    handler: grpc.RpcMethodHandler[Any, Any], decide: Callable[[Context], SourceClaims | None]
+    handler: grpc.RpcMethodHandler[Any, Any], decide: Callable[[Context], Identity]
 ) -> grpc.RpcMethodHandler[Any, Any]:
     """`handler` with `decide` run first: a CallRefusedError aborts the call with its status."""
     replace: Callable[..., grpc.RpcMethodHandler[Any, Any]] = handler._replace  # type: ignore[attr-defined]
@@ -104,7 +107,7 @@ def _guarded(
 
 def _wrapped(
     behavior: Callable[..., Any],
-    decide: Callable[[Context], SourceClaims | None],
+    decide: Callable[[Context], Identity],
     reads: bool,
 ) -> Callable[..., Any]:
     """`behavior` guarded, of its own kind: a plain function stays one (grpc.aio runs those
@@ -113,7 +116,7 @@ def _wrapped(
     if inspect.isasyncgenfunction(behavior):
 
         async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
-            CALLER_CLAIMS.set(await _decided(decide, context, request if reads else None))
+            CALLER.set(await _decided(decide, context, request if reads else None))
             async for response in behavior(request, context):
                 yield response
 
@@ -122,7 +125,7 @@ def _wrapped(
 
         async def unary(request: Any, context: Context) -> Any:
             # Each call runs in a task of its own, with a copy of the context: no reset.
-            CALLER_CLAIMS.set(await _decided(decide, context, request if reads else None))
+            CALLER.set(await _decided(decide, context, request if reads else None))
             return await behavior(request, context)
 
         return unary
@@ -138,9 +141,9 @@ def _wrapped(
 
 
 async def _decided(
-    decide: Callable[[Context], SourceClaims | None], context: Context, requests: Any
-) -> SourceClaims | None:
-    """What `decide` allows the call, or the call aborted with its refusal."""
+    decide: Callable[[Context], Identity], context: Context, requests: Any
+) -> Identity:
+    """The identity `decide` allows the call, or the call aborted with its refusal."""
     try:
         return decide(context)
     except CallRefusedError as refusal:

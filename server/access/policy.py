@@ -11,8 +11,8 @@ from pathlib import Path
 
 from protoevents.proxy.sources import SourceClaims, pattern_problem
 
-ROLES = ("record", "query", "watch", "admin")
-_KEYS = ("name", "roles", "sources", "certificates", "tokens")
+ROLES = ("record", "query", "watch", "forward", "admin")
+_KEYS = ("name", "roles", "sources", "sites", "certificates", "tokens")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _HEADER = re.compile(r"^[ \t]*\[\[[ \t]*identities[ \t]*\]\]", re.MULTILINE)
 
@@ -23,18 +23,25 @@ class AccessFileError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Identity:
-    """One `[[identities]]` table. `certificates` are SAN patterns (URIs or DNS names, fnmatch
-    globs); `tokens` the sha256 hex digests of its bearer tokens."""
+    """One `[[identities]]` table. `sites`: the sites it may forward events of (fnmatch
+    globs; a proxy of a chain forwards for the sites behind it too); `certificates` are SAN
+    patterns (URIs or DNS names, fnmatch globs); `tokens` the sha256 hex digests of its
+    bearer tokens."""
 
     name: str
     roles: frozenset[str]
     sources: SourceClaims
     certificates: tuple[str, ...] = ()
     tokens: frozenset[str] = frozenset()
+    sites: tuple[str, ...] = ()
 
     def proven_by_names(self, names: list[str]) -> bool:
         """Whether one of a certificate's SANs matches one of the identity's patterns."""
         return any(fnmatchcase(n, p) for p in self.certificates for n in names)
+
+    def forwards_for(self, site: str) -> bool:
+        """Whether the identity may forward events that came through `site`."""
+        return any(fnmatchcase(site, pattern) for pattern in self.sites)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +116,9 @@ def _identity(raw: dict[str, object], at: str, number: int) -> Identity:
         problem = pattern_problem(pattern)
         if problem is not None:
             raise bad(f"sources: {problem}")
+    sites = _strings(raw, "sites", bad)
+    if sites and "forward" not in roles:
+        raise bad("sites: only an identity with role 'forward' forwards for sites")
     certificates = _strings(raw, "certificates", bad)
     tokens = _strings(raw, "tokens", bad)
     for position, token in enumerate(tokens, 1):
@@ -125,6 +135,7 @@ def _identity(raw: dict[str, object], at: str, number: int) -> Identity:
         SourceClaims(name, tuple(sources)),
         tuple(certificates),
         frozenset(tokens),
+        tuple(sites),
     )
 
 

@@ -39,6 +39,7 @@ KINDS: dict[str, WriterKind] = {
     "jsonl": WriterKind("protoevents.proxy.writers.jsonl"),
     "syslog": WriterKind("protoevents.proxy.writers.syslog"),
     "redis": WriterKind("protoevents.proxy.writers.redis"),
+    "forward": WriterKind("protoevents.proxy.writers.forward"),
 }
 
 

@@ -40,7 +40,9 @@ CASES = [
     ("identities = 3\n", "access file f.toml: identities must be [[identities]] tables"),
     (SECOND + 'name = "b"\nroles = ["wrte"]\ntokens = ["' + DIGEST + '"]\n',
      "f.toml:5: identity 'b': roles: unknown role 'wrte'; expected some of record, query, "
-     "watch, admin"),
+     "watch, forward, admin"),
+    (SECOND + 'name = "b"\nroles = ["record"]\nsites = ["b"]\ntokens = ["' + DIGEST + '"]\n',
+     "f.toml:5: identity 'b': sites: only an identity with role 'forward' forwards for sites"),
     (SECOND + 'roles = ["record"]\ntokens = ["' + DIGEST + '"]\n',
      "f.toml:5: identity #2: name: expected a non-empty string"),
     (SECOND + 'name = "b"\nsources = ["lab-b"]\ntokens = ["' + DIGEST + '"]\n',
@@ -56,7 +58,7 @@ CASES = [
      "(sha256 hex)"),
     (SECOND + 'name = "b"\nrole = ["record"]\ntokens = ["' + DIGEST + '"]\n',
      "f.toml:5: identity 'b': unknown key 'role'; expected name, roles, sources, "
-     "certificates, tokens"),
+     "sites, certificates, tokens"),
     (SECOND + 'name = "ok"\ntokens = ["' + DIGEST + '"]\n',
      "access file f.toml: identity 'ok' is named twice"),
 ]  # fmt: skip

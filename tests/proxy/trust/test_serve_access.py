@@ -33,7 +33,7 @@ def test_serve_refuses_to_start_on_a_bad_access_file(tmp_path: Path) -> None:
     assert result.stdout == ""
     assert result.stderr == (
         f"protoevents serve: {access}:1: identity 'lab': roles: unknown role 'qurey'; "
-        "expected some of record, query, watch, admin\n"
+        "expected some of record, query, watch, forward, admin\n"
     )
 
 
