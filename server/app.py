@@ -53,6 +53,7 @@ from protoevents.proxy.writers.base import BuildContext
 from protoevents.proxy.writers.build import build_writers
 from protoevents.proxy.writers.settings import effective_writers
 from protoevents.proxy.writers.watch import HubWriter, RedisWatchWriter
+from protoevents.recorder.backoff import Backoff
 from protoevents.recorder.registry import Registry
 from protoevents.v1 import proxy_service_pb2, query_service_pb2
 
@@ -316,6 +317,7 @@ def make_dispatcher(
         follows=dict.fromkeys(followers, stored_by) if stored_by else None,
         live_only=[w.name for w in writers if has_trait(w, "live_only")],
         max_attempts=settings.writer_max_attempts,
+        backoff=Backoff(initial=0.1, maximum=settings.writer_retry_max_s),
         set_aside_dir=settings.data_dir / SET_ASIDE_DIR,
     )
 

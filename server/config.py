@@ -68,6 +68,7 @@ _POSITIVE = (
     "watch_queue_size",
     "writer_max_attempts",
     "writer_stuck_after_s",
+    "writer_retry_max_s",
 )
 
 
@@ -215,6 +216,10 @@ class Settings:
     writer_stuck_after_s: float = field(
         default=30.0,
         metadata=_help("a writer failing this long makes health NOT_SERVING"),
+    )
+    writer_retry_max_s: float = field(
+        default=30.0,
+        metadata=_help("the longest wait between a failing writer's retries (jittered)"),
     )
     jsonl_path: Path | None = field(
         default=None, metadata=_help("also write every change as a JSON line to this file")
