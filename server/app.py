@@ -210,6 +210,7 @@ class Proxy:
     tls: CertificateReloader | None = None
     expiry_watch: asyncio.Task[None] | None = None
     stopped: bool = False
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)  # ends forward streams
 
     @property
     def address(self) -> str:
@@ -227,6 +228,7 @@ class Proxy:
         if self.expiry_watch is not None:
             self.expiry_watch.cancel()
         await self.health.enter_graceful_shutdown()
+        self.stopping.set()
         await self.server.stop(grace)
         if self.relay is not None:
             await self.relay.stop()
@@ -358,8 +360,10 @@ async def add_services(
     changes: ChangeSource,
     metrics: Metrics,
     denials: Denials | None = None,
+    stopping: asyncio.Event | None = None,
 ) -> health.aio.HealthServicer:
-    """Ingest, query, health and reflection on `server`; returns the health servicer."""
+    """Ingest, forwarding, query, health and reflection on `server`; returns the health
+    servicer. Forward streams end once `stopping` is set."""
     add_proxy_service(
         EventProxyServicer(
             ingest,
@@ -380,7 +384,7 @@ async def add_services(
     )
     add_query_service(query, server)
     forward = EventForwardServicer(
-        ForwardedChanges(ingest), settings.max_inflight_batches, denials=denials
+        ForwardedChanges(ingest), settings.max_inflight_batches, denials, stopping
     )
     add_forward_service(forward, server)
     health_servicer = ListingHealthServicer()
@@ -442,6 +446,7 @@ async def start_proxy(
     access, reloader = _checked_before_opening(settings, metrics)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     board = HealthBoard()
+    stopping = asyncio.Event()
     async with AsyncExitStack() as undo:
         engine = await asyncio.to_thread(open_database, settings.db, registry)
         undo.callback(engine.dispose)
@@ -460,7 +465,7 @@ async def start_proxy(
         denials, interceptors = access_control(access, settings, metrics)
         server = grpc_server(settings, query_threads, interceptors)
         store = EventStore(engine, query_limits(settings, metrics))
-        services = (registry, ingest, store, changes, metrics, denials)
+        services = (registry, ingest, store, changes, metrics, denials, stopping)
         health_servicer = await add_services(server, settings, *services)
         metrics_server = start_metrics_server(settings, metrics, board, undo)
         port = await listen(server, settings, credentials or server_credentials(reloader))
@@ -484,6 +489,7 @@ async def start_proxy(
         denials=denials,
         tls=reloader,
         expiry_watch=asyncio.create_task(watch_expiry(reloader)) if reloader else None,
+        stopping=stopping,
     )
     await _report_health(proxy)
     _log_start(proxy, restored)

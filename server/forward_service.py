@@ -38,6 +38,7 @@ class _Decided:
 
 
 _END = object()
+_STOPPED = _Failure(grpc.StatusCode.UNAVAILABLE, "the proxy is stopping; resend once it is back")
 
 
 def add_forward_service(servicer: EventForwardServicer, server: grpc.aio.Server) -> None:
@@ -59,11 +60,17 @@ class EventForwardServicer(forward_service_pb2_grpc.EventForwardServiceServicer)
     refuses ends the stream with the refusal's status (the sender resends from there)."""
 
     def __init__(
-        self, changes: ForwardedChanges, max_inflight: int = 32, denials: Denials | None = None
+        self,
+        changes: ForwardedChanges,
+        max_inflight: int = 32,
+        denials: Denials | None = None,
+        stopping: asyncio.Event | None = None,
     ) -> None:
         self.changes = changes
         self.max_inflight = max_inflight
         self.denials = denials
+        # Set when the proxy stops: streams answer what they decided, then end UNAVAILABLE.
+        self.stopping = stopping or asyncio.Event()
 
     async def Forward(
         self,
@@ -96,7 +103,7 @@ class EventForwardServicer(forward_service_pb2_grpc.EventForwardServiceServicer)
 
         reader = asyncio.create_task(pump(), name="forward-stream-reader")
         try:
-            while (item := await queue.get()) is not _END:
+            while (item := await self._next(queue, reader)) is not _END:
                 if isinstance(item, _Failure):
                     await context.abort(item.code, item.message)
                 assert isinstance(item, _Decided)
@@ -112,6 +119,24 @@ class EventForwardServicer(forward_service_pb2_grpc.EventForwardServiceServicer)
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
+
+    async def _next(self, queue: asyncio.Queue[object], reader: asyncio.Task[None]) -> object:
+        """The next decided request; once the proxy stops, no more are read, and what was
+        decided is answered before the stream ends UNAVAILABLE (the sender resends the rest
+        to the proxy when it is back)."""
+        if not self.stopping.is_set() and queue.empty():
+            getter = asyncio.ensure_future(queue.get())
+            stopping = asyncio.ensure_future(self.stopping.wait())
+            await asyncio.wait((getter, stopping), return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            if getter.done():
+                return getter.result()
+            getter.cancel()
+        if self.stopping.is_set():
+            reader.cancel()
+            item = queue.get_nowait() if not queue.empty() else _END
+            return _STOPPED if item is _END else item
+        return queue.get_nowait()
 
     def _refused(self, exc: Exception) -> None:
         """Count and report a request refused for a site its caller may not forward for."""

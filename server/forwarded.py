@@ -134,6 +134,10 @@ class ForwardedChanges:
                 site = event.site or default_site
                 if site not in allowed:
                     allowed[site] = _allowed(site, identity, where)
+                if event.count < 1:
+                    raise InvalidChangeError(
+                        f"{where}: count is {event.count}; a forwarded event counts at least 1"
+                    )
                 outcome = inspect(event, forwarded=True)
                 if isinstance(outcome, tuple):
                     reason = proxy_service_pb2.RejectionReason.Name(outcome[0])

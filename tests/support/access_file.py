@@ -19,6 +19,7 @@ class Entry:
     sources: list[str] = field(default_factory=list)
     certificates: list[str] = field(default_factory=list)
     token: str | None = field(default_factory=new_token)
+    sites: list[str] = field(default_factory=list)
 
     def toml(self) -> str:
         lines = [
@@ -27,6 +28,8 @@ class Entry:
             f"roles = {json.dumps(self.roles)}",
             f"sources = {json.dumps(self.sources)}",
         ]
+        if self.sites:
+            lines.append(f"sites = {json.dumps(self.sites)}")
         if self.certificates:
             lines.append(f"certificates = {json.dumps(self.certificates)}")
         if self.token is not None:

@@ -95,3 +95,11 @@ def served_serial(address: str, ca_file: Path, client: Pki | None = None) -> int
         der = tls.getpeercert(binary_form=True)
     assert der is not None
     return x509.load_der_x509_certificate(der).serial_number
+
+
+def write_issued(pki: Pki, name: str) -> tuple[Path, Path]:
+    """A client certificate for the DNS name `name` from `pki`'s CA, as PEM files in its
+    folder: (certificate, key)."""
+    cert, key = pki.folder / f"{name}.pem", pki.folder / f"{name}.key"
+    _write(pki.ca.issue_cert(name), cert, key)
+    return cert, key
