@@ -151,7 +151,10 @@ class Writer(Protocol):
 #   filtered       takes only the changes its filter passes
 #   idle           has no one to hand changes to right now (a property: it may change at any
 #                  time): its feed passes the changes by, undecoded, instead of writing them
-Trait = Literal["stores", "follows_store", "live_only", "filtered", "idle"]
+#   rides_out      fails while what it feeds is away (another proxy it forwards to), which the
+#                  log is there to ride out: its failing makes its own health NOT_SERVING, not
+#                  the proxy's ingest, which goes on while the log has room
+Trait = Literal["stores", "follows_store", "live_only", "filtered", "idle", "rides_out"]
 
 
 def has_trait(writer: Writer, trait: Trait) -> bool:

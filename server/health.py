@@ -3,7 +3,8 @@
 Service names and what NOT_SERVING means for each:
 
 - `""` and `protoevents.v1.EventProxyService`: the proxy cannot persist (the log is held by a
-  write error) or a writer has been failing for longer than `writer_stuck_after_s`.
+  write error) or a writer has been failing for longer than `writer_stuck_after_s` (but one
+  that rides out an outage of what it feeds: a forward writer, whose changes wait in the log).
 - `protoevents.wal`: the write-ahead log cannot write; it retries by itself.
 - `protoevents.wal.integrity`: damaged bytes were found in the log and copied to
   `wal/damaged/`; the records around them were kept. It stays NOT_SERVING until an operator
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 import grpc
 from grpc_health.v1 import health, health_pb2
 
+from protoevents.proxy.changes import has_trait
 from protoevents.proxy.dispatcher import Dispatcher
 from protoevents.proxy.metrics import Metrics
 from protoevents.proxy.wal import Damage, WriteAheadLog
@@ -164,7 +166,7 @@ class HealthReporter:
                 wait = failing + self.stuck_after_s - now
                 next_check = wait if next_check is None else min(next_check, wait)
             ok = not stuck and not feed.restarting
-            writers_ok = writers_ok and not stuck
+            writers_ok = writers_ok and (not stuck or has_trait(feed.writer, "rides_out"))
             statuses[WRITER_PREFIX + feed.name] = SERVING if ok else NOT_SERVING
         overall = SERVING if wal_ok and writers_ok else NOT_SERVING
         for name in self.ingest_services:

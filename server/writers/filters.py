@@ -47,6 +47,7 @@ class FilteredWriter:
         self.stores = has_trait(writer, "stores")
         self.follows_store = has_trait(writer, "follows_store")
         self.live_only = has_trait(writer, "live_only")
+        self.rides_out = has_trait(writer, "rides_out")
 
     async def write(self, changes: Sequence[Change]) -> None:
         passed = [change for change in changes if self.filter.matches(change.event)]

@@ -117,6 +117,8 @@ class ForwardWriter:
     PERMISSION_DENIED) are retried like any failure: they stop when the access file or the
     credentials are fixed, and nothing is set aside meanwhile."""
 
+    rides_out = True  # central away is what the site's log is for: ingest goes on
+
     def __init__(self, options: ForwardOptions, name: str = "forward") -> None:
         self.name = name
         self.options = options
