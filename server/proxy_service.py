@@ -6,17 +6,16 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterable, AsyncIterator, Callable
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
-from google.protobuf.message import DecodeError, Message
 
 from protoevents.proxy.access import denials as reasons
 from protoevents.proxy.access.denials import Denials
 from protoevents.proxy.access.interceptor import CALLER
 from protoevents.proxy.admission import Admission, AdmissionRefusedError, Ticket
-from protoevents.proxy.ingest import SOURCE_FORBIDDEN, Ingest
+from protoevents.proxy.in_order import Ending, MalformedRequest, answered_in_order, lenient
+from protoevents.proxy.ingest import SOURCE_FORBIDDEN, Ingest, Persisted
 from protoevents.proxy.metrics import Metrics
 from protoevents.proxy.sources import SourceClaims
 from protoevents.proxy.statuses import status_of
@@ -25,47 +24,8 @@ from protoevents.v1 import proxy_service_pb2, proxy_service_pb2_grpc
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class _Failure:
-    code: grpc.StatusCode
-    message: str
-
-
-@dataclass(frozen=True, slots=True)
-class _Batch:
-    sequence: int
-    result: proxy_service_pb2.BatchResult
-    persisted: asyncio.Future[int] | None
-
-
-_END = object()
-_IDLE = object()
 # How long a refused stream's first request is waited for before the refusal is sent.
 _REFUSE_READ_S = 1.0
-_Request = TypeVar("_Request", bound=Message)
-
-
-@dataclass(frozen=True, slots=True)
-class MalformedRequest:
-    """What a request that does not parse is handed to the servicer as."""
-
-    detail: str
-
-
-def lenient(message_class: type[_Request]) -> Callable[[bytes], _Request | MalformedRequest]:
-    """A deserializer that hands bad bytes to the servicer (grpc would answer UNKNOWN)."""
-    name = message_class.DESCRIPTOR.full_name
-
-    def parse(data: bytes) -> _Request | MalformedRequest:
-        try:
-            return message_class.FromString(data)
-        except DecodeError:
-            return MalformedRequest(
-                f"the request is not a valid {name}: corrupt wire format, "
-                "or a string field that is not UTF-8"
-            )
-
-    return parse
 
 
 def add_proxy_service(servicer: EventProxyServicer, server: grpc.aio.Server) -> None:
@@ -181,83 +141,39 @@ class EventProxyServicer(proxy_service_pb2_grpc.EventProxyServiceServicer):
         `max_inflight_batches`; answers each, in order, once it is persisted."""
         ticket = await self._admit(context, request_iterator)
         try:
-            async for response in self._record(request_iterator, context):
+            answers = answered_in_order(
+                request_iterator,
+                context,
+                self._decide(_claims()),
+                lambda request: f"batch {request.sequence}",
+                max_inflight=self.max_inflight_batches,
+                ending=Ending(self.idle_stream_timeout_s, self._idle),
+            )
+            async for response in answers:
                 yield response
         finally:
             self._release(ticket)
 
-    async def _record(
-        self,
-        request_iterator: AsyncIterable[proxy_service_pb2.RecordRequest | MalformedRequest],
-        context: grpc.aio.ServicerContext[
-            proxy_service_pb2.RecordRequest, proxy_service_pb2.RecordResponse
-        ],
-    ) -> AsyncIterator[proxy_service_pb2.RecordResponse]:
-        queue: asyncio.Queue[object] = asyncio.Queue()
-        slots = asyncio.Semaphore(self.max_inflight_batches)
-        claims = _claims()
+    def _decide(
+        self, claims: SourceClaims | None
+    ) -> Callable[
+        [proxy_service_pb2.RecordRequest],
+        tuple[proxy_service_pb2.RecordResponse, Persisted | None],
+    ]:
+        def decide(
+            request: proxy_service_pb2.RecordRequest,
+        ) -> tuple[proxy_service_pb2.RecordResponse, Persisted | None]:
+            result, persisted = self.ingest.submit(request, claims)
+            self._forbidden(claims, result)
+            response = proxy_service_pb2.RecordResponse(sequence=request.sequence, result=result)
+            return response, persisted
 
-        async def pump() -> None:
-            try:
-                async for request in request_iterator:
-                    if isinstance(request, MalformedRequest):
-                        code = grpc.StatusCode.INVALID_ARGUMENT
-                        queue.put_nowait(_Failure(code, request.detail))
-                        return
-                    await slots.acquire()
-                    try:
-                        result, persisted = self.ingest.submit(request, claims)
-                    except Exception as exc:
-                        code, message = status_of(exc)
-                        queue.put_nowait(_Failure(code, f"batch {request.sequence}: {message}"))
-                        return
-                    self._forbidden(claims, result)
-                    queue.put_nowait(_Batch(request.sequence, result, persisted))
-            except Exception as exc:
-                log.debug("Record stream read ended: %r", exc)
-            finally:
-                queue.put_nowait(_END)
+        return decide
 
-        reader = asyncio.create_task(pump(), name="record-stream-reader")
-        try:
-            while True:
-                item = await _next(queue, self.idle_stream_timeout_s)
-                if item is _IDLE:
-                    log.debug("ended a Record stream idle for %ss", self.idle_stream_timeout_s)
-                    if self.metrics is not None:
-                        self.metrics.idle_streams_closed.inc()
-                    break
-                if item is _END:
-                    break
-                if isinstance(item, _Failure):
-                    await context.abort(item.code, item.message)
-                assert isinstance(item, _Batch)
-                sequence, result, persisted = item.sequence, item.result, item.persisted
-                if persisted is not None:
-                    try:
-                        await persisted
-                    except Exception as exc:
-                        code, message = status_of(exc)
-                        await context.abort(code, f"batch {sequence}: {message}")
-                yield proxy_service_pb2.RecordResponse(sequence=sequence, result=result)
-                slots.release()
-        finally:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
-
-
-async def _next(queue: asyncio.Queue[object], idle_s: float | None) -> object:
-    """The next item of `queue`, or _IDLE when none comes within `idle_s` seconds."""
-    if idle_s is None or not queue.empty():
-        return await queue.get()
-    getter = asyncio.ensure_future(queue.get())
-    done, _ = await asyncio.wait({getter}, timeout=idle_s)
-    if getter in done:
-        return getter.result()
-    getter.cancel()
-    # An item put as the wait ended is in the queue already (a cancelled get leaves it there).
-    return queue.get_nowait() if not queue.empty() else _IDLE
+    def _idle(self) -> None:
+        log.debug("ended a Record stream idle for %ss", self.idle_stream_timeout_s)
+        if self.metrics is not None:
+            self.metrics.idle_streams_closed.inc()
 
 
 def _claims() -> SourceClaims | None:
