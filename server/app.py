@@ -18,6 +18,7 @@ from protoevents.proxy.access.denials import Denials
 from protoevents.proxy.access.interceptor import AccessInterceptor
 from protoevents.proxy.access.reloading import AccessFile
 from protoevents.proxy.admission import Admission
+from protoevents.proxy.backlog import Backlog
 from protoevents.proxy.changes import Writer, has_trait
 from protoevents.proxy.config import Settings
 from protoevents.proxy.db.setup import open_database
@@ -263,9 +264,11 @@ async def open_ingest(
     wal: WriteAheadLog,
     metrics: Metrics,
     dedup: DedupFactory | None,
+    backlog: Backlog | None = None,
 ) -> tuple[Ingest, int]:
-    """Ingest into `wal` with its quarantine: recent ids restored from the log, then the
-    quarantined events whose type is now known stored. Returns it and the ids restored."""
+    """Ingest into `wal` with its quarantine: recent ids (and `backlog`) restored from the
+    log, then the quarantined events whose type is now known stored. Returns it and the ids
+    restored."""
     quarantine = await Quarantine.open(
         settings.data_dir / "quarantine", max_bytes=settings.quarantine_max_bytes, metrics=metrics
     )
@@ -278,6 +281,7 @@ async def open_ingest(
             id_cache_size=settings.idempotency_cache_size,
             metrics=metrics,
             quarantine=quarantine,
+            backlog=backlog,
         )
         restored = await ingest.restore()
         await ingest.release_quarantined(ForwardedChanges(ingest).apply)
@@ -304,6 +308,7 @@ def make_dispatcher(
     chosen: Sequence[Writer],
     hub: ChangeHub,
     metrics: Metrics,
+    backlog: Backlog | None = None,
 ) -> Dispatcher:
     """The feeds of the chosen writers and of the watch publishers; writers that follow the
     store follow the writer that stores (a watcher sees a change once it can be queried)."""
@@ -321,6 +326,7 @@ def make_dispatcher(
         max_attempts=settings.writer_max_attempts,
         backoff=Backoff(initial=0.1, maximum=settings.writer_retry_max_s),
         set_aside_dir=settings.data_dir / SET_ASIDE_DIR,
+        backlog=backlog,
     )
 
 
@@ -454,8 +460,11 @@ async def start_proxy(
         undo.push_async_callback(wal.close)
         hub = ChangeHub(settings.watch_queue_size)
         metrics.watchers.set_function(hub.__len__)
-        dispatcher = make_dispatcher(settings, wal, list(writers(settings, engine)), hub, metrics)
-        ingest, restored = await open_ingest(settings, registry, wal, metrics, dedup)
+        backlog = Backlog()  # ingest fills it, the dispatcher's metrics read it
+        chosen = list(writers(settings, engine))
+        dispatcher = make_dispatcher(settings, wal, chosen, hub, metrics, backlog)
+        # After the dispatcher: its feeds' bookmarks say which records the backlog keeps.
+        ingest, restored = await open_ingest(settings, registry, wal, metrics, dedup, backlog)
         undo.push_async_callback(ingest.close)
         dispatcher.start()
         undo.push_async_callback(dispatcher.stop, 0)

@@ -97,6 +97,11 @@ def _read_format_1(payload: bytes) -> _Record:
     )
 
 
+def parse(payload: bytes) -> change_log_pb2.ChangeLogRecord:
+    """The record in `payload`, of either format, as its message (format 1 converted)."""
+    return _read(payload)
+
+
 def decode(payload: bytes) -> list[Change]:
     """The changes of one record: its CREATED events, then its UPDATED ones."""
     record = _read(payload)

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 
+from protoevents.proxy.backlog import Backlog
 from protoevents.proxy.changes import (
     CREATED,
     UPDATED,
@@ -53,12 +54,32 @@ class _WriterFeed:
         self.leader: _WriterFeed | None = None  # the feed whose commits this one waits for
         self.committed = asyncio.Event()  # set (and replaced) at each bookmark commit
         self.skipped_to = 0  # a live-only feed starts at the end of the log: none before it
-        dispatcher.metrics.writer_lag.labels(self.name).set_function(self.lag)
+        metrics = dispatcher.metrics
+        metrics.writer_lag.labels(self.name).set_function(self.lag)
+        if dispatcher.backlog is not None:
+            metrics.writer_lag_changes.labels(self.name).set_function(self.changes_behind)
+            metrics.writer_oldest_age.labels(self.name).set_function(self.oldest_age)
 
     def lag(self) -> int:
         """Bytes of log this writer has still to write (read at each scrape, also from the
         metrics server's thread: it only reads two integers)."""
         return max(0, self.dispatcher.wal.end - max(self.bookmark, self.skipped_to))
+
+    def changes_behind(self) -> int:
+        """Changes this writer has still to write (from any thread: the backlog locks)."""
+        backlog = self.dispatcher.backlog
+        if backlog is None:
+            return 0
+        position = max(self.bookmark, self.skipped_to)
+        return backlog.behind(position, self.dispatcher.wal.end).changes
+
+    def oldest_age(self) -> float:
+        """Seconds since the oldest change this writer has still to write was appended (0
+        when it has none; from any thread)."""
+        backlog = self.dispatcher.backlog
+        if backlog is None:
+            return 0.0
+        return backlog.age(max(self.bookmark, self.skipped_to), self.dispatcher.wal.end)
 
     async def supervise(self) -> None:
         """Run the feed; when it fails for any reason, log it and start it again from its
@@ -314,6 +335,9 @@ class Dispatcher:
     of records): each record is read and decoded once for all of them. A writer that says it
     is `idle` (no one to hand changes to now) is handed nothing: its feed passes the records
     without decoding them, still after the followed writer committed them.
+
+    With a `backlog` (the one ingest fills), each writer's changes behind and the age of the
+    oldest are metrics too.
     """
 
     def __init__(
@@ -332,6 +356,7 @@ class Dispatcher:
         max_attempts: int = 5,
         set_aside_dir: Path | None = None,
         clock: Callable[[], float] = time.monotonic,
+        backlog: Backlog | None = None,
     ) -> None:
         names = [w.name for w in writers]
         if len(set(names)) != len(names):
@@ -347,6 +372,7 @@ class Dispatcher:
         self.read_bytes = read_bytes
         self.max_attempts = max_attempts
         self.clock = clock
+        self.backlog = backlog  # what ingest appended: each writer's changes behind, by metric
         self.on_state: Callable[[], None] | None = None
         self.stopping = asyncio.Event()
         self.give_up = asyncio.Event()

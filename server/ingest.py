@@ -16,13 +16,14 @@ from typing import TypeAlias
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from protoevents.proxy import changelog
+from protoevents.proxy.backlog import Backlog, appended_at, record_changes
 from protoevents.proxy.changes import CREATED, fill_created
 from protoevents.proxy.dedup import Deduplicator
 from protoevents.proxy.metrics import Metrics
 from protoevents.proxy.quarantine import Forward, Quarantine, Unknown
 from protoevents.proxy.sources import SourceClaims
 from protoevents.proxy.validation import UNKNOWN_TYPE, Problem, UnknownType, Validator
-from protoevents.proxy.wal import WriteAheadLog
+from protoevents.proxy.wal import HEADER, WriteAheadLog
 from protoevents.v1 import event_pb2, proxy_service_pb2
 
 log = logging.getLogger(__name__)
@@ -137,6 +138,7 @@ class Ingest:
         id_cache_size: int = 1_000_000,
         metrics: Metrics | None = None,
         quarantine: Quarantine | None = None,
+        backlog: Backlog | None = None,
     ) -> None:
         self.wal = wal
         self.validator = validator
@@ -144,6 +146,7 @@ class Ingest:
         self.recent = RecentIds(id_cache_size)
         self.metrics = metrics or Metrics()
         self.quarantine = quarantine  # None: an unknown type is rejected
+        self.backlog = backlog if backlog is not None else Backlog()  # the records not written
 
     async def release_quarantined(self, forward: Forward | None = None) -> int:
         """Store the quarantined events whose type is now known (at start, after `restore`:
@@ -154,13 +157,25 @@ class Ingest:
         return await self.quarantine.release(self.validator, self.record, forward)
 
     async def restore(self) -> int:
-        """Refill the recent-id cache from the log's retained records; returns ids read."""
+        """Refill the recent-id cache from the log's retained records, and the backlog with
+        those past the lowest bookmark (register the readers first); returns ids read."""
+        wal, backlog = self.wal, self.backlog
+        lowest = wal.low_water_mark()
 
         def read_ids() -> list[str]:
             ids: deque[str] = deque(maxlen=self.recent.capacity)
-            for payload in self.wal.scan():
-                ids.extend(changelog.decode_ids(payload))
-            return list(ids)
+            position, at = wal.start, time.time()
+            while True:
+                records, position = wal.read_records(position, 16 << 20)
+                if not records:
+                    return list(ids)
+                for start, payload in records:
+                    record = changelog.parse(payload)
+                    ids.extend(record.accepted_ids)
+                    end = start + HEADER.size + len(payload)
+                    if end > lowest:
+                        at = appended_at(record) or at
+                        backlog.add(end, record_changes(record), at)
 
         ids = await asyncio.to_thread(read_ids)
         self.recent.add_many(ids)
@@ -220,12 +235,21 @@ class Ingest:
             return result, joined(wal.barrier() if duplicates else None, quarantined)
         payload = decision.encode()
         future = wal.submit(payload)
+        self.note_appended(len(decision.created) + len(decision.updated), now)
         self.recent.add_many(accepted)
         metrics.accepted.inc(len(accepted))
         if decision.updated:
             metrics.dedup_merges.inc(len(accepted) - len(decision.created))
         metrics.wal_bytes.inc(len(payload))
         return result, joined(future, quarantined)
+
+    def note_appended(self, changes: int, at: float) -> None:
+        """Index the record just submitted to the log (`changes` created + updated, appended
+        at wall-clock time `at`) in the backlog, and forget the ones every reader passed.
+        Call it right after each `wal.submit`, before the next."""
+        wal = self.wal
+        self.backlog.add(wal.reserved_end, changes, at)
+        self.backlog.trim(wal.low_water_mark())
 
     def _validate(
         self, request: Batch, now: float, claims: SourceClaims | None

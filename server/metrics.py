@@ -77,6 +77,18 @@ class Metrics:
             ["writer"],
             registry=r,
         )
+        self.writer_lag_changes = Gauge(
+            "protoevents_writer_lag_changes",
+            "Changes (new events and updates) in the log after the writer's bookmark",
+            ["writer"],
+            registry=r,
+        )
+        self.writer_oldest_age = Gauge(
+            "protoevents_writer_oldest_unwritten_age_seconds",
+            "Seconds since the oldest change the writer has still to write was appended",
+            ["writer"],
+            registry=r,
+        )
         self.set_aside = Counter(
             "protoevents_writer_set_aside_changes",
             "Changes a writer refused for good, set aside for it",

@@ -290,6 +290,11 @@ class WriteAheadLog:
         return self._visible_end
 
     @property
+    def reserved_end(self) -> int:
+        """Position after the last submitted record (written or not yet)."""
+        return self._reserved_end
+
+    @property
     def size(self) -> int:
         """Bytes retained on disk plus bytes submitted and not yet written."""
         return self._reserved_end - self._segments[0].start

@@ -55,6 +55,7 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
             "sources",
             "ingest",
             "record_cache",
+            "backlog",
         )
     },
     "protoevents.proxy.access": (

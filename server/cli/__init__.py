@@ -23,6 +23,7 @@ COMMANDS = {
     "tail": "protoevents.proxy.cli.tail",
     "quarantine": "protoevents.proxy.cli.quarantine",
     "set-aside": "protoevents.proxy.cli.set_aside",
+    "lag": "protoevents.proxy.cli.lag",
     "token": "protoevents.proxy.cli.token",
 }
 
