@@ -81,7 +81,8 @@ class Backlog:
 
     def trim(self, position: int) -> None:
         """Forget the records that end at or before `position` (every reader has passed
-        them). The arrays are compacted once half of them is trimmed: amortised O(1)."""
+        them). The arrays are compacted once half of them is trimmed (amortised: each record
+        is moved at most once on average)."""
         with self._lock:
             ends = self._ends
             head = bisect.bisect_right(ends, position, self._head)
@@ -180,20 +181,18 @@ def read_log_lag(directory: Path, readers: Iterable[str] = ()) -> LogLag:
     """The lag of every reader that saved a bookmark in the log folder `directory`, and of
     `readers` that did not (they start at the oldest retained record), reading the folder
     only: it works while a proxy appends to it. Raises OSError when it cannot be read."""
-    segments = _segments(directory)
     saved: Mapping[str, int] = read_bookmarks(directory)
-    start = segments[0][0] if segments else 0
     names = sorted({*saved, *readers})
-    positions = {name: max(start, saved.get(name, start)) for name in names}
-    lowest = min(positions.values(), default=start)
+    lowest = min((saved.get(name, 0) for name in names), default=0)
     backlog = Backlog()
-    end = start
-    at = 0.0
-    for first, path in segments:
+    start: int | None = None  # of the first segment read: older ones may go meanwhile
+    end, at = 0, 0.0
+    for first, path in _segments(directory):
         try:
             data = path.read_bytes()
         except FileNotFoundError:  # released by the proxy meanwhile: every reader passed it
             continue
+        start = first if start is None else start
         end = first
         for record_end, payload in _records(first, data):
             end = record_end
@@ -201,9 +200,10 @@ def read_log_lag(directory: Path, readers: Iterable[str] = ()) -> LogLag:
                 record = changelog.parse(payload)
                 at = appended_at(record) or at
                 backlog.add(record_end, record_changes(record), at)
+    start = end if start is None else start
     lags = []
     for name in names:
-        position = min(positions[name], end)
+        position = min(max(start, saved.get(name, start)), end)
         behind = backlog.behind(position)
         lags.append(ReaderLag(name, position, name in saved, end - position, *behind))
     return LogLag(start, end, lags)
