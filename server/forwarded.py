@@ -13,6 +13,7 @@ and never lowers a count.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Sequence
 from typing import TypeAlias
 
@@ -102,6 +103,7 @@ class ForwardedChanges:
             serialized = [e.SerializeToString() for e in fresh.values()]
             payload = changelog.encode(serialized, changed, fresh)
             persisted = wal.submit(payload)
+            ingest.note_appended(len(fresh) + len(changed), time.time())
             recent.add_many(fresh)
             ingest.metrics.wal_bytes.inc(len(payload))
         elif duplicates:
