@@ -16,4 +16,5 @@ FIELD_LIMITS = {
     "object_kind": 128,
     "object_namespace": 128,
     "object_name": 253,
+    "site": 64,  # a site name: 1 to 64 letters, digits, "_", "." or "-"
 }

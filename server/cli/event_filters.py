@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 from protoevents.proxy.cli.proxy_flag import add_proxy_argument
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import grpc
     from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -45,6 +47,9 @@ def add_filter_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--until", metavar="TIME", help="events before: as --since")
     parser.add_argument("--contains", default="", metavar="TEXT", help="message substring")
+    parser.add_argument(
+        "--site", default="", help="the site events were forwarded from (local ones have none)"
+    )
     parser.add_argument("--json", action="store_true", help="print JSON lines")
     add_proxy_argument(parser)
 
@@ -60,6 +65,7 @@ def build_filter(args: argparse.Namespace) -> query_service_pb2.EventFilter:
         node=args.node,
         component=args.component,
         message_contains=args.contains,
+        site=args.site,
     )
     if args.min_severity:
         try:
@@ -142,6 +148,18 @@ def event_cells(event: event_pb2.Event) -> list[str]:
         printable(target) or "-",
         printable(event.message.replace("\n", " ")),
     ]
+
+
+def event_table(found: Sequence[event_pb2.Event]) -> tuple[list[str], list[list[str]]]:
+    """The header and rows of a table of events: EVENT_HEADER and `event_cells`, with a SITE
+    column before SOURCE when any of them came through a site."""
+    rows = [event_cells(event) for event in found]
+    if not any(event.site for event in found):
+        return EVENT_HEADER, rows
+    at = EVENT_HEADER.index("SOURCE")
+    header = [*EVENT_HEADER[:at], "SITE", *EVENT_HEADER[at:]]
+    cells = (printable(event.site) or "-" for event in found)
+    return header, [[*row[:at], site, *row[at:]] for row, site in zip(rows, cells, strict=True)]
 
 
 # Characters that would act on a terminal rather than show: C0 and C1 controls (ESC, CR,

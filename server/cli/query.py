@@ -8,11 +8,10 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from protoevents.proxy.cli.event_filters import (
-    EVENT_HEADER,
     add_filter_arguments,
     build_filter,
-    event_cells,
     event_json,
+    event_table,
     report_rpc_error,
 )
 from protoevents.proxy.cli.output import print_table
@@ -81,5 +80,5 @@ def run(args: argparse.Namespace) -> int:
         except grpc.RpcError as exc:
             return report_rpc_error("query", args.proxy, exc)
     if not args.json:
-        print_table(EVENT_HEADER, [event_cells(e) for e in found])
+        print_table(*event_table(found))
     return 0

@@ -12,6 +12,7 @@ from protoevents.proxy.cli.event_filters import (
     build_filter,
     event_cells,
     event_json,
+    printable,
     report_rpc_error,
 )
 from protoevents.proxy.cli.proxy_flag import proxy_channel
@@ -81,6 +82,8 @@ def _print(change: query_service_pb2.WatchedChange, as_json: bool) -> None:
         print(json.dumps({"kind": kind, "event": event_json(change.event)}, separators=(",", ":")))
     else:
         time, severity, name, count, source, target, message = event_cells(change.event)
+        if change.event.site:  # forwarded: the site it came through, before its source
+            source = f"site={printable(change.event.site)}  {source}"
         print(f"{time}  {severity:<8}  {kind:<8}  {name}  x{count}  {source}  {target}  {message}")
     sys.stdout.flush()
 

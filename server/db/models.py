@@ -5,7 +5,18 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import JSON, BigInteger, DateTime, Dialect, Index, Integer, MetaData, String, Table
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Dialect,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -79,6 +90,8 @@ class EventRow(Base):
     last_time: Mapped[datetime] = mapped_column(UtcDateTime)
     received_time: Mapped[datetime] = mapped_column(UtcDateTime)
     count: Mapped[int] = mapped_column(BigInteger)
+    # The site the event was forwarded from; '' for an event recorded at this proxy.
+    site: Mapped[str] = mapped_column(String(FIELD_LIMITS["site"]), server_default=text("''"))
 
     # Listings are ordered by (time, id) for keyset pagination; each filter of the query
     # service leads one index ending in time. The id tiebreak is left out of those: ties on
@@ -89,6 +102,7 @@ class EventRow(Base):
         Index(None, "severity", "time"),
         Index(None, "source_node", "source_component", "time"),
         Index(None, "object_kind", "object_namespace", "object_name", "time"),
+        Index(None, "site", "time"),
     )
 
 

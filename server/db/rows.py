@@ -98,6 +98,7 @@ def event_to_values(event: event_pb2.Event) -> tuple[Any, ...]:
         last_time,
         timestamp_to_datetime(event.received_time),
         event.count,
+        event.site,
     )
 
 
@@ -142,6 +143,7 @@ def event_to_sqlite_values(event: event_pb2.Event) -> tuple[Any, ...]:
         _same_time(event.last_time, event.time, time),
         timestamp_to_text(event.received_time),
         event.count,
+        event.site,
     )
 
 
@@ -154,8 +156,8 @@ def _same_time(ts: timestamp_pb2.Timestamp, time: timestamp_pb2.Timestamp, text:
 # The column order of `event_to_copy_line`: `data`, the one field that may be NULL, last.
 COPY_COLUMNS: tuple[str, ...] = (
     *("id", "type", "category", "message", "source_node", "source_component"),
-    *("object_kind", "object_namespace", "object_name", "attributes", "severity", "time"),
-    *("first_time", "last_time", "received_time", "count", "data"),
+    *("object_kind", "object_namespace", "object_name", "site", "attributes", "severity"),
+    *("time", "first_time", "last_time", "received_time", "count", "data"),
 )
 _COPY_SPECIALS = re.compile(r"[\\\n\r]")
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
@@ -184,6 +186,7 @@ def event_to_copy_line(event: event_pb2.Event, count: int = 0, last_time: str = 
         obj.kind,
         obj.namespace,
         obj.name,
+        event.site,
         _json_text(dict(attributes)) if attributes else "{}",
     )
     line = "\t".join(head)
@@ -224,6 +227,7 @@ def row_to_event(row: Mapping[str, Any]) -> event_pb2.Event:
         category=row["category"],
         message=row["message"],
         count=row["count"],
+        site=row["site"],
     )
     source = event.source
     source.node = row["source_node"]

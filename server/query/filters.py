@@ -30,6 +30,7 @@ _EXACT_FIELDS = {
     "object_kind": "object_kind",
     "object_namespace": "object_namespace",
     "object_name": "object_name",
+    "site": "site",
 }
 
 
@@ -97,6 +98,8 @@ class EventQuery:
 
 
 def _column_value(event: event_pb2.Event, column: str) -> str:
+    if column == "site":
+        return event.site
     if column == "source_node":
         return event.source.node
     if column == "source_component":

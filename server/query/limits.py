@@ -78,7 +78,7 @@ class QueryLimits:
         return DeadlineExceededError(
             f"the query did not finish within {budget.limit_s:.3g} s (query_timeout_s = "
             f"{self.timeout_s:g}, or the call's deadline if shorter); narrow the filter "
-            "(a time range, types, a source or object) or allow more time"
+            "(a time range, types, a source, object or site) or allow more time"
         )
 
     @contextmanager
@@ -92,7 +92,7 @@ class QueryLimits:
                     f"{self._admitted} queries no index serves (message_contains, categories) "
                     f"are running or waiting, the most the proxy lets in (query_scan_slots = "
                     f"{self.scan_slots} run at once); retry later, or add a filter an index "
-                    "serves (types, source, object, a time range)"
+                    "serves (types, source, object, site, a time range)"
                 )
             self._admitted += 1
         try:

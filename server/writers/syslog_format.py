@@ -114,6 +114,7 @@ class Rfc5424:
             ("type", event.type),
             ("severity", severity_pb2.Severity.Name(event.severity).removeprefix("SEVERITY_")),
             ("category", event.category),
+            ("site", event.site),
             ("node", event.source.node),
             ("component", event.source.component),
             ("object_kind", event.object.kind),
@@ -185,6 +186,8 @@ class Rfc3164:
         host = printable(event.source.node, 255)
         tag = printable(self.app_name, 32)
         details = [f"id={event.id}", f"component={event.source.component}"]
+        if event.site:
+            details.append(f"site={event.site}")
         if path := object_path(event.object):
             details.append(f"object={path}")
         if event.count:

@@ -75,6 +75,7 @@ def test_a_grpcurl_session_lists_describes_calls_and_streams(proxy: ServeProcess
         "grpc.health.v1.Health",
         "grpc.reflection.v1.ServerReflection",
         "grpc.reflection.v1alpha.ServerReflection",
+        "protoevents.v1.EventForwardService",
         PROXY,
         QUERY,
     ]

@@ -32,6 +32,7 @@ def test_empty_database_migrates_to_head_with_every_table_and_index(database_url
             "object_name",
             "time",
         ]
+        assert indexes["ix_events_site_time"] == ["site", "time"]
         assert inspector.get_pk_constraint("events")["name"] == "pk_events"
     finally:
         engine.dispose()

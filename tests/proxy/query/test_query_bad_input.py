@@ -197,6 +197,7 @@ def filters(draw: st.DrawFn) -> Q.EventFilter:
         object_namespace=draw(TEXT),
         object_name=draw(TEXT),
         message_contains=draw(st.sampled_from(["", "%", "_", "\\", "'", "node"]) | TEXT),
+        site=draw(TEXT),
     )
     for name in ("start_time", "end_time"):
         value = draw(TIMES)
@@ -266,6 +267,7 @@ NUL_FIELDS = [
     "object_namespace",
     "object_name",
     "message_contains",
+    "site",
 ]
 
 

@@ -35,6 +35,8 @@ def ts(seconds: int, nanos: int = 0) -> Timestamp:
         (F(start_time=ts(0, 2_000_000_000)), "filter.start_time", "is not a timestamp"),
         (F(end_time=ts(10**12)), "filter.end_time", "is not a timestamp"),
         (F(message_contains="x" * 5000), "filter.message_contains", "longer than 4096"),
+        (F(site="s" * 65), "filter.site", "longer than 64"),
+        (F(site="site\x00"), "filter.site", "holds a NUL character"),
     ],
 )
 def test_a_bad_filter_is_refused_naming_its_field(
@@ -55,6 +57,7 @@ def test_value_names_resolve_to_qualified_type_names() -> None:
 def test_matches_checks_every_condition() -> None:
     event = make_event(severity=3, category="cluster", time=ts(1_700_000_000))
     event.message = "node-1 became leader"
+    event.site = "site-a"
     good = F(
         types=[LEADER_ELECTED],
         min_severity=3,  # type: ignore[arg-type]
@@ -66,6 +69,7 @@ def test_matches_checks_every_condition() -> None:
         start_time=ts(1_700_000_000),
         end_time=ts(1_700_000_001),
         message_contains="became",
+        site="site-a",
     )
     assert parse_filter(good, REGISTRY).matches(event)
     changes: list[query_service_pb2.EventFilter] = [
@@ -80,9 +84,23 @@ def test_matches_checks_every_condition() -> None:
         F(start_time=ts(1_700_000_001)),
         F(end_time=ts(1_700_000_000)),
         F(message_contains="Became"),  # case-sensitive
+        F(site="site-b"),
+        F(site="Site-a"),
     ]
     for change in changes:
         assert not parse_filter(change, REGISTRY).matches(event), change
+
+
+def test_an_empty_site_matches_events_of_any_site_and_local_ones() -> None:
+    query = parse_filter(F(site=""), REGISTRY)
+    assert query.exact == ()
+    local = make_event()
+    forwarded = make_event()
+    forwarded.site = "site-a"
+    assert query.matches(local) and query.matches(forwarded)
+    site_a = parse_filter(F(site="site-a"), REGISTRY)
+    assert not site_a.matches(local) and site_a.matches(forwarded)
+    assert not site_a.scans  # the (site, time) index serves it
 
 
 def test_a_page_token_round_trips_for_its_own_listing_only() -> None:

@@ -108,6 +108,33 @@ def test_each_filter_selects_the_events_a_user_asks_for(harness: Harness) -> Non
     assert oldest_first == ["a elected", "b link down", "c elected 100%_done"]
 
 
+def test_the_site_filter_selects_the_events_forwarded_from_that_site(harness: Harness) -> None:
+    harness.store(
+        [
+            stored_event(1, message="local"),
+            stored_event(2, message="a one", site="site-a"),
+            stored_event(3, message="b one", site="site-b"),
+            stored_event(4, message="a two", site="site-a", severity=4),
+        ]
+    )
+    assert harness.messages(filter=F(site="site-a")) == ["a two", "a one"]
+    assert harness.messages(filter=F(site="site-b")) == ["b one"]
+    assert harness.messages(filter=F(site="site-c")) == []
+    assert harness.messages(filter=F(site="site-a", min_severity=4)) == ["a two"]  # type: ignore[arg-type]
+    # Empty: any site, and the events recorded here, which have none.
+    assert harness.messages(filter=F(site="")) == ["a two", "b one", "a one", "local"]
+    # A site's events page like any listing; the next page keeps the filter.
+    first = harness.ok("ListEvents", Q.ListEventsRequest(filter=F(site="site-a"), page_size=1))
+    second = harness.ok(
+        "ListEvents",
+        Q.ListEventsRequest(filter=F(site="site-a"), page_size=1, page_token=first.next_page_token),
+    )
+    assert [e.message for e in (*first.events, *second.events)] == ["a two", "a one"]
+    assert not second.next_page_token
+    got = harness.ok("GetEvent", Q.GetEventRequest(id=first.events[0].id)).event
+    assert got.site == "site-a"
+
+
 def test_pages_follow_each_other_until_the_last(harness: Harness) -> None:
     # Two events share a time: the id breaks the tie, so none is lost between pages.
     events = [stored_event(n // 2, message=f"m{n}") for n in range(7)]
@@ -153,6 +180,7 @@ def test_bad_requests_answer_invalid_argument_naming_the_field(harness: Harness)
             ),
             "filter.end_time",
         ),
+        (Q.ListEventsRequest(filter=F(site="s" * 65)), "filter.site"),
         (Q.ListEventsRequest(order=9), "order"),  # type: ignore[arg-type]
         (Q.ListEventsRequest(page_token="forged"), "page_token"),
         (Q.ListEventsRequest(page_token=token[:-4] + "AAAA"), "page_token"),

@@ -28,3 +28,14 @@ def test_a_torn_last_line_is_cut_and_its_changes_are_written_once(tmp_path: Path
     assert path.read_bytes().startswith(whole)
     lines = path.read_text().splitlines()
     assert [json.loads(line)["event"]["id"] for line in lines] == [first.id, second.id]
+
+
+def test_a_forwarded_event_carries_its_site_and_a_local_one_none(tmp_path: Path) -> None:
+    path = tmp_path / "changes.jsonl"
+    local, forwarded = make_events(2)
+    forwarded.site = "site-a"
+    writer = JsonLinesWriter(path)
+    asyncio.run(writer.write([Change(CREATED, local), Change(CREATED, forwarded)]))
+    asyncio.run(writer.close())
+    shown = [json.loads(line)["event"] for line in path.read_text().splitlines()]
+    assert [event.get("site") for event in shown] == [None, "site-a"]

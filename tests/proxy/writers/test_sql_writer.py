@@ -131,6 +131,26 @@ def test_unicode_large_attributes_and_data_round_trip(
     assert stored(migrated_engine) == {e.id: e for e in batch}
 
 
+def test_the_site_is_stored_kept_by_updates_and_empty_for_local_events(
+    writer: SqlWriter, migrated_engine: Engine
+) -> None:
+    local = stored_event(1)
+    forwarded = stored_event(2)
+    forwarded.site = "site-a"
+    # The COPY text escapes reach the site too.
+    odd = stored_event(3)
+    odd.site = "site\twith\\odd\ncharacters ✓"
+    write(writer, [Change(CREATED, e) for e in (local, forwarded, odd)])
+    update = repeated(forwarded, 3, later_ms=20)
+    write(writer, [Change(UPDATED, update)])
+    rows = stored(migrated_engine)
+    assert rows == {local.id: local, forwarded.id: update, odd.id: odd}
+    assert [rows[e.id].site for e in (local, forwarded, odd)] == ["", "site-a", odd.site]
+    with migrated_engine.connect() as connection:
+        sites = dict(connection.execute(sa.select(events.c.id, events.c.site)).all())
+    assert sites == {local.id: "", forwarded.id: "site-a", odd.id: odd.site}
+
+
 def test_stored_times_compare_with_bound_datetimes(
     writer: SqlWriter, migrated_engine: Engine
 ) -> None:
@@ -175,6 +195,7 @@ def events_strategy(draw: st.DrawFn) -> event_pb2.Event:
         count=draw(st.integers(1, 2**62)),
         event_id=str(draw(st.uuids())),
     )
+    event.site = draw(_text.filter(lambda s: len(s) <= 64))
     event.attributes.clear()
     event.attributes.update(draw(st.dictionaries(_text, _text, max_size=5)))
     data = draw(st.none() | st.dictionaries(_text, _json, max_size=5))

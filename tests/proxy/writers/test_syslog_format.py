@@ -33,6 +33,21 @@ def test_rfc5424_message_carries_the_event_in_structured_data() -> None:
     )
 
 
+def test_a_forwarded_event_names_its_site_in_both_formats() -> None:
+    change = created()
+    change.event.site = 'site "a"]'
+    frame = Rfc5424(LOCAL0).format(change)
+    assert b' category="cluster" site="site \\"a\\"\\]" node="node-0" ' in frame
+    assert (
+        Rfc3164(LOCAL0)
+        .format(change)
+        .endswith(
+            b"[id=" + EVENT_ID.encode() + b' component=cluster-controller site=site "a"] '
+            b"object=Node/node-0 count=1]"
+        )
+    )
+
+
 def test_an_update_reports_its_count_at_the_latest_occurrence() -> None:
     first = stored_event(0, event_id=EVENT_ID)
     frame = Rfc5424(LOCAL0, app_name="events", enterprise_number=99999).format(
