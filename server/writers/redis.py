@@ -108,8 +108,8 @@ _PASSING_ERRORS = (
 
 
 class RedisWriter:
-    """Keeps the `recent_max` most recent events of each source (node, component) and
-    publishes every change.
+    """Keeps the `recent_max` most recent events of each source (node, component; and site,
+    for events forwarded from one) and publishes every change.
 
     Per source, with `n` the length of the node in UTF-8 bytes (server/writers/redis_keys.py
     builds the names): the stream `{prefix}:stream:{n}:{node}:{component}` orders the events
@@ -145,12 +145,14 @@ class RedisWriter:
     def stream_key(self, event: event_pb2.Event) -> str:
         """The stream of the event's source."""
         source = event.source
-        return redis_keys.stream_key(self.options.key_prefix, source.node, source.component)
+        prefix = self.options.key_prefix
+        return redis_keys.stream_key(prefix, source.node, source.component, event.site)
 
     def events_key(self, event: event_pb2.Event) -> str:
         """The hash of the event's source."""
         source = event.source
-        return redis_keys.events_key(self.options.key_prefix, source.node, source.component)
+        prefix = self.options.key_prefix
+        return redis_keys.events_key(prefix, source.node, source.component, event.site)
 
     async def write(self, changes: Sequence[Change]) -> None:
         if not changes:

@@ -40,12 +40,14 @@ def run(coro: Awaitable[T]) -> T:
     return asyncio.run(main())
 
 
-def recent(url: str, prefix: str, node: str, component: str) -> list[event_pb2.Event]:
+def recent(
+    url: str, prefix: str, node: str, component: str, site: str = ""
+) -> list[event_pb2.Event]:
     """What a reader of the writer's keys sees: the source's events, oldest first."""
     client = redis.Redis.from_url(url)
     try:
-        stream = redis_keys.stream_key(prefix, node, component)
-        by_id = redis_keys.events_key(prefix, node, component)
+        stream = redis_keys.stream_key(prefix, node, component, site)
+        by_id = redis_keys.events_key(prefix, node, component, site)
         ids = [fields[b"id"] for _, fields in client.xrange(stream)]
         stored = client.hmget(by_id, ids) if ids else []
         assert client.hlen(by_id) == len(ids)  # stream and hash agree
@@ -118,6 +120,26 @@ def test_sources_whose_names_collided_keep_their_own_stream_and_hash(
         client.close()
 
     run(main())
+
+
+def test_one_source_at_two_sites_and_here_keeps_three_streams(
+    redis_url: str, redis_prefix: str
+) -> None:
+    """A central's Redis: node-1/agent of site-a, of site-b and of central itself."""
+    sent: dict[str, list[event_pb2.Event]] = {}
+    for site in ("site-a", "site-b", ""):
+        sent[site] = [stored_event(n, node="node-1", component="agent") for n in range(3)]
+        for event in sent[site]:
+            event.site = site
+
+    async def main() -> None:
+        writer = RedisWriter(RedisOptions(url=redis_url, key_prefix=redis_prefix))
+        await writer.write([Change(CREATED, e) for events in sent.values() for e in events])
+        await writer.close()
+
+    run(main())
+    for site, events in sent.items():
+        assert recent(redis_url, redis_prefix, "node-1", "agent", site) == events
 
 
 def test_an_update_replaces_the_event_in_place_and_replays_change_nothing(
