@@ -60,7 +60,7 @@ from protoevents.v1 import proxy_service_pb2, query_service_pb2
 
 log = logging.getLogger(__name__)
 
-WriterFactory = Callable[[Settings, Engine], Sequence[Writer]]
+WriterFactory = Callable[[Settings, Engine | None], Sequence[Writer]]
 DedupFactory = Callable[[Settings], Deduplicator]
 
 PROXY_SERVICE = proxy_service_pb2.DESCRIPTOR.services_by_name["EventProxyService"].full_name
@@ -69,11 +69,20 @@ QUERY_SERVICE = query_service_pb2.DESCRIPTOR.services_by_name["EventQueryService
 SET_ASIDE_DIR = "set-aside"
 
 
-def default_writers(settings: Settings, engine: Engine) -> list[Writer]:
+def default_writers(settings: Settings, engine: Engine | None) -> list[Writer]:
     """The writers the settings ask for: the `[[writers]]` of the config file (SQL alone when
     there are none), plus JSON lines when given `jsonl_path`."""
     configs = effective_writers(settings.writers, settings.jsonl_path)
     return build_writers(configs, BuildContext(engine, relay_key=settings.relay_key()))
+
+
+def needs_database(settings: Settings, writers: WriterFactory) -> bool:
+    """Whether the proxy opens its database: unless its configured writers store nothing
+    (a relay, forwarding only), or always with writers of the caller's own."""
+    if writers is not default_writers:
+        return True
+    configs = effective_writers(settings.writers, settings.jsonl_path)
+    return any(config.options.uses_database for config in configs)
 
 
 def watch_publishers(settings: Settings, hub: ChangeHub) -> list[Writer]:
@@ -199,7 +208,7 @@ class Proxy:
     dispatcher: Dispatcher
     health: health.aio.HealthServicer
     metrics: Metrics
-    engine: Engine
+    engine: Engine | None  # None: a relay, which stores nothing
     hub: ChangeHub
     query_threads: ThreadPoolExecutor
     relay: RedisRelay | None = None
@@ -238,7 +247,8 @@ class Proxy:
         caught_up = await self.dispatcher.stop(timeout=grace)
         await self.wal.close()
         await self.ingest.close()
-        self.engine.dispose()
+        if self.engine is not None:
+            self.engine.dispose()
         if self.metrics_server is not None:  # last: scrapes see the drain
             await self.metrics_server.stop()
         log.info("proxy stopped%s", "" if caught_up else " with writers behind in the log")
@@ -362,7 +372,7 @@ async def add_services(
     settings: Settings,
     registry: Registry,
     ingest: Ingest,
-    store: EventStore,
+    store: EventStore | None,
     changes: ChangeSource,
     metrics: Metrics,
     denials: Denials | None = None,
@@ -454,8 +464,10 @@ async def start_proxy(
     board = HealthBoard()
     stopping = asyncio.Event()
     async with AsyncExitStack() as undo:
-        engine = await asyncio.to_thread(open_database, settings.db, registry)
-        undo.callback(engine.dispose)
+        engine = None
+        if needs_database(settings, writers):
+            engine = await asyncio.to_thread(open_database, settings.db, registry)
+            undo.callback(engine.dispose)
         wal = await open_log(settings, metrics)
         undo.push_async_callback(wal.close)
         hub = ChangeHub(settings.watch_queue_size)
@@ -473,7 +485,7 @@ async def start_proxy(
         undo.callback(query_threads.shutdown, wait=False, cancel_futures=True)
         denials, interceptors = access_control(access, settings, metrics)
         server = grpc_server(settings, query_threads, interceptors)
-        store = EventStore(engine, query_limits(settings, metrics))
+        store = EventStore(engine, query_limits(settings, metrics)) if engine else None
         services = (registry, ingest, store, changes, metrics, denials, stopping)
         health_servicer = await add_services(server, settings, *services)
         metrics_server = start_metrics_server(settings, metrics, board, undo)

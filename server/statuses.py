@@ -51,6 +51,12 @@ class NotFoundError(QueryError):
     code = grpc.StatusCode.NOT_FOUND
 
 
+class FailedPreconditionError(QueryError):
+    """The proxy is not in a state to answer the request (a relay, which stores no events)."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
 class UnavailableError(QueryError):
     """A backing service (the database, Redis) cannot be reached; retrying later may work."""
 

@@ -15,6 +15,7 @@ from protoevents.proxy.query.filters import EventQuery, parse_filter
 from protoevents.proxy.query.page_token import PageTokens
 from protoevents.proxy.query.store import EventStore
 from protoevents.proxy.statuses import (
+    FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
     TooManyQueriesError,
@@ -106,18 +107,29 @@ class EventQueryServicer(query_service_pb2_grpc.EventQueryServiceServicer):
 
     def __init__(
         self,
-        store: EventStore,
+        store: EventStore | None,
         registry: Registry,
         tokens: PageTokens,
         changes: ChangeSource,
         *,
         max_watchers: int = 1024,
     ) -> None:
-        self.store = store
+        self._store = store  # None: a relay, whose writers store nothing here
         self.registry = registry
         self.tokens = tokens
         self.changes = changes
         self.max_watchers = max_watchers
+
+    @property
+    def store(self) -> EventStore:
+        """The stored events; FAILED_PRECONDITION on a relay, which keeps none."""
+        if self._store is None:
+            raise FailedPreconditionError(
+                "this proxy stores no events (no writer of kind sql): it forwards them to "
+                "another proxy, which holds them; query that one (WatchEvents here shows "
+                "changes as they pass, without replay_count)"
+            )
+        return self._store
 
     def _query(self, message: query_service_pb2.EventFilter) -> EventQuery:
         return parse_filter(message, self.registry)
@@ -213,6 +225,7 @@ class EventQueryServicer(query_service_pb2_grpc.EventQueryServiceServicer):
             raise InvalidArgumentError(
                 "replay_count", f"{request.replay_count} is more than {MAX_REPLAY}"
             )
+        store = self.store if request.replay_count else None
         await self.changes.ensure_connected()
         hub = self.changes.hub
         if len(hub) >= self.max_watchers:
@@ -226,11 +239,9 @@ class EventQueryServicer(query_service_pb2_grpc.EventQueryServiceServicer):
         batched = request.batched
         try:
             replayed: dict[str, int] = {}  # events sent from the replay, and their counts
-            if request.replay_count:
-                budget = self.store.limits.budget(context.time_remaining())
-                replay = await asyncio.to_thread(
-                    self.store.recent, query, request.replay_count, budget
-                )
+            if store is not None:
+                budget = store.limits.budget(context.time_remaining())
+                replay = await asyncio.to_thread(store.recent, query, request.replay_count, budget)
                 for event in replay:
                     replayed[event.id] = event.count
                 encoded = [Outgoing.of(Change(REPLAYED, event)) for event in replay]

@@ -41,7 +41,7 @@ class BuildContext:
     """What a builder may use besides its options: the proxy's database engine, and the key
     signing what is published for the Redis relay (None when the proxy has none)."""
 
-    engine: Engine
+    engine: Engine | None  # None when no writer of the proxy uses its database
     relay_key: bytes | None = None
 
 

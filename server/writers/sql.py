@@ -236,4 +236,6 @@ class SqlWriter:
 
 
 def build(options: SqlOptions, name: str, context: BuildContext) -> SqlWriter:
+    if context.engine is None:
+        raise ValueError("the SQL writer needs the proxy's database, which is not open")
     return SqlWriter(context.engine, name=name)
