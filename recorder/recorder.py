@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import logging
 import os
 import socket
 import threading
@@ -19,6 +21,7 @@ from google.protobuf import struct_pb2
 from google.protobuf.descriptor import EnumDescriptor
 from uuid_utils import uuid7
 
+from protoevents.recorder import grpc_threads
 from protoevents.recorder.deadletter import DeadLetter, dead_letter_dir
 from protoevents.recorder.delivery import Delivery, DeliveryOptions
 from protoevents.recorder.errors import EventTooLargeError
@@ -36,6 +39,9 @@ from protoevents.v1 import event_pb2
 _EVENT_OVERHEAD = 512
 _live: weakref.WeakSet[Recorder] = weakref.WeakSet()
 _STOP_RESERVE_S = 0.5  # of close()'s timeout, kept for stopping the thread
+_FORK_STOP_S = 5.0  # before a fork, how long a delivery thread may take to stop
+_FORK_GRPC_QUIET_S = 2.0  # then, how long gRPC core may take to end its threads
+log = logging.getLogger("protoevents.recorder")
 
 
 def default_spool_dir() -> Path:
@@ -442,12 +448,17 @@ class Recorder:
             )
 
     # -- fork ----------------------------------------------------------------------------
-    # gRPC cannot be used in a child forked while another thread is inside it, so the delivery
-    # thread is stopped before a fork (spooling what it holds) and started again afterwards.
+    # A child inherits gRPC core's state but not its threads, so the delivery thread is stopped
+    # before a fork (spooling what it holds), its channel closed, and the fork waits for gRPC
+    # to end its own threads (see `grpc_threads`); the threads start again afterwards.
 
-    def _before_fork(self) -> None:
-        if not self._closed:
-            self._delivery.stop(5.0)
+    def _before_fork(self) -> bool:
+        """Stop the delivery thread; True if it was running."""
+        if self._closed:
+            return False
+        if not self._delivery.stop(_FORK_STOP_S):
+            log.warning("recorder delivery thread did not stop before fork(): the child may hang")
+        return True
 
     def _after_fork_in_parent(self) -> None:
         if not self._closed:
@@ -472,8 +483,19 @@ def _safe(name: str) -> str:
 
 
 def _before_fork() -> None:
-    for recorder in list(_live):
-        recorder._before_fork()
+    stopped = [recorder._before_fork() for recorder in list(_live)]
+    if any(stopped):
+        # A failed call can leave its channel in a reference cycle (the error, its call, its
+        # channel), which keeps gRPC core running until the cycle is collected.
+        gc.collect()
+        left = grpc_threads.wait_gone(_FORK_GRPC_QUIET_S)
+        if left:
+            log.warning(
+                "gRPC core still runs %d threads (%s) at fork(): if it is in use besides the "
+                "recorder, the child's recorder may hang (see gRPC's GRPC_ENABLE_FORK_SUPPORT)",
+                len(left),
+                ", ".join(sorted(set(left))),
+            )
 
 
 def _after_fork_in_parent() -> None:
