@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
 import textwrap
 import threading
 
@@ -19,6 +20,7 @@ from protoevents.recorder import (
     Recorder,
     UnknownEventTypeError,
     UnspecifiedEventTypeError,
+    grpc_threads,
 )
 from protoevents.recorder.setaside import read_batches
 from protoevents.v1 import severity_pb2
@@ -496,31 +498,87 @@ def test_slow_proxy_does_not_block_record(fake_proxy, make_recorder) -> None:
 # -- processes and event loops -------------------------------------------------------------
 
 
+# Both processes of a fork script dump their stacks and exit 1 if they hang, well before
+# run_script's own timeout: a hang in gRPC shows where it is instead of a bare timeout.
+_FORK_WATCHDOG = textwrap.dedent(
+    """
+    import faulthandler, os
+    from protoevents.recorder import grpc_threads
+    grpc_at_fork = []  # registered first, so it runs last: after the recorder's own hook
+    os.register_at_fork(before=lambda: grpc_at_fork.append(grpc_threads.alive()))
+    faulthandler.dump_traceback_later(25, exit=True)
+    """
+)
+_FORK = textwrap.dedent(
+    """
+    faulthandler.cancel_dump_traceback_later()  # its thread would not survive the fork
+    pid = os.fork()
+    faulthandler.dump_traceback_later(25, exit=True)
+    if pid == 0:
+        print(r.record(5, "child"), r.close(10), r.stats().recorded, flush=True)
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    print(status, grpc_at_fork, flush=True)
+    print(r.record(4, "parent after fork"), r.close(10), r.stats().recorded, flush=True)
+    """
+)
+
+
 def test_forked_child_records_with_its_own_state(fake_proxy, tmp_path) -> None:
     # A component process (no gRPC server in it, unlike this test process) forks a worker.
-    script = textwrap.dedent(
+    script = _FORK_WATCHDOG + textwrap.dedent(
         f"""
-        import os
         from protoevents.recorder import Recorder
         from protoevents.cluster.v1.cluster_events_pb2 import ClusterEventType
         r = Recorder(component="controller", node="node-1", event_types=[ClusterEventType],
                      proxy={fake_proxy.address!r}, spool_dir={str(tmp_path)!r})
         print(r.record(4, "parent before fork"), r.flush(10))
-        pid = os.fork()
-        if pid == 0:
-            print(r.record(5, "child"), r.close(10), r.stats().recorded, flush=True)
-            os._exit(0)
-        os.waitpid(pid, 0)
-        print(r.record(4, "parent after fork"), r.close(10), r.stats().recorded, flush=True)
         """
     )
-    result = run_script(script)
+    result = run_script(script + _FORK)
     assert result.returncode == 0, result.stderr
-    before, child, after = (line.split() for line in result.stdout.splitlines())
+    before, child, forked, after = (line.split(maxsplit=1) for line in result.stdout.splitlines())
     assert before[1] == "True"
-    assert child[1:] == ["True", "1"], "the child starts with its own, empty state"
-    assert after[1:] == ["True", "2"]
+    assert child[1].split() == ["True", "1"], "the child starts with its own, empty state"
+    assert forked == ["0", "[[]]"], "the child exited 0; gRPC ran no thread at the fork"
+    assert after[1].split() == ["True", "2"]
     assert set(fake_proxy.stored_ids()) == {before[0], child[0], after[0]}
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="gRPC's threads are found in /proc")
+def test_fork_after_a_failed_stream_waits_for_grpc_to_stop(tmp_path) -> None:
+    # A proxy that takes the connection but never speaks HTTP/2: the stream fails ("timed out
+    # before receiving SETTINGS frame") and the failed call keeps its channel, and with it
+    # gRPC core and all its threads, alive in a reference cycle. A fork then left the child
+    # gRPC's state without its threads: it hung or aborted in its first channel.
+    script = _FORK_WATCHDOG + textwrap.dedent(
+        f"""
+        import socket
+        from protoevents.recorder import Recorder
+        from protoevents.cluster.v1.cluster_events_pb2 import ClusterEventType
+        silent = socket.create_server(("127.0.0.1", 0))
+        r = Recorder(component="controller", node="node-1", event_types=[ClusterEventType],
+                     proxy="127.0.0.1:%d" % silent.getsockname()[1],
+                     spool_dir={str(tmp_path)!r}, ack_timeout=1.0)
+        print(r.record(4, "parent before fork"), r.flush(20), r.stats().spooled)
+        """
+    )
+    result = run_script(script + _FORK)
+    assert result.returncode == 0, result.stderr
+    before, child, forked, after = (line.split(maxsplit=1) for line in result.stdout.splitlines())
+    assert before[1].split() == ["True", "1"], "the stream failed and the event was spooled"
+    assert forked == ["0", "[[]]"], "the child exited 0; gRPC ran no thread at the fork"
+    assert child[1].split() == ["True", "1"], "the child spooled its event: gRPC worked"
+    assert after[1].split() == ["True", "2"]
+
+
+def test_grpc_threads_are_found_while_grpc_runs(fake_proxy) -> None:
+    # This process serves the fake proxy: gRPC core runs, and its threads are named.
+    if sys.platform != "linux":
+        pytest.skip("gRPC's threads are found in /proc")
+    assert grpc_threads.supported()
+    running = grpc_threads.wait_gone(0)  # at once: they do not end while gRPC serves
+    assert any(name.startswith("grpc_") for name in running), running
 
 
 def test_usable_from_asyncio_without_blocking_the_loop(fake_proxy, make_recorder) -> None:
