@@ -11,6 +11,7 @@ from pathlib import Path
 
 from bench import (
     bench_dedup_memory,
+    bench_forward,
     bench_ingest,
     bench_pipeline,
     bench_recorder,
@@ -420,6 +421,71 @@ def mtls(context: Context) -> list[Row]:
     ]
 
 
+def forward(context: Context) -> list[Row]:
+    """A site `serve` (SQLite) forwarding to a central `serve` (PostgreSQL): throughput beside
+    the site's own ingest, catch-up after central was down, lag at a steady rate."""
+    events = context.size(5_000, 100_000)
+    rate = context.size(2_000, 10_000)
+    seconds, warmup = (2.0, 0.5) if context.quick else (20.0, 5.0)
+    with fresh_postgres(context) as url:
+        found = bench_forward.run(
+            url, events=events, runs=context.runs, rate=rate, seconds=seconds, warmup=warmup,
+            status=context.status,
+        )  # fmt: skip
+    median = statistics.median
+    central = [bench_forward.percentiles(lag.central_ms) for lag in found.lags]
+    site = [bench_forward.percentiles(lag.site_ms) for lag in found.lags]
+    central_p50, central_p99 = median(p[0] for p in central), median(p[1] for p in central)
+    site_p50, site_p99 = median(p[0] for p in site), median(p[1] for p in site)
+    sent = [lag.rate for lag in found.lags]
+    site_us, central_us, database_us = (median(s[i] for s in found.cpu_us) for i in range(3))
+    catchup = rate_row(
+        f"catch-up: central started, {events:,} events waiting at the site, until stored",
+        found.catchup_rates,
+        f"{median(found.catchup_ratios()):.2f}x site ingest (central down)",
+    )
+    catchup.detail["central_start_s"] = found.central_start_s
+    return [
+        rate_row(
+            f"site ingest: recorder -> site `serve` (SQLite) -> stored, {events:,} events",
+            found.site_rates,
+            "1x",
+        ),
+        rate_row(
+            "forwarding: the same events, until central (PostgreSQL) stored them",
+            found.central_rates,
+            f"{median(found.ratios()):.2f}x site ingest",
+        ),
+        rate_row("site ingest while central is down", found.down_site_rates),
+        catchup,
+        Row(
+            "CPU per event: site / central / central's database",
+            site_us + central_us + database_us,
+            "µs",
+            f"{site_us:.1f} / {central_us:.1f} / {database_us:.1f} µs",
+            detail={"samples_us": found.cpu_us},
+        ),
+        Row(
+            f"lag at {median(sent):,.0f} events/s: site received -> central's watch, p50 / p99",
+            central_p50,
+            "ms",
+            f"{central_p50:.0f} / {central_p99:.0f} ms",
+            f"{times(central_p50, site_p50)} the site's p50",
+            samples=[p[0] for p in central],
+            detail={"p99_ms": [p[1] for p in central], "rates": sent},
+        ),
+        Row(
+            "same events: site received -> site's own watch (stored there), p50 / p99",
+            site_p50,
+            "ms",
+            f"{site_p50:.0f} / {site_p99:.0f} ms",
+            "1x",
+            samples=[p[0] for p in site],
+            detail={"p99_ms": [p[1] for p in site]},
+        ),
+    ]
+
+
 SCENARIOS = [
     Scenario(
         "record_cost", "record() caller cost, peers logging and OpenTelemetry", record_cost, (4, 15)
@@ -444,4 +510,7 @@ SCENARIOS = [
     Scenario("recorders", "throughput by number of recorder processes", recorders, (10, 120)),
     Scenario("batch_size", "throughput by recorder batch size", batch_size, (10, 90)),
     Scenario("mtls", "ingest over mTLS beside plaintext", mtls, (15, 60)),
+    Scenario(
+        "forward", "site -> central forwarding: throughput, catch-up, lag", forward, (30, 240)
+    ),
 ]
