@@ -14,6 +14,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -213,8 +214,15 @@ class ForwardWriter:
 
 
 def _channel(address: str, tls: ClientTLS | None, files: TLSFiles | None) -> grpc.aio.Channel:
-    """A channel to `address`, with TLS from `files` when given `tls`."""
-    options = [("grpc.max_send_message_length", 64 << 20)]
+    """A channel to `address`, with TLS from `files` when given `tls`. Its reconnection
+    backoff is capped at 1 s: gRPC's own (up to 120 s) would otherwise hold the dispatcher's
+    retries back long after the other proxy is up again."""
+    options: list[tuple[str, Any]] = [
+        ("grpc.initial_reconnect_backoff_ms", 100),
+        ("grpc.min_reconnect_backoff_ms", 100),
+        ("grpc.max_reconnect_backoff_ms", 1000),
+        ("grpc.max_send_message_length", 64 << 20),
+    ]
     if tls is None:
         return grpc.aio.insecure_channel(address, options)
     credentials = tls.credentials(files)
