@@ -107,3 +107,18 @@ def test_the_mtls_scenario_measures_ingest_over_mtls_beside_plaintext(tmp_path: 
     assert mtls["measure"] == "ingest, one Record stream, mTLS (client certificate required)"
     assert plaintext["value"] > 0 and mtls["value"] > 0
     assert mtls["ratio"] == f"{mtls['value'] / plaintext['value']:.2f}x of plaintext"
+
+
+def test_the_forward_scenario_measures_forwarding_beside_the_sites_ingest(tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    done = run_bench("--quick", "--runs", "1", "--only", "forward", "--json", str(out))
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(out.read_text())["scenarios"]["forward"]["rows"]
+    ingest, forwarding, down, catchup, cpu, lag, site_lag = rows
+    assert ingest["measure"].startswith("site ingest: recorder -> site `serve` (SQLite)")
+    assert all(row["value"] > 0 for row in (ingest, forwarding, down, catchup, cpu))
+    ratio = forwarding["value"] / ingest["value"]
+    assert forwarding["ratio"] == f"{ratio:.2f}x site ingest"
+    assert catchup["detail"]["central_start_s"][0] > 0
+    assert lag["unit"] == "ms" and 0 < site_lag["value"] < lag["value"] < 10_000
+    assert 1_900 < lag["detail"]["rates"][0] < 2_100
