@@ -1,7 +1,7 @@
 """Forwarding: one recorder -> a site `protoevents serve` (SQLite) whose `forward` writer
 streams its log to a central `protoevents serve` (PostgreSQL), all on loopback.
 
-    python -m bench.bench_forward [--events 100000] [--runs 3] [--rate 10000] [--seconds 20]
+    python -m bench.bench_forward [--events 100000] [--runs 3] [--rates 10000,5000] [--seconds 20]
 
 Each run has three parts, against the same site and central processes (fsync=batch):
 
@@ -10,10 +10,11 @@ Each run has three parts, against the same site and central processes (fsync=bat
   central has (forwarding); same events, same load, so the ratio holds the noise out;
 - catch-up: central stopped, `--events` recorded and stored at the site, then central
   started: events/s from central listening until it has stored them all;
-- lag: `--rate` events/s for `--seconds` (the first `--warmup` seconds left out), watched by a
-  process holding a WatchEvents stream on central and one on the site: the time from an
-  event's `received_time` at the site (its acknowledgement follows its fsync) to its arrival
-  at central, beside its arrival on the site's own watch (stored at the site) in the same run.
+- lag: each of `--rates` events/s for `--seconds` (the first `--warmup` seconds left out),
+  watched by a process holding a WatchEvents stream on central and one on the site: the
+  time from an event's `received_time` at the site (its acknowledgement follows its fsync)
+  to its arrival at central, beside its arrival on the site's own watch (stored at the
+  site) in the same run.
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ class ForwardResult:
     catchup_rates: list[float] = field(default_factory=list)
     central_start_s: list[float] = field(default_factory=list)
     cpu_us: list[tuple[float, float, float]] = field(default_factory=list)
-    lags: list[LagRun] = field(default_factory=list)
+    lags: dict[int, list[LagRun]] = field(default_factory=dict)  # by rate asked
 
     def ratios(self) -> list[float]:
         """Forwarding over site ingest, run by run."""
@@ -270,7 +271,7 @@ def run(
     *,
     events: int,
     runs: int,
-    rate: int,
+    rates: tuple[int, ...],
     seconds: float,
     warmup: float,
     status: Status = lambda _: None,
@@ -290,8 +291,9 @@ def run(
             result.down_site_rates.append(down)
             result.catchup_rates.append(catchup)
             result.central_start_s.append(start_s)
-            status(f"{label}: {rate:,} events/s for {seconds:g} s")
-            result.lags.append(b.steady(rate, seconds, warmup))
+            for rate in rates:
+                status(f"{label}: {rate:,} events/s for {seconds:g} s")
+                result.lags.setdefault(rate, []).append(b.steady(rate, seconds, warmup))
     return result
 
 
@@ -343,7 +345,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=100_000, help="events per throughput run")
     parser.add_argument("--runs", type=int, default=3, help="runs of each part (median shown)")
-    parser.add_argument("--rate", type=int, default=10_000, help="steady events/s of the lag run")
+    parser.add_argument(
+        "--rates", default="10000,5000", help="steady events/s of the lag runs, one after another"
+    )
     parser.add_argument("--seconds", type=float, default=20, help="length of the lag run")
     parser.add_argument("--warmup", type=float, default=5, help="seconds of it left out")
     parser.add_argument(
@@ -358,7 +362,8 @@ def main() -> None:
     with postgres_database(args.postgres) as url:
         migrate.upgrade(url)
         result = run(
-            url, events=args.events, runs=args.runs, rate=args.rate, seconds=args.seconds,
+            url, events=args.events, runs=args.runs,
+            rates=tuple(int(r) for r in args.rates.split(",")), seconds=args.seconds,
             warmup=args.warmup, status=lambda text: print(text, file=sys.stderr),
         )  # fmt: skip
     median = statistics.median
@@ -372,7 +377,7 @@ def main() -> None:
         f"catch-up             {median(result.catchup_rates):>10,.0f} events/s  "
         f"{median(result.catchup_ratios()):.2f}x site ingest"
     )
-    for lag in result.lags:
+    for lag in (lag for runs in result.lags.values() for lag in runs):
         c50, c99 = percentiles(lag.central_ms)
         s50, s99 = percentiles(lag.site_ms)
         print(

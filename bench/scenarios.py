@@ -425,19 +425,14 @@ def forward(context: Context) -> list[Row]:
     """A site `serve` (SQLite) forwarding to a central `serve` (PostgreSQL): throughput beside
     the site's own ingest, catch-up after central was down, lag at a steady rate."""
     events = context.size(5_000, 100_000)
-    rate = context.size(2_000, 10_000)
+    rates = (2_000,) if context.quick else (10_000, 5_000)
     seconds, warmup = (2.0, 0.5) if context.quick else (20.0, 5.0)
     with fresh_postgres(context) as url:
         found = bench_forward.run(
-            url, events=events, runs=context.runs, rate=rate, seconds=seconds, warmup=warmup,
+            url, events=events, runs=context.runs, rates=rates, seconds=seconds, warmup=warmup,
             status=context.status,
         )  # fmt: skip
     median = statistics.median
-    central = [bench_forward.percentiles(lag.central_ms) for lag in found.lags]
-    site = [bench_forward.percentiles(lag.site_ms) for lag in found.lags]
-    central_p50, central_p99 = median(p[0] for p in central), median(p[1] for p in central)
-    site_p50, site_p99 = median(p[0] for p in site), median(p[1] for p in site)
-    sent = [lag.rate for lag in found.lags]
     site_us, central_us, database_us = (median(s[i] for s in found.cpu_us) for i in range(3))
     catchup = rate_row(
         f"catch-up: central started, {events:,} events waiting at the site, until stored",
@@ -445,7 +440,7 @@ def forward(context: Context) -> list[Row]:
         f"{median(found.catchup_ratios()):.2f}x site ingest (central down)",
     )
     catchup.detail["central_start_s"] = found.central_start_s
-    return [
+    rows = [
         rate_row(
             f"site ingest: recorder -> site `serve` (SQLite) -> stored, {events:,} events",
             found.site_rates,
@@ -465,6 +460,21 @@ def forward(context: Context) -> list[Row]:
             f"{site_us:.1f} / {central_us:.1f} / {database_us:.1f} µs",
             detail={"samples_us": found.cpu_us},
         ),
+    ]
+    for runs in found.lags.values():
+        rows += lag_rows(runs)
+    return rows
+
+
+def lag_rows(runs: list[bench_forward.LagRun]) -> list[Row]:
+    """Lag to central's watch at one steady rate, beside the site's own watch."""
+    median = statistics.median
+    central = [bench_forward.percentiles(lag.central_ms) for lag in runs]
+    site = [bench_forward.percentiles(lag.site_ms) for lag in runs]
+    central_p50, central_p99 = median(p[0] for p in central), median(p[1] for p in central)
+    site_p50, site_p99 = median(p[0] for p in site), median(p[1] for p in site)
+    sent = [lag.rate for lag in runs]
+    return [
         Row(
             f"lag at {median(sent):,.0f} events/s: site received -> central's watch, p50 / p99",
             central_p50,
