@@ -173,7 +173,6 @@ def test_central_down_for_a_minute_while_the_site_records(
     record_until(grown(central_url), [(repeats, site)], "forwarding again")
 
     expected = assert_recorded(load.finish()) | repeats.expected
-    assert repeats.merged() >= 5 * 8
     wait_forwarded(central_url, [site_url(tmp_path / "site-a")], len(expected))
     assert site.stop(signal.SIGTERM) == 0, site.log()[-3000:]
     assert_holds(site_url(tmp_path / "site-a"), expected, "site-a")

@@ -27,8 +27,8 @@ def forward_config(path: Path, address: str, site: str, *, store: bool = True) -
 class Repeats:
     """Events recorded with RecordBatch that dedup merges: each round records `keys` new
     contents twice in one batch (a new event of count 2), then once more in a second batch
-    (an update to count 3). `expected` is the count each stored event should have, read
-    from the acknowledgements (a repeat after the proxy restarted starts a new event)."""
+    (an update to count 3), checked in the acknowledgements. `expected` is the count each
+    stored event should have, as the acknowledgements said."""
 
     def __init__(self) -> None:
         self.expected: dict[str, int] = {}
@@ -36,26 +36,24 @@ class Repeats:
     def record(self, stub: proxy_service_pb2_grpc.EventProxyServiceStub, keys: int) -> None:
         round_ = uuid.uuid4().hex[:8]
         messages = [f"repeated {round_} {k}" for k in range(keys)]
-        self._batch(stub, [m for m in messages for _ in range(2)])
+        firsts = self._batch(stub, [m for m in messages for _ in range(2)])
         self._batch(stub, messages)
+        assert [self.expected[i] for i in firsts] == [3] * keys, "repeats not merged"
 
     def _batch(
         self, stub: proxy_service_pb2_grpc.EventProxyServiceStub, messages: list[str]
-    ) -> None:
+    ) -> list[str]:
+        """Record events of these messages; the ids of the new events among them."""
         events = [make_event(message=m) for m in messages]
         request = proxy_service_pb2.RecordBatchRequest(events=events)
         result = stub.RecordBatch(request, timeout=30).result
         assert (result.accepted_count, list(result.rejections)) == (len(events), []), result
         merged = {i for merge in result.merges for i in merge.indexes}
-        for index, event in enumerate(events):
-            if index not in merged:
-                self.expected[event.id] = 1
+        new = [e.id for i, e in enumerate(events) if i not in merged]
+        self.expected |= dict.fromkeys(new, 1)
         for merge in result.merges:
             self.expected[merge.into_event_id] += len(merge.indexes)
-
-    def merged(self) -> int:
-        """How many events hold repeats (a count over 1)."""
-        return sum(count > 1 for count in self.expected.values())
+        return new
 
 
 def differences(want: dict[str, int], got: dict[str, int]) -> str:
