@@ -31,6 +31,9 @@ _METHOD = "/protoevents.v1.EventForwardService/Forward"
 _FIELDS = forward_service_pb2.ForwardRequest.DESCRIPTOR.fields_by_name
 _CREATED_KEY = bytes([_FIELDS["created"].number << 3 | 2])
 _UPDATED_KEY = bytes([_FIELDS["updated"].number << 3 | 2])
+# The channel's own reconnect backoff (gRPC's default grows to 120 s) would keep new streams
+# failing long after the other proxy is back: the dispatcher's backoff spaces the retries.
+_RECONNECT = (("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 1000))
 # Answers that retrying the same changes will not change: the writer sets those changes aside.
 _REFUSED = (grpc.StatusCode.INVALID_ARGUMENT,)
 
@@ -214,7 +217,7 @@ class ForwardWriter:
 
 def _channel(address: str, tls: ClientTLS | None, files: TLSFiles | None) -> grpc.aio.Channel:
     """A channel to `address`, with TLS from `files` when given `tls`."""
-    options = [("grpc.max_send_message_length", 64 << 20)]
+    options = [("grpc.max_send_message_length", 64 << 20), *_RECONNECT]
     if tls is None:
         return grpc.aio.insecure_channel(address, options)
     credentials = tls.credentials(files)

@@ -132,17 +132,21 @@ def grown(url: str) -> Callable[[], bool]:
 
 
 def record_until(
-    condition: Callable[[], bool], repeats: list[tuple[Repeats, ServeProcess]], what: str
+    condition: Callable[[], bool],
+    repeats: list[tuple[Repeats, ServeProcess]],
+    what: str,
+    timeout: float = 60,
 ) -> None:
     """Record a round of repeats through each proxy, then wait for `condition`."""
     for made, proxy in repeats:
         made.record(proxy.stub, 5)
-    poll(condition, 60, what, every=0.1)
+    poll(condition, timeout, what, every=0.1)
 
 
 # -- 1. central down for a minute -----------------------------------------------------------
 
 DOWN_S = 60.0
+RESUME_S = 5.0  # from central listening again to events stored there
 RECORDERS_1 = scaled(2, 4)
 RATE_1 = scaled(400, 2000)  # events per second, per recorder
 
@@ -170,7 +174,9 @@ def test_central_down_for_a_minute_while_the_site_records(
         repeats.record(site.stub, 5)
         time.sleep(min(left, 10.0))  # the outage lasts DOWN_S: the scenario, not a wait
     central = start_central(processes, tmp_path / "central", central_url, port=port)
-    record_until(grown(central_url), [(repeats, site)], "forwarding again")
+    # The site's next retry comes within writer_retry_max_s (1 s), its stream at once: not
+    # after a reconnect backoff of the channel's own, grown through the outage.
+    record_until(grown(central_url), [(repeats, site)], "forwarding again", timeout=RESUME_S)
 
     expected = assert_recorded(load.finish()) | repeats.expected
     wait_forwarded(central_url, [site_url(tmp_path / "site-a")], len(expected))
