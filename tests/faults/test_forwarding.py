@@ -188,8 +188,8 @@ def test_central_down_for_a_minute_while_the_site_records(
 # -- 2. the site, then central, SIGKILLed under load ---------------------------------------
 
 KILLS = scaled(10, 40)
-RECORDERS_2 = scaled(2, 6)
-RATE_2 = scaled(1000, 3000)
+RECORDERS_2 = scaled(2, 4)
+RATE_2 = scaled(1000, 1500)
 
 
 @pytest.mark.timeout(scaled(400, 2400))
