@@ -38,14 +38,12 @@ def row_count(url: str) -> int:
         engine.dispose()
 
 
-def stored_sites(url: str) -> dict[str, str] | None:
-    """The site of each stored event (None while `events` has no `site` column)."""
+def stored_sites(url: str) -> dict[str, str]:
+    """The site of each stored event ("" for one recorded at that proxy)."""
     engine = sa.create_engine(url, poolclass=sa.NullPool)
     try:
-        if "site" not in {c["name"] for c in sa.inspect(engine).get_columns("events")}:
-            return None
         with engine.connect() as connection:
             rows = connection.execute(sa.text("SELECT id, site FROM events")).all()
     finally:
         engine.dispose()
-    return {str(row[0]): str(row[1] or "") for row in rows}
+    return {str(row[0]): str(row[1]) for row in rows}
