@@ -14,7 +14,6 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import grpc
 
@@ -32,6 +31,10 @@ _METHOD = "/protoevents.v1.EventForwardService/Forward"
 _FIELDS = forward_service_pb2.ForwardRequest.DESCRIPTOR.fields_by_name
 _CREATED_KEY = bytes([_FIELDS["created"].number << 3 | 2])
 _UPDATED_KEY = bytes([_FIELDS["updated"].number << 3 | 2])
+# The channel's own reconnect backoff (gRPC's default grows to 120 s) would keep new streams
+# failing long after the other proxy is back: the dispatcher's backoff spaces the retries.
+# (gRPC's minimum connect timeout stays at its default, for slow TLS handshakes.)
+_RECONNECT = (("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 1000))
 # Answers that retrying the same changes will not change: the writer sets those changes aside.
 _REFUSED = (grpc.StatusCode.INVALID_ARGUMENT,)
 
@@ -214,15 +217,8 @@ class ForwardWriter:
 
 
 def _channel(address: str, tls: ClientTLS | None, files: TLSFiles | None) -> grpc.aio.Channel:
-    """A channel to `address`, with TLS from `files` when given `tls`. Its reconnection
-    backoff is capped at 1 s: gRPC's own (up to 120 s) would otherwise hold the dispatcher's
-    retries back long after the other proxy is up again."""
-    options: list[tuple[str, Any]] = [
-        ("grpc.initial_reconnect_backoff_ms", 100),
-        ("grpc.min_reconnect_backoff_ms", 100),
-        ("grpc.max_reconnect_backoff_ms", 1000),
-        ("grpc.max_send_message_length", 64 << 20),
-    ]
+    """A channel to `address`, with TLS from `files` when given `tls`."""
+    options = [("grpc.max_send_message_length", 64 << 20), *_RECONNECT]
     if tls is None:
         return grpc.aio.insecure_channel(address, options)
     credentials = tls.credentials(files)

@@ -115,8 +115,15 @@ class ServeProcess:
 
 
 def serve(
-    processes: list[ServeProcess], data: Path, url: str, *flags: str, port: int = 0
+    processes: list[ServeProcess],
+    data: Path,
+    url: str,
+    *flags: str,
+    port: int = 0,
+    follow_log: bool = False,
 ) -> ServeProcess:
-    proxy = ServeProcess(data, "--db", url, "--listen", f"127.0.0.1:{port}", *flags)
+    proxy = ServeProcess(
+        data, "--db", url, "--listen", f"127.0.0.1:{port}", *flags, follow_log=follow_log
+    )
     processes.append(proxy)
     return proxy

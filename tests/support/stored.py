@@ -36,3 +36,14 @@ def row_count(url: str) -> int:
         return -1
     finally:
         engine.dispose()
+
+
+def stored_sites(url: str) -> dict[str, str]:
+    """The site of each stored event ("" for one recorded at that proxy)."""
+    engine = sa.create_engine(url, poolclass=sa.NullPool)
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(sa.text("SELECT id, site FROM events")).all()
+    finally:
+        engine.dispose()
+    return {str(row[0]): str(row[1]) for row in rows}
