@@ -1,0 +1,1 @@
+"""Alerts: rules matched against the durable log, grouped, silenced and notified."""
