@@ -338,7 +338,7 @@ def _tables(section: str, raw: object) -> list[Mapping[str, Any]]:
     return list(raw)
 
 
-def parse_receiver(table: Mapping[str, Any]) -> ReceiverConfig:
+def _receiver(table: Mapping[str, Any]) -> ReceiverConfig:
     """One `[[alerts.receivers]]` table; raises _KeyError naming the key."""
     name = table.get("name")
     if not isinstance(name, str) or not NAME.match(name):
@@ -355,7 +355,7 @@ def _receivers(raw: object) -> tuple[ReceiverConfig, ...]:
     for index, table in enumerate(_tables("receivers", raw)):
         where = _label("receivers", index, table)
         try:
-            receiver = parse_receiver(table)
+            receiver = _receiver(table)
         except _KeyError as exc:
             raise RuleConfigError(where, exc.key, exc.value, str(exc)) from None
         if any(other.name == receiver.name for other in parsed):
