@@ -97,7 +97,7 @@ class AlertRule:
     group_wait: float = 30.0
     group_interval: float = 300.0
     repeat_interval: float = 4 * 3600.0
-    annotations: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict, hash=False)
 
     def matches(self, event: event_pb2.Event, *, forced: bool = False) -> bool:
         """Whether `event` alerts through this rule; a forced alert skips `min_severity`."""
@@ -162,7 +162,7 @@ class ReceiverConfig:
 
     name: str
     kind: str
-    options: Mapping[str, Any] = field(default_factory=dict)
+    options: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True, slots=True)

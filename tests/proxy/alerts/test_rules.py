@@ -68,6 +68,7 @@ def test_a_full_rule_from_toml() -> None:
     assert rule.sources == (("node-*", "cluster-*"),)
     assert config.receivers[0].options == {"url": "http://127.0.0.1:9/hook"}
     assert config.forced_rule is not None and config.forced_rule.receivers == ("ops",)
+    assert hash(config) == hash(config)  # frozen through and through, annotations aside
 
     event = stored_event(1, type=LEADER_LOST)
     event.severity = severity_pb2.SEVERITY_ERROR
