@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from protoevents.proxy.alerts.grouping import Due, Grouper
 from protoevents.proxy.alerts.rules import AlertConfig, AlertRule
 from protoevents.v1 import severity_pb2
-from tests.proxy.alerts.clock import FakeClock, created, forced, updated
+from tests.support.alert_clock import FakeClock, created, forced, updated
 
 RULE = AlertRule(name="cluster", receivers=("ops",), categories=frozenset({"cluster"}))
 

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from protoevents.proxy.alerts.grouping import Due, Grouper
 from protoevents.proxy.alerts.rules import AlertConfig, AlertRule
 from protoevents.proxy.changes import Change
-from tests.proxy.alerts.clock import FakeClock, created, updated
+from tests.support.alert_clock import FakeClock, created, updated
 
 RULE = AlertRule(
     name="nodes",
