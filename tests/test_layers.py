@@ -58,6 +58,12 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
             "backlog",
         )
     },
+    "protoevents.proxy.alerts": (
+        "protoevents.proxy.app",
+        "protoevents.proxy.cli",
+        "protoevents.proxy.query",
+        "protoevents.proxy.config",
+    ),
     "protoevents.proxy.access": (
         "protoevents.proxy.config",
         "protoevents.proxy.app",
