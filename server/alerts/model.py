@@ -32,8 +32,13 @@ class Notification:
 
 class DeliveryError(Exception):
     """A notification was not delivered; `retryable` says whether sending it again may work
-    (5xx, 429, a timeout, SMTP 4xx) or not (4xx but 429, SMTP 5xx, a bad address)."""
+    (5xx, 429, a timeout, SMTP 4xx) or not (4xx but 429, SMTP 5xx, a bad address);
+    `retry_after_s` the wait the receiver asked for (an HTTP Retry-After), None when it asked
+    for none."""
 
-    def __init__(self, message: str, *, retryable: bool) -> None:
+    def __init__(
+        self, message: str, *, retryable: bool, retry_after_s: float | None = None
+    ) -> None:
         super().__init__(message)
         self.retryable = retryable
+        self.retry_after_s = retry_after_s

@@ -1,0 +1,1 @@
+"""Receivers of alert notifications: webhook (Alertmanager's payload), email (SMTP), syslog."""
