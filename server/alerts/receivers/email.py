@@ -225,11 +225,7 @@ class EmailReceiver:
         message["From"] = self.options.from_address
         message["To"] = ", ".join(self.options.to)
         message["Subject"] = subject(self.options.subject, notification)
-        message["Date"] = email.utils.format_datetime(
-            notification.firing_since
-            if notification.firing_since.tzinfo
-            else notification.firing_since.astimezone()
-        )
+        message["Date"] = email.utils.formatdate(usegmt=True)
         message["Message-ID"] = message_id(notification.key)
         message.set_content(body(notification, self.registry))
         return message
