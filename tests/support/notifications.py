@@ -10,7 +10,6 @@ from protoevents.v1 import event_pb2, severity_pb2
 from tests.support.events import stored_event
 
 
-
 def alerting_event(n: int, **fields: str) -> event_pb2.Event:
     """A stored ERROR event, `n` apart from the others (node, time, attributes)."""
     event = stored_event(n, count=n + 1, **fields)

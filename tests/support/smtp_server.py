@@ -7,6 +7,7 @@ from __future__ import annotations
 import email
 import email.policy
 import queue
+import socket
 import ssl
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -67,7 +68,8 @@ class _Handler:
         message = email.message_from_bytes(content, policy=email.policy.default)
         assert isinstance(message, EmailMessage)
         login = session.auth_data.login.decode() if session.authenticated else None
-        tls = session.ssl is not None
+        # session.ssl is set by STARTTLS only; implicit TLS shows on the transport.
+        tls = session.ssl is not None or server.transport.get_extra_info("sslcontext") is not None
         assert envelope.mail_from is not None
         self.server.received.append(
             Received(envelope.mail_from, list(envelope.rcpt_tos), message, login, tls)
@@ -92,17 +94,23 @@ class SmtpServer:
         self.failed_logins = 0
         kwargs: dict[str, Any] = {}
         if mode == "starttls":
-            kwargs["server_kwargs"] = {"tls_context": context, "require_starttls": True}
+            kwargs |= {"tls_context": context, "require_starttls": True}
         elif mode == "tls":
             kwargs["ssl_context"] = context
         if users is not None:
-            kwargs.setdefault("server_kwargs", {})
-            kwargs["server_kwargs"] |= {
+            kwargs |= {
                 "authenticator": self._authenticate,
                 "auth_required": True,
-                "auth_require_tls": True,
+                # aiosmtpd counts only STARTTLS as TLS: with implicit TLS it is TLS anyway.
+                "auth_require_tls": mode == "starttls",
             }
-        self._controller = Controller(_Handler(self), hostname="127.0.0.1", port=0, **kwargs)
+        # The controller checks its server by connecting to its port: it cannot take port 0.
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self._controller = Controller(
+            _Handler(self), hostname="127.0.0.1", port=self.port, **kwargs
+        )
 
     def _authenticate(
         self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
@@ -126,7 +134,6 @@ class SmtpServer:
 
     def start(self) -> SmtpServer:
         self._controller.start()
-        self.port = self._controller.server.sockets[0].getsockname()[1]
         return self
 
     def stop(self) -> None:

@@ -207,9 +207,9 @@ class EmailReceiver:
     Message-ID is message_id(notification key), so a resend is recognisable as the same
     message. Retryable: no connection, a timeout, a disconnection, an SMTP 4xx answer.
     Permanent: an SMTP 5xx answer (a refused sender or recipient, a failed login), a server
-    without STARTTLS. Some recipients refused and others not: raises, naming the refused
-    ones (retryable when one refusal was 4xx; a resend reaches the others again, with the
-    same Message-ID).
+    without STARTTLS or AUTH when the options need them. Some recipients refused and others
+    not: raises, naming the refused ones (retryable when one refusal was 4xx; a resend
+    reaches the others again, with the same Message-ID).
     """
 
     def __init__(
@@ -258,14 +258,15 @@ class EmailReceiver:
             raise DeliveryError(
                 f"{where} answered {exc.code} {exc.message}", retryable=400 <= exc.code < 500
             ) from None
-        except aiosmtplib.SMTPNotSupported as exc:
-            raise DeliveryError(f"{where}: {exc}", retryable=False) from None
         except TimeoutError:
             raise DeliveryError(
                 f"{where}: no answer within {self.options.timeout_s} s", retryable=True
             ) from None
-        except (aiosmtplib.SMTPException, OSError) as exc:
+        except (ConnectionError, OSError) as exc:  # aiosmtplib's connection errors too
             raise DeliveryError(f"{where}: {type(exc).__name__}: {exc}", retryable=True) from None
+        except aiosmtplib.SMTPException as exc:
+            # The server lacks what the options need (STARTTLS, AUTH): no resend fixes that.
+            raise DeliveryError(f"{where}: {exc}", retryable=False) from None
         if refused:
             raise _refused(
                 where,

@@ -343,4 +343,3 @@ def test_retry_after_forms() -> None:
     assert retry_after("soon", now) is None
     assert retry_after("-5", now) is None
     assert retry_after(None, now) is None
-
