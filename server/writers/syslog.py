@@ -19,6 +19,7 @@ from pathlib import Path
 
 from protoevents.proxy.changes import Change
 from protoevents.proxy.writers.base import BuildContext, WriterConfigError, WriterOptions
+from protoevents.proxy.writers.client_tls import client_context
 from protoevents.proxy.writers.syslog_format import RFC3164_MAX_BYTES, Rfc3164, Rfc5424
 
 # Linux: the ioctl giving the bytes sent but not yet acknowledged by the peer (SIOCOUTQ).
@@ -134,24 +135,9 @@ class SyslogOptions(WriterOptions):
             self.ssl_context()  # reads the files now, so a bad one stops the start
 
     def ssl_context(self) -> ssl.SSLContext:
-        """The client TLS context: the system CAs or `tls_ca_file`, hostname checks unless
-        `tls_verify` is false, a client certificate when given."""
-        try:
-            context = ssl.create_default_context(
-                cafile=str(self.tls_ca_file) if self.tls_ca_file else None
-            )
-        except (OSError, ssl.SSLError) as exc:
-            raise WriterConfigError("tls_ca_file", str(self.tls_ca_file), str(exc)) from None
-        if not self.tls_verify:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        if self.tls_cert_file is not None and self.tls_key_file is not None:
-            try:
-                context.load_cert_chain(self.tls_cert_file, self.tls_key_file)
-            except (OSError, ssl.SSLError) as exc:
-                cert = str(self.tls_cert_file)
-                raise WriterConfigError("tls_cert_file", cert, str(exc)) from None
-        return context
+        """The client TLS context (writers/client_tls.py)."""
+        cert, key = self.tls_cert_file, self.tls_key_file
+        return client_context(self.tls_ca_file, self.tls_verify, cert, key)
 
 
 Options = SyslogOptions

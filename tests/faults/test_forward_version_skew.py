@@ -11,7 +11,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
 from protoevents.v1 import event_pb2, proxy_service_pb2
 from tests.support.commands import CliRunner
@@ -19,6 +18,7 @@ from tests.support.ingest_helpers import make_event, make_events
 from tests.support.polling import poll
 from tests.support.scrape import scrape, value
 from tests.support.serve_process import ServeProcess
+from tests.support.stored import stored_counts
 from tests.support.user_protos import write_user_protos
 
 WIDGET_MODULE = "acme.widgets.v1.widget_events_pb2"
@@ -27,13 +27,7 @@ REPEATS = 5
 
 
 def counts(data_dir: Path) -> dict[str, int]:
-    engine = sa.create_engine(f"sqlite:///{data_dir}/events.db", poolclass=sa.NullPool)
-    try:
-        with engine.connect() as connection:
-            rows = connection.execute(sa.text("SELECT id, count FROM events")).all()
-    finally:
-        engine.dispose()
-    return {str(r[0]): int(r[1]) for r in rows}
+    return stored_counts(f"sqlite:///{data_dir}/events.db")
 
 
 def site_config(path: Path, central: ServeProcess) -> Path:

@@ -22,6 +22,7 @@ from protoevents.proxy.alerts.receivers.base import (
     ReceiverOptions,
     read_secret,
 )
+from protoevents.proxy.writers.client_tls import client_context
 from protoevents.proxy.writers.syslog import split_address
 from protoevents.recorder.registry import Registry
 from protoevents.v1 import severity_pb2
@@ -116,18 +117,8 @@ class EmailOptions(ReceiverOptions):
             self.ssl_context()
 
     def ssl_context(self) -> ssl.SSLContext:
-        """The client TLS context: the system CAs or `tls_ca_file`, hostname checks unless
-        `tls_verify` is false."""
-        try:
-            context = ssl.create_default_context(
-                cafile=str(self.tls_ca_file) if self.tls_ca_file else None
-            )
-        except (OSError, ssl.SSLError) as exc:
-            raise ReceiverConfigError("tls_ca_file", self.tls_ca_file, str(exc)) from None
-        if not self.tls_verify:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        return context
+        """The client TLS context (writers/client_tls.py)."""
+        return client_context(self.tls_ca_file, self.tls_verify, error=ReceiverConfigError)
 
 
 Options = EmailOptions

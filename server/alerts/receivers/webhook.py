@@ -21,6 +21,7 @@ from protoevents.proxy.alerts.receivers.base import (
     ReceiverOptions,
     read_secret,
 )
+from protoevents.proxy.writers.client_tls import client_context
 from protoevents.recorder.registry import Registry
 
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an HTTP header name (RFC 9110)
@@ -77,23 +78,9 @@ class WebhookOptions(ReceiverOptions):
                     raise ReceiverConfigError(key, getattr(self, key), "only for an https url")
 
     def ssl_context(self) -> ssl.SSLContext:
-        """The client TLS context: the system CAs or `tls_ca_file`, hostname checks unless
-        `tls_verify` is false, a client certificate when given."""
-        try:
-            context = ssl.create_default_context(
-                cafile=str(self.tls_ca_file) if self.tls_ca_file else None
-            )
-        except (OSError, ssl.SSLError) as exc:
-            raise ReceiverConfigError("tls_ca_file", self.tls_ca_file, str(exc)) from None
-        if not self.tls_verify:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        if self.tls_cert_file is not None and self.tls_key_file is not None:
-            try:
-                context.load_cert_chain(self.tls_cert_file, self.tls_key_file)
-            except (OSError, ssl.SSLError) as exc:
-                raise ReceiverConfigError("tls_cert_file", self.tls_cert_file, str(exc)) from None
-        return context
+        """The client TLS context (writers/client_tls.py)."""
+        cert, key = self.tls_cert_file, self.tls_key_file
+        return client_context(self.tls_ca_file, self.tls_verify, cert, key, ReceiverConfigError)
 
 
 Options = WebhookOptions
