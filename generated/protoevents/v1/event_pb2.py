@@ -27,7 +27,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from protoevents.v1 import severity_pb2 as protoevents_dot_v1_dot_severity__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aprotoevents/v1/event.proto\x12\x0eprotoevents.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dprotoevents/v1/severity.proto\".\n\x0b\x45ventSource\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x11\n\tcomponent\x18\x02 \x01(\t\":\n\tObjectRef\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\"\xb6\x04\n\x05\x45vent\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12*\n\x08severity\x18\x03 \x01(\x0e\x32\x18.protoevents.v1.Severity\x12\x10\n\x08\x63\x61tegory\x18\x04 \x01(\t\x12\x0f\n\x07message\x18\x05 \x01(\t\x12+\n\x06source\x18\x06 \x01(\x0b\x32\x1b.protoevents.v1.EventSource\x12)\n\x06object\x18\x07 \x01(\x0b\x32\x19.protoevents.v1.ObjectRef\x12\x39\n\nattributes\x18\x08 \x03(\x0b\x32%.protoevents.v1.Event.AttributesEntry\x12%\n\x04\x64\x61ta\x18\t \x01(\x0b\x32\x17.google.protobuf.Struct\x12(\n\x04time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x63ount\x18\x0b \x01(\x04\x12.\n\nfirst_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tlast_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rreceived_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04site\x18\x0f \x01(\t\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aprotoevents/v1/event.proto\x12\x0eprotoevents.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dprotoevents/v1/severity.proto\".\n\x0b\x45ventSource\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x11\n\tcomponent\x18\x02 \x01(\t\":\n\tObjectRef\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\"\xc5\x04\n\x05\x45vent\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12*\n\x08severity\x18\x03 \x01(\x0e\x32\x18.protoevents.v1.Severity\x12\x10\n\x08\x63\x61tegory\x18\x04 \x01(\t\x12\x0f\n\x07message\x18\x05 \x01(\t\x12+\n\x06source\x18\x06 \x01(\x0b\x32\x1b.protoevents.v1.EventSource\x12)\n\x06object\x18\x07 \x01(\x0b\x32\x19.protoevents.v1.ObjectRef\x12\x39\n\nattributes\x18\x08 \x03(\x0b\x32%.protoevents.v1.Event.AttributesEntry\x12%\n\x04\x64\x61ta\x18\t \x01(\x0b\x32\x17.google.protobuf.Struct\x12(\n\x04time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x63ount\x18\x0b \x01(\x04\x12.\n\nfirst_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tlast_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rreceived_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04site\x18\x0f \x01(\t\x12\r\n\x05\x61lert\x18\x10 \x01(\x08\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,7 +41,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_OBJECTREF']._serialized_start=188
   _globals['_OBJECTREF']._serialized_end=246
   _globals['_EVENT']._serialized_start=249
-  _globals['_EVENT']._serialized_end=815
-  _globals['_EVENT_ATTRIBUTESENTRY']._serialized_start=766
-  _globals['_EVENT_ATTRIBUTESENTRY']._serialized_end=815
+  _globals['_EVENT']._serialized_end=830
+  _globals['_EVENT_ATTRIBUTESENTRY']._serialized_start=781
+  _globals['_EVENT_ATTRIBUTESENTRY']._serialized_end=830
 # @@protoc_insertion_point(module_scope)

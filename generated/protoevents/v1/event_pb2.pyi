@@ -118,6 +118,7 @@ class Event(_message.Message):
     LAST_TIME_FIELD_NUMBER: _builtins.int
     RECEIVED_TIME_FIELD_NUMBER: _builtins.int
     SITE_FIELD_NUMBER: _builtins.int
+    ALERT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Unique id assigned by the client, time-ordered (a UUIDv7 in its canonical text form).
     It is the idempotency key: the proxy stores an id at most once.
@@ -140,6 +141,13 @@ class Event(_message.Message):
     """The site the event came through: set by a proxy that received it forwarded from a site
     (the site's name, proven by the forwarding caller's identity), kept along a chain of
     proxies. Empty for an event recorded at the proxy that holds it; recorders never set it.
+    """
+    alert: _builtins.bool
+    """Asks for an alert whatever the proxy's alert rules match: each rule's receivers are
+    notified of this event even when its severity, type, source, object or attributes match
+    none of the rule's conditions (the rule's grouping and silences still apply). Off by
+    default. Deduplication merges a repeat into an earlier event only when both ask for an
+    alert or neither does, so a forced alert is never folded into the count of a plain event.
     """
     @_builtins.property
     def source(self) -> Global___EventSource:
@@ -196,10 +204,11 @@ class Event(_message.Message):
         last_time: _timestamp_pb2.Timestamp | None = ...,
         received_time: _timestamp_pb2.Timestamp | None = ...,
         site: _builtins.str = ...,
+        alert: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "first_time", b"first_time", "last_time", b"last_time", "object", b"object", "received_time", b"received_time", "source", b"source", "time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attributes", b"attributes", "category", b"category", "count", b"count", "data", b"data", "first_time", b"first_time", "id", b"id", "last_time", b"last_time", "message", b"message", "object", b"object", "received_time", b"received_time", "severity", b"severity", "site", b"site", "source", b"source", "time", b"time", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alert", b"alert", "attributes", b"attributes", "category", b"category", "count", b"count", "data", b"data", "first_time", b"first_time", "id", b"id", "last_time", b"last_time", "message", b"message", "object", b"object", "received_time", b"received_time", "severity", b"severity", "site", b"site", "source", b"source", "time", b"time", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
