@@ -20,17 +20,19 @@ DEFAULT_MAX_ENTRIES = 100_000
 DEFAULT_MAX_BYTES = 160 * 1024 * 1024
 
 # What an entry holds beyond the bytes of its serialized event and the characters of its
-# strings: the key tuple and the headers of its seven strings, the event id's header, the
-# entry and its ints, the bytes header, and the OrderedDict's slot and node. Measured with
-# tracemalloc (`python -m bench.bench_dedup_memory --scan`: 1,000 to 100,000 keys, either
-# side of the dict's growth steps): 743 to 788 bytes a key as the LRU grows, 782 to 872 once
-# it evicts (deleted slots, a table resized under churn). The largest, rounded up, so the
-# accounted total is not below what the entries hold. Characters count one byte each, as in
-# the ASCII strings events carry (a string of wider characters holds 2 or 4 bytes a one).
+# strings: the key tuple (its alert flag a shared bool) and the headers of its seven strings,
+# the event id's header, the entry and its ints, the bytes header, and the OrderedDict's slot
+# and node. Measured with tracemalloc (`python -m bench.bench_dedup_memory --scan`: 1,000 to
+# 100,000 keys, either side of the dict's growth steps): 751 to 796 bytes a key as the LRU
+# grows, 790 to 880 once it evicts (deleted slots, a table resized under churn). The largest,
+# so the accounted total is not below what the entries hold. Characters count one byte each,
+# as in the ASCII strings events carry (a string of wider characters holds 2 or 4 bytes a one).
 ENTRY_OVERHEAD = 880
 
-# type, severity, message, source node, source component, object kind, namespace, name.
-DedupKey = tuple[str, int, str, str, str, str, str, str]
+# type, severity, message, source node, source component, object kind, namespace, name, and
+# whether the event asks for an alert (a forced alert never merges into a plain event's
+# count, nor a plain event into a forced alert's).
+DedupKey = tuple[str, int, str, str, str, str, str, str, bool]
 
 
 def dedup_key(event: event_pb2.Event) -> DedupKey:
@@ -46,6 +48,7 @@ def dedup_key(event: event_pb2.Event) -> DedupKey:
         obj.kind,
         obj.namespace,
         obj.name,
+        event.alert,
     )
 
 
@@ -174,6 +177,7 @@ class Deduplicator:
                 obj.kind,
                 obj.namespace,
                 obj.name,
+                event.alert,
             )
             entry = entries.get(key)
             if entry is not None and received_at < entry.window_end_ns:

@@ -98,6 +98,24 @@ def test_different_content_is_never_merged() -> None:
     assert kinds == [CREATED] * len(variants)
 
 
+def test_a_forced_alert_merges_only_with_forced_alerts() -> None:
+    dedup = Deduplicator()
+    plain, forced, plain_again, forced_again = raw(1), raw(1), raw(1), raw(1)
+    forced.alert = forced_again.alert = True
+    assert dedup_key(plain) != dedup_key(forced)
+    changes = [dedup.observe(e, T0 + n) for n, e in enumerate((plain, forced))]
+    assert [(c.kind, c.event.id, c.event.alert) for c in changes] == [
+        (CREATED, plain.id, False),
+        (CREATED, forced.id, True),
+    ]
+    # Each repeat counts on the event that asks what it asks; the other stays as it was.
+    repeats = dedup.observe_many([forced_again, plain_again, raw(1)], T0 + 2)
+    assert [(c.kind, c.event.id, c.event.count, c.event.alert) for c in repeats] == [
+        (UPDATED, forced.id, 2, True),
+        (UPDATED, plain.id, 3, False),
+    ]
+
+
 def test_key_has_no_concatenation_collision() -> None:
     a = raw(1, message="ab", node="c")
     b = raw(1, message="a", node="bc")
@@ -270,9 +288,10 @@ def collapsed(changes: list[Change]) -> list[tuple[int, event_pb2.Event]]:
     return created + [(UPDATED, event) for event in last.values()]
 
 
-# Calls of observe_many: (received after the previous call in seconds, events by message).
+# Calls of observe_many: (received after the previous call in seconds, events by content:
+# message m // 2, a forced alert when m is odd).
 _calls = st.lists(
-    st.tuples(st.integers(0, 6), st.lists(st.integers(0, 4), max_size=12)), max_size=8
+    st.tuples(st.integers(0, 6), st.lists(st.integers(0, 5), max_size=12)), max_size=8
 )
 
 
@@ -291,8 +310,9 @@ def test_observe_many_equals_observe_collapsed(
     at = T0
     for n, (later, messages) in enumerate(calls):
         at += later * SECOND
-        batch = [raw(n * 100 + i, message=f"m{m}") for i, m in enumerate(messages)]
+        batch = [raw(n * 100 + i, message=f"m{m // 2}") for i, m in enumerate(messages)]
         for i, event in enumerate(batch):
+            event.alert = messages[i] % 2 == 1
             event.time.FromNanoseconds(T0 + (i * 7919 % 13) * SECOND)  # not in order
         sequential = collapsed([one.observe(event, at) for event in batch])
         assert [(c.kind, c.event) for c in many.observe_many(batch, at)] == sequential
