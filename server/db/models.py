@@ -8,6 +8,7 @@ from typing import Any, cast
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Dialect,
     Index,
@@ -15,6 +16,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    false,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -92,6 +94,8 @@ class EventRow(Base):
     count: Mapped[int] = mapped_column(BigInteger)
     # The site the event was forwarded from; '' for an event recorded at this proxy.
     site: Mapped[str] = mapped_column(String(FIELD_LIMITS["site"]), server_default=text("''"))
+    # Whether the event asked for an alert whatever the alert rules match (Event.alert).
+    alert: Mapped[bool] = mapped_column(Boolean, server_default=false())
 
     # Listings are ordered by (time, id) for keyset pagination; each filter of the query
     # service leads one index ending in time. The id tiebreak is left out of those: ties on

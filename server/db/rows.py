@@ -99,6 +99,7 @@ def event_to_values(event: event_pb2.Event) -> tuple[Any, ...]:
         timestamp_to_datetime(event.received_time),
         event.count,
         event.site,
+        event.alert,
     )
 
 
@@ -144,6 +145,7 @@ def event_to_sqlite_values(event: event_pb2.Event) -> tuple[Any, ...]:
         timestamp_to_text(event.received_time),
         event.count,
         event.site,
+        event.alert,
     )
 
 
@@ -157,7 +159,7 @@ def _same_time(ts: timestamp_pb2.Timestamp, time: timestamp_pb2.Timestamp, text:
 COPY_COLUMNS: tuple[str, ...] = (
     *("id", "type", "category", "message", "source_node", "source_component"),
     *("object_kind", "object_namespace", "object_name", "site", "attributes", "severity"),
-    *("time", "first_time", "last_time", "received_time", "count", "data"),
+    *("time", "first_time", "last_time", "received_time", "count", "alert", "data"),
 )
 _COPY_SPECIALS = re.compile(r"[\\\n\r]")
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
@@ -170,8 +172,8 @@ def _copy_text(text: str) -> str:
 def event_to_copy_line(event: event_pb2.Event, count: int = 0, last_time: str = "") -> str:
     """The row of `event` as one line of PostgreSQL text COPY, columns in COPY_COLUMNS order.
 
-    Times are UTC text, `attributes` and `data` JSON. `count` and `last_time` (text of
-    `timestamp_to_text`), when given, replace the event's.
+    Times are UTC text, `attributes` and `data` JSON, `alert` t or f. `count` and `last_time`
+    (text of `timestamp_to_text`), when given, replace the event's.
     """
     source = event.source
     obj = event.object
@@ -203,9 +205,10 @@ def event_to_copy_line(event: event_pb2.Event, count: int = 0, last_time: str = 
     first = _same_time(event.first_time, time, text)
     last = last_time or _same_time(event.last_time, time, text)
     received = timestamp_to_text(event.received_time)
+    alert = "t" if event.alert else "f"
     return (
         f"{line}\t{event.severity}\t{text}+00\t{first}+00\t{last}+00\t{received}+00\t"
-        f"{count or event.count}\t{data}\n"
+        f"{count or event.count}\t{alert}\t{data}\n"
     )
 
 
@@ -228,6 +231,7 @@ def row_to_event(row: Mapping[str, Any]) -> event_pb2.Event:
         message=row["message"],
         count=row["count"],
         site=row["site"],
+        alert=row["alert"],
     )
     source = event.source
     source.node = row["source_node"]

@@ -151,6 +151,29 @@ def test_the_site_is_stored_kept_by_updates_and_empty_for_local_events(
     assert sites == {local.id: "", forwarded.id: "site-a", odd.id: odd.site}
 
 
+def test_the_alert_flag_is_stored_kept_by_updates_and_false_by_default(
+    writer: SqlWriter, migrated_engine: Engine
+) -> None:
+    plain, forced = stored_event(1), stored_event(2)
+    forced.alert = True
+    write(writer, [Change(CREATED, e) for e in (plain, forced)])
+    update = repeated(forced, 3, later_ms=20)
+    # An update of an id not stored yet inserts its event, flag and all (the staging path).
+    unseen = stored_event(3)
+    unseen.alert = True
+    write(writer, [Change(UPDATED, update), Change(UPDATED, repeated(unseen, 2, later_ms=5))])
+    rows = stored(migrated_engine)
+    assert {i: (e.alert, e.count) for i, e in rows.items()} == {
+        plain.id: (False, 1),
+        forced.id: (True, 3),
+        unseen.id: (True, 2),
+    }
+    assert rows[forced.id] == update
+    with migrated_engine.connect() as connection:
+        flags = dict(connection.execute(sa.select(events.c.id, events.c.alert)).all())
+    assert flags == {plain.id: False, forced.id: True, unseen.id: True}
+
+
 def test_stored_times_compare_with_bound_datetimes(
     writer: SqlWriter, migrated_engine: Engine
 ) -> None:
@@ -196,6 +219,7 @@ def events_strategy(draw: st.DrawFn) -> event_pb2.Event:
         event_id=str(draw(st.uuids())),
     )
     event.site = draw(_text.filter(lambda s: len(s) <= 64))
+    event.alert = draw(st.booleans())
     event.attributes.clear()
     event.attributes.update(draw(st.dictionaries(_text, _text, max_size=5)))
     data = draw(st.none() | st.dictionaries(_text, _json, max_size=5))
