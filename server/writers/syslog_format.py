@@ -113,6 +113,7 @@ class Rfc5424:
             ("change", "updated" if change.kind == UPDATED else "created"),
             ("type", event.type),
             ("severity", severity_pb2.Severity.Name(event.severity).removeprefix("SEVERITY_")),
+            ("alert", "true" if event.alert else ""),
             ("category", event.category),
             ("site", event.site),
             ("node", event.source.node),
@@ -173,7 +174,8 @@ def cut(encoded: bytes, limit: int) -> bytes:
 class Rfc3164:
     """RFC 3164 (BSD) messages: `<PRI>Mmm dd hh:mm:ss HOST TAG: CONTENT`, the time in UTC
     (the format has no zone), HOST the source node, TAG `app_name` (cut to 32 characters),
-    CONTENT `TYPE: message [id=... component=... object=... count=N]`."""
+    CONTENT `TYPE: message [id=... component=... object=... count=N]` (with alert=true and
+    site=... when set)."""
 
     facility: int
     app_name: str = "protoevents"
@@ -186,6 +188,8 @@ class Rfc3164:
         host = printable(event.source.node, 255)
         tag = printable(self.app_name, 32)
         details = [f"id={event.id}", f"component={event.source.component}"]
+        if event.alert:
+            details.append("alert=true")
         if event.site:
             details.append(f"site={event.site}")
         if path := object_path(event.object):

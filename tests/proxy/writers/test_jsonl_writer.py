@@ -1,4 +1,4 @@
-"""The JSON lines writer across a crash: a torn last line is cut, its changes written again."""
+"""The JSON lines writer: a torn last line cut after a crash, the fields an event shows."""
 
 from __future__ import annotations
 
@@ -39,3 +39,14 @@ def test_a_forwarded_event_carries_its_site_and_a_local_one_none(tmp_path: Path)
     asyncio.run(writer.close())
     shown = [json.loads(line)["event"] for line in path.read_text().splitlines()]
     assert [event.get("site") for event in shown] == [None, "site-a"]
+
+
+def test_a_forced_alert_shows_its_flag_and_a_plain_event_none(tmp_path: Path) -> None:
+    path = tmp_path / "changes.jsonl"
+    plain, forced = make_events(2)
+    forced.alert = True
+    writer = JsonLinesWriter(path)
+    asyncio.run(writer.write([Change(CREATED, plain), Change(CREATED, forced)]))
+    asyncio.run(writer.close())
+    shown = [json.loads(line)["event"] for line in path.read_text().splitlines()]
+    assert [event.get("alert") for event in shown] == [None, True]

@@ -48,6 +48,24 @@ def test_a_forwarded_event_names_its_site_in_both_formats() -> None:
     )
 
 
+def test_a_forced_alert_says_so_in_both_formats_and_a_plain_event_does_not() -> None:
+    change = created()
+    change.event.alert = True
+    frame = Rfc5424(LOCAL0).format(change)
+    assert b' severity="INFO" alert="true" category="cluster" ' in frame
+    assert (
+        Rfc3164(LOCAL0)
+        .format(change)
+        .endswith(
+            b"[id=" + EVENT_ID.encode() + b" component=cluster-controller alert=true "
+            b"object=Node/node-0 count=1]"
+        )
+    )
+    plain = created()
+    assert b"alert" not in Rfc5424(LOCAL0).format(plain)
+    assert b"alert" not in Rfc3164(LOCAL0).format(plain)
+
+
 def test_an_update_reports_its_count_at_the_latest_occurrence() -> None:
     first = stored_event(0, event_id=EVENT_ID)
     frame = Rfc5424(LOCAL0, app_name="events", enterprise_number=99999).format(
