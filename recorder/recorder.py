@@ -35,7 +35,8 @@ from protoevents.recorder.wire import Item, build_event
 from protoevents.v1 import event_pb2
 
 # Bytes of an event besides its message, attributes, object and data: id, type and category
-# names, time, severity, source (counted apart) and field tags, with room to spare.
+# names, time, severity, source (counted apart), the alert flag and field tags, with room to
+# spare.
 _EVENT_OVERHEAD = 512
 _live: weakref.WeakSet[Recorder] = weakref.WeakSet()
 _STOP_RESERVE_S = 0.5  # of close()'s timeout, kept for stopping the thread
@@ -258,17 +259,22 @@ class Recorder:
         obj: event_pb2.ObjectRef | str | None = None,
         attributes: Mapping[str, str] | None = None,
         data: Mapping[str, Any] | struct_pb2.Struct | None = None,
+        alert: bool = False,
     ) -> str:
         """Queue one event and return its id; never blocks, never raises but for bad arguments.
 
         `event_type`: a value of one of the recorder's enums, or its name (qualified, or the
         value name when unambiguous). `severity`: a Severity value or name; defaults to the
         type's declared severity. `obj`: an ObjectRef or "KIND/NAME" / "KIND/NAMESPACE/NAME".
-        An event over `max_event_bytes` serialized raises `EventTooLargeError`.
+        `alert`: ask the proxy's alert rules to notify of this event whatever they match
+        (`Event.alert`). An event over `max_event_bytes` serialized raises
+        `EventTooLargeError`.
         """
         resolved = self._resolver.resolve(event_type)
         if type(message) is not str:
             raise TypeError(f"message must be str, not {type(message).__name__}")
+        if type(alert) is not bool:
+            raise TypeError(f"alert must be a bool, not {type(alert).__name__}")
         if severity is None:
             level = resolved.severity
         elif isinstance(severity, int) and severity in SEVERITY_VALUES:
@@ -281,7 +287,7 @@ class Recorder:
         attrs = _attributes(attributes) if attributes is not None else None
         struct = _data(data) if data is not None else None
         event_id = str(uuid7())
-        item = (event_id, resolved, message, level, ref, attrs, struct, time.time_ns())
+        item = (event_id, resolved, message, level, ref, attrs, struct, time.time_ns(), alert)
         if self._size_bound(message, ref, attrs, struct) > self._max_event_bytes:
             size = build_event(item, self._source).ByteSize()
             if size > self._max_event_bytes:

@@ -12,7 +12,8 @@ from protoevents.v1 import event_pb2, proxy_service_pb2
 
 HEADER_BYTES = 16  # at most: a RecordRequest's sequence field, prepended to each batch
 
-# What record() enqueues: id, type, message, severity, object, attributes, data, time (ns).
+# What record() enqueues: id, type, message, severity, object, attributes, data, time (ns),
+# and whether the event asks for an alert.
 Item = tuple[
     str,
     EventType,
@@ -22,6 +23,7 @@ Item = tuple[
     Mapping[str, str] | None,
     struct_pb2.Struct | None,
     int,
+    bool,
 ]
 
 
@@ -33,7 +35,7 @@ def field_bytes(event: event_pb2.Event) -> int:
 
 def build_event(item: Item, source: event_pb2.EventSource) -> event_pb2.Event:
     """The Event message of a queued item."""
-    event_id, event_type, message, severity, obj, attributes, data, time_ns = item
+    event_id, event_type, message, severity, obj, attributes, data, time_ns, alert = item
     event = event_pb2.Event(
         id=event_id,
         type=event_type.name,
@@ -44,6 +46,7 @@ def build_event(item: Item, source: event_pb2.EventSource) -> event_pb2.Event:
         object=obj,
         attributes=attributes,
         data=data,
+        alert=alert,
     )
     event.time.FromNanoseconds(time_ns)
     return event

@@ -32,6 +32,11 @@ def register(sub: Any) -> None:
     parser.add_argument(
         "--attr", action="append", default=[], metavar="K=V", help="attribute; repeatable"
     )
+    parser.add_argument(
+        "--alert",
+        action="store_true",
+        help="ask for an alert whatever the proxy's alert rules match (Event.alert)",
+    )
     add_proxy_argument(parser)
     parser.add_argument("--spool-dir", type=Path, help="default: the recorder's default")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds to wait (10)")
@@ -72,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
             severity=args.severity,
             obj=args.object,
             attributes=attributes or None,
+            alert=args.alert,
         )
     except (EventTypeError, ValueError, TypeError) as exc:
         recorder.close(0)
