@@ -266,8 +266,8 @@ class Recorder:
         `event_type`: a value of one of the recorder's enums, or its name (qualified, or the
         value name when unambiguous). `severity`: a Severity value or name; defaults to the
         type's declared severity. `obj`: an ObjectRef or "KIND/NAME" / "KIND/NAMESPACE/NAME".
-        `alert`: ask the proxy's alert rules to notify of this event whatever they match
-        (`Event.alert`). An event over `max_event_bytes` serialized raises
+        `alert`: ask for an alert whatever the severity (`Event.alert`: the proxy's alert
+        rules skip their minimum severity for it). An event over `max_event_bytes` serialized raises
         `EventTooLargeError`.
         """
         resolved = self._resolver.resolve(event_type)

@@ -35,7 +35,7 @@ def register(sub: Any) -> None:
     parser.add_argument(
         "--alert",
         action="store_true",
-        help="ask for an alert whatever the proxy's alert rules match (Event.alert)",
+        help="force an alert whatever the severity (Event.alert)",
     )
     add_proxy_argument(parser)
     parser.add_argument("--spool-dir", type=Path, help="default: the recorder's default")

@@ -143,11 +143,12 @@ class Event(_message.Message):
     proxies. Empty for an event recorded at the proxy that holds it; recorders never set it.
     """
     alert: _builtins.bool
-    """Asks for an alert whatever the proxy's alert rules match: each rule's receivers are
-    notified of this event even when its severity, type, source, object or attributes match
-    none of the rule's conditions (the rule's grouping and silences still apply). Off by
-    default. Deduplication merges a repeat into an earlier event only when both ask for an
-    alert or neither does, so a forced alert is never folded into the count of a plain event.
+    """Asks for an alert whatever the severity: the event alerts through every one of the
+    proxy's alert rules whose other matchers (type, category, source, object, attributes)
+    hold, and through the default receiver when no rule takes it, so it is never dropped for
+    want of a rule; grouping and silences still apply. Off by default. Deduplication merges a
+    repeat into an earlier event only when both ask for an alert or neither does, so a forced
+    alert is never folded into the count of a plain event.
     """
     @_builtins.property
     def source(self) -> Global___EventSource:
