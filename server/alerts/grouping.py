@@ -167,7 +167,7 @@ class Grouper:
     def rules_of(self, event: event_pb2.Event) -> list[AlertRule]:
         """The rules `event` alerts through: those whose matchers hold; for a forced alert
         those whose matchers but severity hold, else the forced rule."""
-        forced = bool(getattr(event, "alert", False))
+        forced = event.alert
         taken = [rule for rule in self.config.rules if rule.matches(event, forced=forced)]
         if forced and not taken and self.config.forced_rule is not None:
             taken.append(self.config.forced_rule)
