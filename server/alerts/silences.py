@@ -4,9 +4,10 @@ time window, who set one and why; create, list, expire, and the set in force at 
 
 A matcher compares one label with `=`, `!=`, `=~` or `!~`; a label the event lacks has the
 value "" (so `name=""` holds where it is missing), and a regular expression must match the
-whole value (Alertmanager anchors it: `^(?:re)$`, where `.` does not match a line break). A silence silences an event when all its
-matchers hold. Its window is half open: active from `starts_at` (included) to `ends_at`
-(excluded), pending before, expired after, or from `expired_at` on once expired by hand.
+whole value (Alertmanager anchors it: `^(?:re)$`, where `.` does not match a line break).
+A silence silences an event when all its matchers hold. Its window is half open: active
+from `starts_at` (included) to `ends_at` (excluded), pending before, expired after, or from
+`expired_at` on once expired by hand.
 """
 
 from __future__ import annotations
