@@ -1,4 +1,5 @@
-"""SQLAlchemy models of the stored events and of the synced event-type registry."""
+"""SQLAlchemy models of the stored events, of the synced event-type registry and of the alert
+silences."""
 
 from __future__ import annotations
 
@@ -124,5 +125,25 @@ class EventTypeRow(Base):
     enum_name: Mapped[str] = mapped_column(String(255))
 
 
+class SilenceRow(Base):
+    """One alert silence (alerts/silences.py): `matchers` a JSON list of {name, value, op};
+    `expired_at` when it was expired by hand, NULL while it runs to `ends_at`."""
+
+    __tablename__ = "alert_silences"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)  # a UUID as text
+    matchers: Mapped[list[dict[str, str]]] = mapped_column(JsonDocument)
+    starts_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    ends_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    comment: Mapped[str] = mapped_column(String)
+    author: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    expired_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+
+    # The silences in force are read by end time: those not ended yet.
+    __table_args__ = (Index(None, "ends_at"),)
+
+
 events = cast(Table, EventRow.__table__)
 event_types = cast(Table, EventTypeRow.__table__)
+alert_silences = cast(Table, SilenceRow.__table__)
