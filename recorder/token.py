@@ -31,5 +31,9 @@ def digest(token: str) -> str:
 
 
 def new_token() -> str:
-    """A new random token (256 bits, URL-safe text)."""
-    return secrets.token_urlsafe(32)
+    """A new random token (256 bits, URL-safe text), never starting with '-', which a command
+    line would take for an option (`--token -abc` fails)."""
+    while True:
+        token = secrets.token_urlsafe(32)
+        if not token.startswith("-"):
+            return token
